@@ -1,0 +1,84 @@
+//! `arbiter audit verify` and `arbiter audit tail`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::store::DEFAULT_TENANT;
+use crate::store::audit::verify_chain;
+use crate::store::journal::index_journal;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 naming the first record that does not verify.
+    Verify {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the newest records.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', long = "lines", default_value_t = 20)]
+        n: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let root = std::fs::canonicalize(workspace)?;
+    let store = super::open_store(&root).await?;
+    // Records are committed to the journal first; bring the store up to date.
+    index_journal(store.as_ref(), DEFAULT_TENANT, &super::journal_path(&root)).await?;
+    match command {
+        AuditCommand::Verify { json } => {
+            let report = verify_chain(store.as_ref(), DEFAULT_TENANT).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if let Some(bad) = &report.first_bad {
+                println!(
+                    "audit chain BROKEN at seq {}: {} ({} records verified before it)",
+                    bad.seq, bad.reason, report.records
+                );
+            } else {
+                println!(
+                    "audit chain OK: {} records, head seq {} hash {}",
+                    report.records, report.head_seq, report.head_hash
+                );
+            }
+            Ok(if report.first_bad.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        AuditCommand::Tail { n, json } => {
+            for r in store.audit_tail(DEFAULT_TENANT, n.max(0)).await? {
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let rules = if r.rule_ids.is_empty() {
+                        "-"
+                    } else {
+                        &r.rule_ids
+                    };
+                    println!(
+                        "{:>6} {} {:<20} {:<8} {:<14} {:<24} {} {}",
+                        r.seq,
+                        r.ts,
+                        r.tool,
+                        r.outcome,
+                        r.decision,
+                        rules,
+                        r.client_name,
+                        r.args_redacted
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Command-line entry: argument parsing and start-up only. Each subcommand
+//! opens what it needs and hands over to the modules that own the work.
+
+mod audit;
+mod call;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exec::WorkspaceRoot;
+use crate::policy::Policy;
+use crate::store::journal::StoreOpener;
+use crate::store::{AuditChain, DEFAULT_TENANT, SqliteStore, Store, StoreError};
+use crate::tools::Toolbox;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "arbiter",
+    version,
+    about = "A governed MCP server: confined file tools, policy, hash-chained audit."
+)]
+struct Cli {
+    /// Workspace root: every tool path is confined to it. Default: the current directory.
+    #[arg(long, global = true, env = "ARBITER_WORKSPACE", value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve MCP over stdio (stdout carries the protocol; logs go to stderr).
+    Serve,
+    /// Run one tool call through the same policy and audit path, without an MCP client.
+    /// Prints the result as JSON; exits 0 on success, 1 when the result is an error, 2 on bad usage.
+    Call {
+        /// Tool name, e.g. file_read.
+        tool: String,
+        /// Arguments as a JSON object, e.g. '{"target_file":"README.md"}'. Default: {}.
+        args: Option<String>,
+    },
+    /// Inspect the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its own start-up; one-shot commands only say what went wrong.
+    let default_level = match cli.command {
+        Command::Serve => "warn,arbiter=info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    // One thread runs the protocol: a call's request, policy check, audit append
+    // and reply never hop between threads. Blocking work (fsync) goes to the
+    // blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("arbiter: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workspace = cli.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(&workspace).await.map(|()| ExitCode::SUCCESS),
+            Command::Call { tool, args } => call::run(&workspace, &tool, args.as_deref()).await,
+            Command::Audit { command } => audit::run(&workspace, command).await,
+        }
+    });
+    // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("arbiter: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARBITER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Path of the server's state directory, created (private) if missing.
+pub fn state_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join(crate::exec::workspace::STATE_DIR);
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+        // Keep the database and logs out of the user's commits.
+        let _ = std::fs::write(dir.join(".gitignore"), "*\n");
+    }
+    Ok(dir)
+}
+
+/// Open the embedded store of a workspace.
+pub async fn open_store(root: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let dir = state_dir(root).map_err(|e| StoreError::Database(format!("{e:#}")))?;
+    let store = SqliteStore::open(&dir.join("arbiter.db")).await?;
+    Ok(Arc::new(store))
+}
+
+/// Everything a server needs for one workspace: the toolbox and the audit writer.
+pub fn open_workspace(workspace: &Path) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
+    let root = WorkspaceRoot::open(workspace)
+        .with_context(|| format!("cannot open the workspace {}", workspace.display()))?;
+    let root_path = root.path().to_path_buf();
+    state_dir(&root_path)?;
+    let toolbox = Arc::new(Toolbox::new(root, Policy::built_in()));
+    let journal = journal_path(&root_path);
+    let opener: StoreOpener = Arc::new(move || {
+        let root = root_path.clone();
+        Box::pin(async move { open_store(&root).await })
+    });
+    let audit = AuditChain::open(DEFAULT_TENANT.to_string(), &journal, opener)
+        .with_context(|| format!("cannot open the audit journal {}", journal.display()))?;
+    Ok((toolbox, audit))
+}
+
+/// The audit journal of a workspace (see `store::journal`).
+pub fn journal_path(root: &Path) -> PathBuf {
+    root.join(crate::exec::workspace::STATE_DIR)
+        .join("audit.journal")
+}

@@ -1,0 +1,42 @@
+//! `arbiter serve`: MCP over stdio until the client closes stdin or a signal arrives.
+
+use std::path::Path;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+
+use crate::server::ArbiterServer;
+
+/// How long a stopping server waits for calls already running.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn run(workspace: &Path) -> anyhow::Result<()> {
+    let (toolbox, audit) = super::open_workspace(workspace)?;
+    tracing::info!(workspace = %toolbox.root.path().display(), "arbiter serving MCP over stdio");
+    let server = ArbiterServer::new(toolbox, audit);
+    let in_flight = server.in_flight();
+    let service = server
+        .serve(rmcp::transport::io::stdio_pipes())
+        .await
+        .context("the MCP handshake failed")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = service.waiting() => {
+            result.context("the MCP session ended with an error")?;
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
+    }
+    // Let running calls finish and record themselves before the process exits.
+    in_flight.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = in_flight.len(),
+            "calls still running at shutdown were abandoned"
+        );
+    }
+    Ok(())
+}

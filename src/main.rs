@@ -1,0 +1,5 @@
+//! `arbiter`: a governed MCP server. See README.md.
+
+fn main() -> std::process::ExitCode {
+    arbiter::cli::main()
+}

@@ -1,0 +1,287 @@
+//! The MCP face of arbiter: tool registration (rmcp's `#[tool_router]`), the
+//! stdio transport, and the one place every `tools/call` passes through on its
+//! way in and out, so that each call is checked for well-formed arguments and
+//! leaves exactly one audit record, committed before the reply goes out.
+//!
+//! This module holds no file or process logic: the tools do that through the
+//! policy and the executor.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::{ToolCallContext, schema_for_output};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::task::TaskTracker;
+
+use crate::store::AuditChain;
+use crate::store::audit::{AuditEntry, arguments_sha256, redact_arguments};
+use crate::tools::files::{
+    FileReadInput, FileReadOutput, FileSearchReplaceInput, FileSearchReplaceOutput, FileWriteInput,
+    FileWriteOutput,
+};
+use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note};
+
+/// One MCP session's server. Sessions share the toolbox and the audit chain.
+#[derive(Clone)]
+pub struct ArbiterServer {
+    inner: Arc<SessionState>,
+}
+
+struct SessionState {
+    toolbox: Arc<Toolbox>,
+    audit: AuditChain,
+    session_id: String,
+    tool_router: ToolRouter<ArbiterServer>,
+    /// Calls still running; see `call_tool` and [`ArbiterServer::in_flight`].
+    in_flight: TaskTracker,
+}
+
+/// A successful tool result: readable text for the model, the typed object as
+/// `structuredContent` for clients that use the output schema.
+fn tool_success<T: Serialize>(text: String, output: &T) -> CallToolResult {
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(serde_json::to_value(output).unwrap_or(Value::Null));
+    result
+}
+
+fn tool_failure(error: &ToolError) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(error.render())])
+}
+
+fn json_text<T: Serialize>(output: &T) -> String {
+    serde_json::to_string_pretty(output).unwrap_or_default()
+}
+
+#[tool_router]
+impl ArbiterServer {
+    pub fn new(toolbox: Arc<Toolbox>, audit: AuditChain) -> Self {
+        Self {
+            inner: Arc::new(SessionState {
+                toolbox,
+                audit,
+                session_id: uuid::Uuid::new_v4().simple().to_string(),
+                tool_router: Self::tool_router(),
+                in_flight: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The calls still running. A server that is shutting down waits for them,
+    /// so that every effect it started gets its audit record.
+    pub fn in_flight(&self) -> TaskTracker {
+        self.inner.in_flight.clone()
+    }
+
+    #[tool(
+        name = "file_read",
+        description = "Read a text file in the workspace. Returns lines prefixed with their 1-based line numbers, at most 2000 lines or 256 KiB per call; when `truncated` is true, call again with `offset` = `next_offset`. Binary files, directories, FIFOs and devices are refused.",
+        annotations(title = "Read file", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<FileReadOutput>()
+    )]
+    async fn file_read(&self, Parameters(input): Parameters<FileReadInput>) -> CallToolResult {
+        match self.inner.toolbox.file_read(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "file_write",
+        description = "Create or replace a file in the workspace with the given contents, atomically (the file is either entirely old or entirely new, even after a crash). Keeps the mode of a file it replaces and creates missing parent directories.",
+        annotations(
+            title = "Write file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        ),
+        output_schema = schema_for_output::<FileWriteOutput>()
+    )]
+    async fn file_write(&self, Parameters(input): Parameters<FileWriteInput>) -> CallToolResult {
+        match self.inner.toolbox.file_write(input).await {
+            Ok(out) => tool_success(json_text(&out), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "file_search_replace",
+        description = "Edit a file by replacing an exact string. `old_string` must match exactly one place (whitespace included) unless `replace_all` is true; on no match the error points at the closest line, on several it lists their line numbers. `new_string` is literal. Keeps the file's line endings, byte-order mark and final newline. Returns the replacement count and a unified diff.",
+        annotations(
+            title = "Search and replace in file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        ),
+        output_schema = schema_for_output::<FileSearchReplaceOutput>()
+    )]
+    async fn file_search_replace(
+        &self,
+        Parameters(input): Parameters<FileSearchReplaceInput>,
+    ) -> CallToolResult {
+        match self.inner.toolbox.file_search_replace(input).await {
+            Ok(out) => {
+                let text = format!(
+                    "Replaced {} occurrence(s) in {}.\n{}",
+                    out.replacements, out.path, out.diff
+                );
+                tool_success(text, &out)
+            }
+            Err(e) => tool_failure(&e),
+        }
+    }
+}
+
+#[tool_handler(router = self.inner.tool_router)]
+impl ServerHandler for ArbiterServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("arbiter", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "arbiter gives governed access to the workspace {}. Paths are relative to that root; \
+                 nothing outside it is reachable. Every call is checked by policy and recorded in a \
+                 hash-chained audit log. A refused call says which rule refused it and what to do next.",
+                self.inner.toolbox.root.path().display()
+            ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        // The call runs in its own task, to the end of its audit record, even if
+        // the client cancels or disconnects: an effect without its record would
+        // be a hole in the trail.
+        let this = self.clone();
+        self.inner
+            .in_flight
+            .spawn(async move { this.call_tool_audited(request, context).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ErrorData::internal_error(
+                    format!("the tool call task failed: {e}"),
+                    None,
+                ))
+            })
+    }
+}
+
+impl ArbiterServer {
+    /// Check the arguments, run the tool, and commit the audit record before the reply.
+    async fn call_tool_audited(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        let ts = now_rfc3339();
+        let tool = request.name.to_string();
+        let args = request.arguments.clone().unwrap_or_default();
+        let client_name = context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone())
+            .unwrap_or_else(|| "unknown".to_string());
+
+        let (response, note) = match check_arguments(&tool, &args) {
+            None => {
+                let known: Vec<String> = self
+                    .inner
+                    .tool_router
+                    .list_all()
+                    .into_iter()
+                    .map(|t| t.name.to_string())
+                    .collect();
+                let message = format!(
+                    "unknown tool `{tool}`; this server has: {}",
+                    known.join(", ")
+                );
+                (
+                    Err(ErrorData::invalid_params(
+                        message,
+                        Some(json!({ "tool": tool })),
+                    )),
+                    None,
+                )
+            }
+            Some(Err(e)) => {
+                let message = format!(
+                    "invalid arguments for `{tool}`: field `{}`: {}",
+                    e.field, e.message
+                );
+                let data = json!({ "tool": tool, "field": e.field });
+                (Err(ErrorData::invalid_params(message, Some(data))), None)
+            }
+            Some(Ok(())) => {
+                let call = self
+                    .inner
+                    .tool_router
+                    .call(ToolCallContext::new(self, request, context));
+                let (response, note) = with_call_note(call).await;
+                (response, Some(note))
+            }
+        };
+
+        let (outcome, detail) = match (&response, &note) {
+            (Err(e), _) => (Outcome::Invalid, e.message.to_string()),
+            (Ok(_), Some(note)) if note.outcome.is_some() => {
+                (note.outcome.unwrap_or(Outcome::Failed), note.detail.clone())
+            }
+            (Ok(CallToolResponse::Complete(r)), _) if r.is_error == Some(true) => {
+                (Outcome::Failed, String::new())
+            }
+            (Ok(_), _) => (Outcome::Ok, String::new()),
+        };
+        let entry = AuditEntry {
+            ts,
+            session_id: self.inner.session_id.clone(),
+            client_name,
+            tool: tool.clone(),
+            args_sha256: arguments_sha256(&args),
+            args_redacted: redact_arguments(&args),
+            decision: note
+                .as_ref()
+                .and_then(|n| n.verdict)
+                .map_or("none", |v| v.as_str())
+                .to_string(),
+            rule_ids: note
+                .as_ref()
+                .map(|n| n.rule_ids.clone())
+                .unwrap_or_default(),
+            outcome: outcome.as_str().to_string(),
+            detail,
+            duration_us: started.elapsed().as_micros() as i64,
+        };
+        tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
+        if let Err(e) = self.inner.audit.append(entry).await {
+            tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
+            let effect = if outcome == Outcome::Ok && tool != "file_read" {
+                "The change itself was made, but it is not on record"
+            } else {
+                "Nothing was changed"
+            };
+            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                "Failed [AUDIT-001]: {e}. {effect}. Next: the operator must fix the audit store (.arbiter/arbiter.db); retrying will fail until then."
+            ))])
+            .into());
+        }
+        response
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

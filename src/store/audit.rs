@@ -1,0 +1,355 @@
+//! The audit trail: one record per `tools/call`, hash-chained so that any
+//! edited, inserted or removed record (short of cutting the newest ones) breaks
+//! verification.
+//!
+//! Records are committed to an append-only journal before the reply goes out
+//! and indexed into the store behind it (see `journal.rs`); `verify` and
+//! `tail` read the store after catching up with the journal.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Store, StoreError};
+
+/// A record could not be committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit record could not be committed: {0}")]
+pub struct AuditError(pub String);
+
+/// Hash that precedes the first record of every chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest string argument kept verbatim in the redacted copy.
+const MAX_KEPT_STRING: usize = 256;
+/// Cap on the whole redacted copy.
+const MAX_REDACTED_BYTES: usize = 2048;
+/// Cap on the outcome detail.
+const MAX_DETAIL_BYTES: usize = 1024;
+
+/// What one call produced, before it joins the chain.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub ts: String,
+    pub session_id: String,
+    pub client_name: String,
+    pub tool: String,
+    pub args_sha256: String,
+    pub args_redacted: String,
+    /// `allow`, `deny`, `needs_override`, or `none` when no decision was reached.
+    pub decision: String,
+    pub rule_ids: String,
+    /// `ok`, `refused`, `failed` or `invalid`.
+    pub outcome: String,
+    pub detail: String,
+    pub duration_us: i64,
+}
+
+/// A committed record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    pub tenant: String,
+    pub seq: i64,
+    pub ts: String,
+    pub session_id: String,
+    pub client_name: String,
+    pub tool: String,
+    pub args_sha256: String,
+    pub args_redacted: String,
+    pub decision: String,
+    pub rule_ids: String,
+    pub outcome: String,
+    pub detail: String,
+    pub duration_us: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The newest record of a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// The fields a record's hash covers, in a fixed order (everything but `hash`).
+#[derive(Serialize)]
+struct HashedFields<'a> {
+    tenant: &'a str,
+    seq: i64,
+    ts: &'a str,
+    session_id: &'a str,
+    client_name: &'a str,
+    tool: &'a str,
+    args_sha256: &'a str,
+    args_redacted: &'a str,
+    decision: &'a str,
+    rule_ids: &'a str,
+    outcome: &'a str,
+    detail: &'a str,
+    duration_us: i64,
+    prev_hash: &'a str,
+}
+
+impl AuditRecord {
+    pub fn from_entry(tenant: &str, seq: i64, prev_hash: &str, e: &AuditEntry) -> Self {
+        let mut record = AuditRecord {
+            tenant: tenant.to_string(),
+            seq,
+            ts: e.ts.clone(),
+            session_id: e.session_id.clone(),
+            client_name: e.client_name.clone(),
+            tool: e.tool.clone(),
+            args_sha256: e.args_sha256.clone(),
+            args_redacted: e.args_redacted.clone(),
+            decision: e.decision.clone(),
+            rule_ids: e.rule_ids.clone(),
+            outcome: e.outcome.clone(),
+            detail: cap(&e.detail, MAX_DETAIL_BYTES),
+            duration_us: e.duration_us,
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        record.hash = record.compute_hash();
+        record
+    }
+
+    /// SHA-256 over the canonical JSON of every field but `hash`.
+    pub fn compute_hash(&self) -> String {
+        let fields = HashedFields {
+            tenant: &self.tenant,
+            seq: self.seq,
+            ts: &self.ts,
+            session_id: &self.session_id,
+            client_name: &self.client_name,
+            tool: &self.tool,
+            args_sha256: &self.args_sha256,
+            args_redacted: &self.args_redacted,
+            decision: &self.decision,
+            rule_ids: &self.rule_ids,
+            outcome: &self.outcome,
+            detail: &self.detail,
+            duration_us: self.duration_us,
+            prev_hash: &self.prev_hash,
+        };
+        let bytes = serde_json::to_vec(&fields).expect("plain fields serialize");
+        hex::encode(Sha256::digest(&bytes))
+    }
+}
+
+/// Result of walking a chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub tenant: String,
+    pub records: u64,
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// The first record that does not verify, and why.
+    pub first_bad: Option<BadRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BadRecord {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Walk a tenant's chain from the start and recompute every link.
+pub async fn verify_chain(store: &dyn Store, tenant: &str) -> Result<VerifyReport, StoreError> {
+    let mut report = VerifyReport {
+        tenant: tenant.to_string(),
+        records: 0,
+        head_seq: 0,
+        head_hash: GENESIS_HASH.to_string(),
+        first_bad: None,
+    };
+    loop {
+        let page = store.audit_page(tenant, report.head_seq, 1000).await?;
+        if page.is_empty() {
+            return Ok(report);
+        }
+        for record in page {
+            let reason = if record.seq != report.head_seq + 1 {
+                Some(format!(
+                    "expected seq {}, found {} (records are missing)",
+                    report.head_seq + 1,
+                    record.seq
+                ))
+            } else if record.prev_hash != report.head_hash {
+                Some("prev_hash does not match the previous record's hash".to_string())
+            } else if record.compute_hash() != record.hash {
+                Some(
+                    "the stored hash does not match the record's contents (the record was altered)"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                report.first_bad = Some(BadRecord {
+                    seq: record.seq,
+                    reason,
+                });
+                return Ok(report);
+            }
+            report.records += 1;
+            report.head_seq = record.seq;
+            report.head_hash = record.hash;
+        }
+    }
+}
+
+/// SHA-256 of the arguments' canonical JSON (object keys sorted at every level).
+pub fn arguments_sha256(args: &Map<String, Value>) -> String {
+    let mut out = String::with_capacity(128);
+    write_canonical(&mut out, &Value::Object(args.clone()));
+    hex::encode(Sha256::digest(out.as_bytes()))
+}
+
+fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(out, &map[k]);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, v);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A copy of the arguments that is safe and small enough to keep: file contents
+/// and edit strings are reduced to their size, values under secret-looking keys
+/// are removed, long strings are cut, and the whole copy is capped.
+pub fn redact_arguments(args: &Map<String, Value>) -> String {
+    let redacted = redact_value(None, &Value::Object(args.clone()));
+    let text = redacted.to_string();
+    if text.len() <= MAX_REDACTED_BYTES {
+        text
+    } else {
+        serde_json::json!({ "_truncated": cap(&text, MAX_REDACTED_BYTES - 64) }).to_string()
+    }
+}
+
+fn redact_value(key: Option<&str>, value: &Value) -> Value {
+    const CONTENT_KEYS: &[&str] = &["contents", "content", "old_string", "new_string"];
+    const SECRET_MARKERS: &[&str] = &[
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "api_key",
+        "apikey",
+        "authorization",
+    ];
+    let key_lower = key.map(str::to_ascii_lowercase);
+    if let Some(k) = key_lower.as_deref() {
+        if SECRET_MARKERS.iter().any(|m| k.contains(m)) {
+            return Value::String("<redacted>".to_string());
+        }
+        if let (true, Value::String(s)) = (CONTENT_KEYS.contains(&k), value) {
+            return Value::String(format!("<{} bytes>", s.len()));
+        }
+    }
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_value(Some(k), v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| redact_value(None, v)).collect()),
+        Value::String(s) if s.len() > MAX_KEPT_STRING => {
+            Value::String(format!("{}…<{} bytes>", cap(s, 64), s.len()))
+        }
+        other => other.clone(),
+    }
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary.
+pub fn cap(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn canonical_hash_ignores_key_order() {
+        let a = obj(json!({"b": 1, "a": {"y": [1, 2], "x": "s"}}));
+        let b = obj(json!({"a": {"x": "s", "y": [1, 2]}, "b": 1}));
+        assert_eq!(arguments_sha256(&a), arguments_sha256(&b));
+        let c = obj(json!({"a": {"x": "s", "y": [2, 1]}, "b": 1}));
+        assert_ne!(arguments_sha256(&a), arguments_sha256(&c));
+    }
+
+    #[test]
+    fn contents_and_secrets_are_not_kept() {
+        let args = obj(json!({
+            "file_path": "a.txt",
+            "contents": "-----BEGIN PRIVATE KEY-----",
+            "api_token": "abc",
+            "note": "x".repeat(1000),
+        }));
+        let r = redact_arguments(&args);
+        assert!(r.contains("a.txt"));
+        assert!(!r.contains("PRIVATE KEY"), "{r}");
+        assert!(!r.contains("abc"), "{r}");
+        assert!(r.contains("<1000 bytes>"), "{r}");
+        assert!(r.len() <= MAX_REDACTED_BYTES);
+    }
+
+    #[test]
+    fn any_field_change_changes_the_hash() {
+        let entry = AuditEntry {
+            ts: "t".into(),
+            session_id: "s".into(),
+            client_name: "c".into(),
+            tool: "file_read".into(),
+            args_sha256: "h".into(),
+            args_redacted: "{}".into(),
+            decision: "allow".into(),
+            rule_ids: String::new(),
+            outcome: "ok".into(),
+            detail: String::new(),
+            duration_us: 5,
+        };
+        let r = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
+        assert_eq!(r.hash, r.compute_hash());
+        let mut altered = r.clone();
+        altered.outcome = "refused".into();
+        assert_ne!(altered.compute_hash(), r.hash);
+        let mut moved = r.clone();
+        moved.seq = 2;
+        assert_ne!(moved.compute_hash(), r.hash);
+    }
+}

@@ -1,0 +1,420 @@
+//! The audit journal: the commit point of every audit record.
+//!
+//! A record is appended to `.arbiter/audit.journal` (one JSON line, one
+//! `write(2)` under an exclusive `flock`) before the reply goes out, and a
+//! background task indexes it into the store. The append is what makes the
+//! record durable against a killed process (the bytes are in the kernel's page
+//! cache, exactly the guarantee SQLite gives in WAL mode with
+//! `synchronous=NORMAL`); only power loss can take the newest records. Measured
+//! here, the append costs a few microseconds where a SQLite commit through sqlx
+//! cost about 130 µs per call.
+//!
+//! The journal is also the chain's head: under the lock, an appender that sees
+//! the file changed since its own last append (another process, e.g. `arbiter
+//! call` beside a running server) reads the head back from the last line, so
+//! several processes extend one chain. A torn last line (a process killed
+//! mid-write, whose call never got a reply) is cut before the next append.
+//! When the journal grows past a limit and everything in it is in the store, it
+//! is cut back to its last line.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rustix::fs::FlockOperation;
+use tokio::sync::{Mutex, Notify, OnceCell};
+
+use super::audit::{AuditEntry, AuditError, AuditRecord, ChainHead, GENESIS_HASH};
+use super::{Store, StoreError};
+
+/// Journal size past which it is cut back once fully indexed.
+const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest journal line read back when looking for the head (records are capped well below).
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+/// How long the indexer lets appends gather before it indexes them.
+const INDEX_DELAY: Duration = Duration::from_millis(100);
+/// Records indexed per INSERT.
+const INDEX_BATCH: usize = 256;
+
+pub type StoreOpener = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn Store>, StoreError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where a record landed.
+#[derive(Debug, Clone)]
+pub struct AuditReceipt {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// Handle to a workspace's audit chain. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditChain {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditChain")
+            .field("journal", &self.inner.path)
+            .finish()
+    }
+}
+
+struct Inner {
+    tenant: String,
+    path: PathBuf,
+    /// The journal, opened for appending; shared by every append of this process.
+    file: File,
+    state: Mutex<JournalState>,
+    opener: StoreOpener,
+    store: OnceCell<Result<Arc<dyn Store>, String>>,
+    /// Highest seq this process's indexer has seen committed in the store.
+    indexed_through: AtomicI64,
+    wake_indexer: Notify,
+}
+
+struct JournalState {
+    /// Where this process last left the end of the file; a different size
+    /// means someone else appended (or cut) since.
+    known_end: u64,
+    head: Option<ChainHead>,
+}
+
+impl AuditChain {
+    /// Open (creating) the journal at `path` and start indexing it into the
+    /// store that `opener` opens. Opening the store happens in the background,
+    /// so a server can answer `initialize` at once.
+    pub fn open(tenant: String, path: &Path, opener: StoreOpener) -> std::io::Result<Self> {
+        let file = open_journal(path)?;
+        let inner = Arc::new(Inner {
+            tenant,
+            path: path.to_path_buf(),
+            file,
+            state: Mutex::new(JournalState {
+                known_end: u64::MAX,
+                head: None,
+            }),
+            opener,
+            store: OnceCell::new(),
+            indexed_through: AtomicI64::new(0),
+            wake_indexer: Notify::new(),
+        });
+        tokio::spawn(index_continuously(Arc::clone(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// Commit one record to the journal; returns once it is durable against a
+    /// crash of this process.
+    pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let lock = FileLock::exclusive(&inner.file).map_err(io_audit)?;
+        let size = lock.file.metadata().map_err(io_audit)?.len();
+        if size != state.known_end || state.head.is_none() {
+            let (head, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
+            if valid_end != size {
+                tracing::warn!(at = valid_end, "cutting a torn line from the audit journal");
+                lock.file.set_len(valid_end).map_err(io_audit)?;
+            }
+            let head = match head {
+                Some(head) => head,
+                // An empty journal: everything is in the store (or nothing exists yet).
+                None => inner.store_head().await?,
+            };
+            state.head = Some(head);
+            state.known_end = valid_end;
+        }
+        let head = state.head.clone().unwrap_or_else(genesis);
+        let record = AuditRecord::from_entry(&inner.tenant, head.seq + 1, &head.hash, &entry);
+        let mut line = serde_json::to_vec(&record).map_err(|e| AuditError(e.to_string()))?;
+        line.push(b'\n');
+        // O_APPEND under the flock: the line lands whole at the end.
+        (&*lock.file).write_all(&line).map_err(io_audit)?;
+        state.known_end += line.len() as u64;
+        state.head = Some(ChainHead {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        });
+        if state.known_end > ROTATE_BYTES
+            && inner.indexed_through.load(Ordering::Acquire) >= record.seq
+        {
+            // Everything is in the store: keep only the head line.
+            if lock
+                .file
+                .set_len(0)
+                .and_then(|()| (&*lock.file).write_all(&line))
+                .is_ok()
+            {
+                state.known_end = line.len() as u64;
+            } else {
+                state.known_end = u64::MAX;
+            }
+        }
+        drop(lock);
+        drop(state);
+        inner.wake_indexer.notify_one();
+        Ok(AuditReceipt {
+            seq: record.seq,
+            hash: record.hash,
+        })
+    }
+
+    /// Index everything in the journal now (used before reading the store).
+    pub async fn flush_index(&self) -> Result<(), StoreError> {
+        let store = self.inner.store().await.map_err(StoreError::Database)?;
+        let seq = IndexCursor::default()
+            .index(store.as_ref(), &self.inner.tenant, &self.inner.path)
+            .await?;
+        self.inner.indexed_through.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+impl Inner {
+    async fn store(&self) -> Result<Arc<dyn Store>, String> {
+        self.store
+            .get_or_init(|| async { (self.opener)().await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+    }
+
+    async fn store_head(&self) -> Result<ChainHead, AuditError> {
+        let store = self
+            .store()
+            .await
+            .map_err(|e| AuditError(format!("the audit store could not be opened: {e}")))?;
+        let head = store
+            .audit_head(&self.tenant)
+            .await
+            .map_err(|e| AuditError(e.to_string()))?;
+        Ok(head.unwrap_or_else(genesis))
+    }
+}
+
+fn genesis() -> ChainHead {
+    ChainHead {
+        seq: 0,
+        hash: GENESIS_HASH.to_string(),
+    }
+}
+
+fn io_audit(e: std::io::Error) -> AuditError {
+    AuditError(format!("audit journal: {e}"))
+}
+
+fn open_journal(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
+        .open(path)
+}
+
+/// An exclusive `flock` on the journal, released on drop.
+struct FileLock<'a> {
+    file: &'a File,
+}
+
+impl<'a> FileLock<'a> {
+    fn exclusive(file: &'a File) -> std::io::Result<Self> {
+        rustix::fs::flock(file, FlockOperation::LockExclusive)?;
+        Ok(Self { file })
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(self.file, FlockOperation::Unlock);
+    }
+}
+
+/// The head recorded in the journal's last complete line, and where the
+/// complete lines end (a torn tail lies beyond).
+fn read_head(file: &File, size: u64) -> std::io::Result<(Option<ChainHead>, u64)> {
+    if size == 0 {
+        return Ok((None, 0));
+    }
+    let start = size.saturating_sub(MAX_LINE_BYTES);
+    let mut buf = vec![0u8; (size - start) as usize];
+    file.read_exact_at(&mut buf, start)?;
+    let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+        // No complete line at all in the tail.
+        return Ok((None, if start == 0 { 0 } else { size }));
+    };
+    let valid_end = start + last_nl as u64 + 1;
+    let line_start = buf[..last_nl]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    if line_start == 0 && start > 0 {
+        return Err(std::io::Error::other(
+            "the journal's last line is longer than any record",
+        ));
+    }
+    let record: AuditRecord = serde_json::from_slice(&buf[line_start..last_nl]).map_err(|e| {
+        std::io::Error::other(format!("the journal's last line is not a record: {e}"))
+    })?;
+    Ok((
+        Some(ChainHead {
+            seq: record.seq,
+            hash: record.hash,
+        }),
+        valid_end,
+    ))
+}
+
+/// Reads the journal from where it left off and inserts new records.
+#[derive(Debug, Default)]
+struct IndexCursor {
+    offset: u64,
+    /// Highest seq known to be in the store; `None` until read from the store.
+    indexed: Option<i64>,
+}
+
+impl IndexCursor {
+    /// Index every complete line past the cursor. Returns the highest seq now in the store.
+    async fn index(
+        &mut self,
+        store: &dyn Store,
+        tenant: &str,
+        path: &Path,
+    ) -> Result<i64, StoreError> {
+        let indexed = match self.indexed {
+            Some(seq) => seq,
+            None => store.audit_head(tenant).await?.map_or(0, |h| h.seq),
+        };
+        self.indexed = Some(indexed);
+        let bytes = match read_from(path, &mut self.offset) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(indexed),
+            Err(e) => {
+                return Err(StoreError::Database(format!(
+                    "reading the audit journal: {e}"
+                )));
+            }
+        };
+        let mut batch = Vec::new();
+        let mut pos = 0;
+        let mut highest = indexed;
+        while let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') {
+            let line = &bytes[pos..pos + nl];
+            pos += nl + 1;
+            match serde_json::from_slice::<AuditRecord>(line) {
+                Ok(record) if record.seq > highest && record.tenant == tenant => {
+                    highest = record.seq;
+                    batch.push(record);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable audit journal line"),
+            }
+            if batch.len() >= INDEX_BATCH {
+                store.audit_index(&batch).await?;
+                batch.clear();
+            }
+        }
+        store.audit_index(&batch).await?;
+        self.offset += pos as u64;
+        self.indexed = Some(highest);
+        Ok(highest)
+    }
+}
+
+/// The journal's bytes from `offset` to its end. A journal shorter than
+/// `offset` was cut back: read it from the start (old records are skipped by seq).
+fn read_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    if size < *offset {
+        *offset = 0;
+    }
+    let mut bytes = vec![0u8; (size - *offset) as usize];
+    file.read_exact_at(&mut bytes, *offset)?;
+    Ok(bytes)
+}
+
+/// The background indexer: runs shortly after appends (so bursts are indexed
+/// in one pass, off the reply path) and on a timer.
+async fn index_continuously(strong: Arc<Inner>) {
+    let mut cursor = IndexCursor::default();
+    loop {
+        let store = match strong.store().await {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!(error = %e, "audit store could not be opened; records stay in the journal");
+                return;
+            }
+        };
+        match cursor
+            .index(store.as_ref(), &strong.tenant, &strong.path)
+            .await
+        {
+            Ok(seq) => {
+                strong.indexed_through.fetch_max(seq, Ordering::AcqRel);
+            }
+            Err(e) => tracing::warn!(error = %e, "indexing the audit journal failed; will retry"),
+        }
+        tokio::select! {
+            () = strong.wake_indexer.notified() => tokio::time::sleep(INDEX_DELAY).await,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Index a workspace's journal into the store once (for CLI readers).
+pub async fn index_journal(
+    store: &dyn Store,
+    tenant: &str,
+    path: &Path,
+) -> Result<i64, StoreError> {
+    IndexCursor::default().index(store, tenant, path).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_comes_from_the_last_complete_line_and_a_torn_tail_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let entry = AuditEntry {
+            ts: "t".into(),
+            session_id: "s".into(),
+            client_name: "c".into(),
+            tool: "file_read".into(),
+            args_sha256: "h".into(),
+            args_redacted: "{}".into(),
+            decision: "allow".into(),
+            rule_ids: String::new(),
+            outcome: "ok".into(),
+            detail: String::new(),
+            duration_us: 1,
+        };
+        let r1 = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
+        let r2 = AuditRecord::from_entry("default", 2, &r1.hash, &entry);
+        let mut text = String::new();
+        for r in [&r1, &r2] {
+            text.push_str(&serde_json::to_string(r).unwrap());
+            text.push('\n');
+        }
+        let complete = text.len() as u64;
+        text.push_str("{\"tenant\":\"default\",\"se");
+        std::fs::write(&path, &text).unwrap();
+        let file = File::open(&path).unwrap();
+        let (head, valid_end) = read_head(&file, text.len() as u64).unwrap();
+        assert_eq!(head.unwrap().seq, 2);
+        assert_eq!(valid_end, complete);
+        let (head, end) = read_head(&file, 0).unwrap();
+        assert!(head.is_none() && end == 0);
+    }
+}

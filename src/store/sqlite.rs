@@ -1,0 +1,173 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=NORMAL`.
+//! A commit survives a killed process (only power loss can take the newest
+//! commits), and it does not cost an fsync per call. It holds the indexed copy
+//! of the audit journal; several processes may index the same journal, and the
+//! primary key on `(tenant, seq)` keeps one copy of each record.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use super::audit::{AuditRecord, ChainHead};
+use super::{Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
+                       decision, rule_ids, outcome, detail, duration_us, prev_hash, hash";
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file and apply migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(options).await
+    }
+
+    /// Open a database by URL (`sqlite://...`).
+    pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        Self::connect(options).await
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        // One connection: the audit writer is the only hot user, and SQLite
+        // serializes writers anyway. Reads (tail, verify) are rare.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for tests that need raw SQL (e.g. tampering with a row).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        tenant: row.try_get("tenant")?,
+        seq: row.try_get("seq")?,
+        ts: row.try_get("ts")?,
+        session_id: row.try_get("session_id")?,
+        client_name: row.try_get("client_name")?,
+        tool: row.try_get("tool")?,
+        args_sha256: row.try_get("args_sha256")?,
+        args_redacted: row.try_get("args_redacted")?,
+        decision: row.try_get("decision")?,
+        rule_ids: row.try_get("rule_ids")?,
+        outcome: row.try_get("outcome")?,
+        detail: row.try_get("detail")?,
+        duration_us: row.try_get("duration_us")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, hash FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Some(ChainHead {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            }),
+            None => None,
+        })
+    }
+
+    async fn audit_index(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // One multi-row INSERT is one statement, so it commits atomically in a
+        // single round trip to SQLite's worker thread.
+        let mut query =
+            QueryBuilder::new(format!("INSERT OR IGNORE INTO audit_records ({COLUMNS}) "));
+        query.push_values(records, |mut row, r| {
+            row.push_bind(&r.tenant)
+                .push_bind(r.seq)
+                .push_bind(&r.ts)
+                .push_bind(&r.session_id)
+                .push_bind(&r.client_name)
+                .push_bind(&r.tool)
+                .push_bind(&r.args_sha256)
+                .push_bind(&r.args_redacted)
+                .push_bind(&r.decision)
+                .push_bind(&r.rule_ids)
+                .push_bind(&r.outcome)
+                .push_bind(&r.detail)
+                .push_bind(r.duration_us)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        });
+        query.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
+             decision, rule_ids, outcome, detail, duration_us, prev_hash, hash \
+             FROM audit_records WHERE tenant = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
+             decision, rule_ids, outcome, detail, duration_us, prev_hash, hash \
+             FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut records: Vec<AuditRecord> =
+            rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
+        records.reverse();
+        Ok(records)
+    }
+}

@@ -1,0 +1,489 @@
+//! `file_read`, `file_write` and `file_search_replace`: the confined file tools.
+//! Names and argument names follow the tools agents already know, so agents
+//! written for them keep working.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+
+use rmcp::schemars::{self, JsonSchema};
+use serde::{Deserialize, Serialize};
+
+use super::edit::{self, EditError};
+use super::{ToolError, Toolbox, note_error};
+use crate::exec::{self, OpenedFile};
+use crate::policy::Action;
+
+/// How much of a file's start is checked for NUL bytes to call it binary.
+const BINARY_SNIFF_BYTES: usize = 8192;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FileReadInput {
+    /// Path of the file, relative to the workspace root (an absolute path inside the workspace also works).
+    pub target_file: String,
+    /// 1-based line number to start reading from. Default: 1.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// Maximum number of lines to return. Default and maximum: 2000. A reply is also cut at 256 KiB.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileReadOutput {
+    /// Real path of the file read, relative to the workspace root.
+    pub path: String,
+    /// The lines, each prefixed with its 1-based line number and a tab.
+    pub content: String,
+    /// First line returned (1-based).
+    pub start_line: u64,
+    /// Last line returned (1-based); `start_line - 1` when no line was returned.
+    pub end_line: u64,
+    /// True when the file continues after `end_line`.
+    pub truncated: bool,
+    /// The `offset` that continues where this reply stopped, when truncated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<u64>,
+    /// Number of lines in the file, when the read reached its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_lines: Option<u64>,
+    /// Size of the file in bytes.
+    pub size_bytes: u64,
+    /// True when some bytes were not valid UTF-8 and were shown as U+FFFD.
+    pub invalid_utf8: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FileWriteInput {
+    /// Path of the file to create or replace, relative to the workspace root. Missing parent directories are created.
+    pub file_path: String,
+    /// The complete new contents of the file.
+    pub contents: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileWriteOutput {
+    /// Real path of the file written, relative to the workspace root.
+    pub path: String,
+    pub bytes_written: u64,
+    /// True when the file did not exist before.
+    pub created: bool,
+    /// Number of parent directories created.
+    pub dirs_created: usize,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FileSearchReplaceInput {
+    /// Path of the file to edit, relative to the workspace root.
+    pub file_path: String,
+    /// The exact text to find (whitespace and indentation included). It must occur exactly once unless replace_all is true.
+    pub old_string: String,
+    /// The text to put in its place, taken literally (no `$1` or backslash escapes).
+    pub new_string: String,
+    /// Replace every occurrence instead of requiring exactly one. Default: false.
+    #[serde(default)]
+    pub replace_all: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileSearchReplaceOutput {
+    /// Real path of the file edited, relative to the workspace root.
+    pub path: String,
+    /// Number of occurrences replaced.
+    pub replacements: usize,
+    /// Unified diff of the change.
+    pub diff: String,
+    /// True when the diff was cut to fit the reply.
+    pub diff_truncated: bool,
+}
+
+impl FileReadOutput {
+    /// The text an agent reads: numbered lines plus a note on where to continue.
+    pub fn render(&self) -> String {
+        let mut text = self.content.clone();
+        if let Some(next) = self.next_offset.filter(|_| self.truncated) {
+            text.push_str(&format!(
+                "\n[truncated: showing lines {}-{}; call file_read with offset={next} to continue]",
+                self.start_line, self.end_line
+            ));
+        } else if self.content.is_empty() {
+            match self.total_lines {
+                Some(0) => text.push_str("[empty file]"),
+                Some(n) => text.push_str(&format!(
+                    "[offset {} is past the end: the file has {n} lines]",
+                    self.start_line
+                )),
+                None => {}
+            }
+        }
+        text
+    }
+}
+
+impl Toolbox {
+    pub async fn file_read(&self, input: FileReadInput) -> Result<FileReadOutput, ToolError> {
+        let opened = self
+            .root
+            .open_for_read(&input.target_file)
+            .map_err(reject)?;
+        self.enforce(&[Action::ReadFile {
+            path: &opened.rel_path,
+        }])
+        .inspect_err(note_error)?;
+        let offset = input.offset.unwrap_or(1).max(1);
+        let limit = input
+            .limit
+            .unwrap_or(self.limits.read_max_lines)
+            .clamp(1, self.limits.read_max_lines);
+        read_numbered_lines(opened, offset, limit, self.limits.read_max_bytes).map_err(reject)
+    }
+
+    pub async fn file_write(&self, input: FileWriteInput) -> Result<FileWriteOutput, ToolError> {
+        let target = self.root.prepare_write(&input.file_path).map_err(reject)?;
+        let _guard = self.locks.lock(&target.rel_path).await;
+        // Resolve again under the lock: the file may have changed while we waited.
+        let target = self.root.prepare_write(&input.file_path).map_err(reject)?;
+        self.enforce(&[Action::WriteFile {
+            path: &target.rel_path,
+            hard_linked: target.existing.is_some_and(|e| e.nlink > 1),
+            bytes: input.contents.len() as u64,
+        }])
+        .inspect_err(note_error)?;
+        let path = target.rel_path.clone();
+        let contents = input.contents;
+        let report = tokio::task::spawn_blocking(move || {
+            exec::write_atomically(&target, contents.as_bytes())
+        })
+        .await
+        .map_err(|e| {
+            reject(ToolError::failed(
+                "FILE-003",
+                format!("the write task failed: {e}"),
+                "retry",
+            ))
+        })?
+        .map_err(|e| reject(write_failed(&path, &e)))?;
+        Ok(FileWriteOutput {
+            path,
+            bytes_written: report.bytes_written,
+            created: report.created,
+            dirs_created: report.dirs_created,
+        })
+    }
+
+    pub async fn file_search_replace(
+        &self,
+        input: FileSearchReplaceInput,
+    ) -> Result<FileSearchReplaceOutput, ToolError> {
+        // Find the real file, then hold its lock across read, edit and write so
+        // concurrent edits of one file apply one after the other.
+        let first = self.root.open_for_read(&input.file_path).map_err(reject)?;
+        let _guard = self.locks.lock(&first.rel_path).await;
+        drop(first);
+        let opened = self.root.open_for_read(&input.file_path).map_err(reject)?;
+        let target = self.root.prepare_write(&input.file_path).map_err(reject)?;
+        if target.rel_path != opened.rel_path {
+            return Err(reject(ToolError::failed(
+                "FILE-003",
+                format!("`{}` changed while it was being edited", input.file_path),
+                "retry the edit",
+            )));
+        }
+        self.enforce(&[
+            Action::ReadFile {
+                path: &opened.rel_path,
+            },
+            Action::WriteFile {
+                path: &target.rel_path,
+                hard_linked: opened.meta.nlink > 1,
+                bytes: opened.meta.size,
+            },
+        ])
+        .inspect_err(note_error)?;
+        let path = opened.rel_path.clone();
+        let original = read_whole_text(opened, self.limits.edit_max_bytes).map_err(reject)?;
+        let edited = edit::search_replace(
+            &original,
+            &input.old_string,
+            &input.new_string,
+            input.replace_all.unwrap_or(false),
+            &path,
+        )
+        .map_err(|e| reject(edit_failed(&path, e)))?;
+        let text = edited.text;
+        tokio::task::spawn_blocking(move || exec::write_atomically(&target, text.as_bytes()))
+            .await
+            .map_err(|e| {
+                reject(ToolError::failed(
+                    "FILE-003",
+                    format!("the write task failed: {e}"),
+                    "retry",
+                ))
+            })?
+            .map_err(|e| reject(write_failed(&path, &e)))?;
+        Ok(FileSearchReplaceOutput {
+            path,
+            replacements: edited.replacements,
+            diff: edited.diff,
+            diff_truncated: edited.diff_truncated,
+        })
+    }
+}
+
+/// Note a refusal's rule for the audit record and pass the error on.
+fn reject(e: impl Into<ToolError>) -> ToolError {
+    let e = e.into();
+    note_error(&e);
+    e
+}
+
+fn write_failed(path: &str, e: &std::io::Error) -> ToolError {
+    ToolError::failed(
+        "FILE-003",
+        format!("writing `{path}` failed: {e}; the file is unchanged"),
+        "check free space and permissions, then retry",
+    )
+}
+
+fn edit_failed(path: &str, e: EditError) -> ToolError {
+    match &e {
+        EditError::NotFound(Some(near)) => {
+            let hint = if near.whitespace_only {
+                "it differs only in whitespace/indentation".to_string()
+            } else {
+                format!(
+                    "line {} differs: you sent {:?}, the file has {:?}",
+                    near.differing_line, near.expected, near.found
+                )
+            };
+            ToolError::failed(
+                "EDIT-001",
+                format!(
+                    "old_string was not found in `{path}`; the closest match starts at line {} ({hint})",
+                    near.line
+                ),
+                "read the file around that line with file_read and copy old_string exactly",
+            )
+        }
+        EditError::NotFound(None) => ToolError::failed(
+            "EDIT-001",
+            format!("old_string was not found in `{path}`, and nothing in the file is close to it"),
+            "read the file with file_read and copy old_string exactly",
+        ),
+        EditError::Ambiguous(_) => ToolError::failed(
+            "EDIT-002",
+            format!("in `{path}`, {e}"),
+            "add surrounding lines to old_string so it matches one place, or set replace_all to true",
+        ),
+        EditError::EmptyOldString => ToolError::failed(
+            "EDIT-003",
+            "old_string is empty",
+            "send the exact text to replace; to create or overwrite a whole file use file_write",
+        ),
+        EditError::NoChange => {
+            ToolError::failed("EDIT-004", e.to_string(), "send a different new_string")
+        }
+    }
+}
+
+fn not_text(path: &str, why: &str) -> ToolError {
+    ToolError::failed(
+        "FILE-004",
+        format!("`{path}` {why}; it is not read as text"),
+        "only text files can be read and edited with these tools",
+    )
+}
+
+fn looks_binary(file: &std::fs::File) -> std::io::Result<bool> {
+    let mut head = [0u8; BINARY_SNIFF_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read_at(&mut head[filled..], filled as u64)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(head[..filled].contains(&0))
+}
+
+fn read_numbered_lines(
+    opened: OpenedFile,
+    offset: u64,
+    limit: u64,
+    max_bytes: usize,
+) -> Result<FileReadOutput, ToolError> {
+    let OpenedFile {
+        file,
+        rel_path,
+        meta,
+    } = opened;
+    let io_err = |e: std::io::Error| {
+        ToolError::failed(
+            "FILE-003",
+            format!("reading `{rel_path}` failed: {e}"),
+            "retry",
+        )
+    };
+    if looks_binary(&file).map_err(io_err)? {
+        return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
+    }
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut line = Vec::with_capacity(256);
+    let mut content = String::new();
+    let mut invalid_utf8 = false;
+    let mut number: u64 = 0;
+    let mut end_line = offset - 1;
+    let mut cut_short = false;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io_err)? == 0 {
+            break;
+        }
+        number += 1;
+        if number < offset {
+            continue;
+        }
+        if number >= offset + limit {
+            cut_short = true;
+            break;
+        }
+        let text = String::from_utf8_lossy(trim_line_end(&line));
+        invalid_utf8 |= matches!(text, std::borrow::Cow::Owned(_));
+        let entry = format!("{number:>6}\t{text}\n");
+        if content.len() + entry.len() > max_bytes {
+            if content.is_empty() {
+                // A single huge line: show what fits, and move past it.
+                content.push_str(&edit_cap(&entry, max_bytes));
+                end_line = number;
+            }
+            cut_short = true;
+            break;
+        }
+        content.push_str(&entry);
+        end_line = number;
+    }
+    let truncated = cut_short;
+    let total_lines = (!cut_short).then_some(number);
+    Ok(FileReadOutput {
+        path: rel_path,
+        content,
+        start_line: offset,
+        end_line,
+        truncated,
+        next_offset: truncated.then_some(end_line + 1),
+        total_lines,
+        size_bytes: meta.size,
+        invalid_utf8,
+    })
+}
+
+fn edit_cap(s: &str, max: usize) -> String {
+    let mut out = crate::store::audit::cap(s, max.saturating_sub(64));
+    out.push_str(" …[line cut]\n");
+    out
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn read_whole_text(opened: OpenedFile, max_bytes: u64) -> Result<String, ToolError> {
+    let OpenedFile {
+        mut file,
+        rel_path,
+        meta,
+    } = opened;
+    if meta.size > max_bytes {
+        return Err(ToolError::failed(
+            "FILE-005",
+            format!(
+                "`{rel_path}` is {} bytes; edits are limited to {max_bytes} bytes",
+                meta.size
+            ),
+            "split the file or rewrite it with file_write",
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.size as usize);
+    file.read_to_end(&mut bytes).map_err(|e| {
+        ToolError::failed(
+            "FILE-003",
+            format!("reading `{rel_path}` failed: {e}"),
+            "retry",
+        )
+    })?;
+    if bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+        return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
+    }
+    String::from_utf8(bytes).map_err(|_| not_text(&rel_path, "is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::WorkspaceRoot;
+
+    fn read(text: &str, offset: u64, limit: u64, max_bytes: usize) -> FileReadOutput {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), text).unwrap();
+        let root = WorkspaceRoot::open(dir.path()).unwrap();
+        read_numbered_lines(root.open_for_read("f").unwrap(), offset, limit, max_bytes).unwrap()
+    }
+
+    #[test]
+    fn lines_are_numbered_from_one() {
+        let out = read("a\r\nb\n", 1, 10, 1 << 20);
+        assert_eq!(out.content, "     1\ta\n     2\tb\n");
+        assert_eq!(
+            (out.start_line, out.end_line, out.truncated, out.total_lines),
+            (1, 2, false, Some(2))
+        );
+    }
+
+    #[test]
+    fn paging_by_offset_and_limit_says_where_to_continue() {
+        let text: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+        let out = read(&text, 3, 4, 1 << 20);
+        assert_eq!((out.start_line, out.end_line), (3, 6));
+        assert!(out.truncated);
+        assert_eq!(out.next_offset, Some(7));
+        assert!(out.content.starts_with("     3\tline 3\n"));
+        let last = read(&text, 7, 4, 1 << 20);
+        assert!(!last.truncated);
+        assert_eq!(last.total_lines, Some(10));
+    }
+
+    #[test]
+    fn byte_cap_cuts_at_a_line_boundary() {
+        let text: String = (1..=100).map(|i| format!("{i:0>50}\n")).collect();
+        let out = read(&text, 1, 2000, 1000);
+        assert!(out.content.len() <= 1000);
+        assert!(out.truncated);
+        assert_eq!(out.next_offset, Some(out.end_line + 1));
+        assert!(out.content.ends_with('\n'));
+    }
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_shown_in_part() {
+        let out = read(&format!("{}\nnext\n", "x".repeat(5000)), 1, 2000, 1000);
+        assert!(out.content.len() <= 1000);
+        assert_eq!(out.next_offset, Some(2));
+    }
+
+    #[test]
+    fn offset_past_the_end_returns_nothing_and_the_line_count() {
+        let out = read("a\nb\n", 9, 10, 1 << 20);
+        assert!(out.content.is_empty());
+        assert!(!out.truncated);
+        assert_eq!(out.total_lines, Some(2));
+        assert!(out.render().contains("past the end"));
+    }
+
+    #[test]
+    fn binary_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b"), b"abc\0def").unwrap();
+        let root = WorkspaceRoot::open(dir.path()).unwrap();
+        let err = read_numbered_lines(root.open_for_read("b").unwrap(), 1, 10, 1000).unwrap_err();
+        assert_eq!(err.rule_id, "FILE-004");
+    }
+}

@@ -1,0 +1,258 @@
+//! Tool families, one file each. Every tool has the same shape: a typed input
+//! (its doc comments become the JSON schema), an [`Action`] put to the policy,
+//! the executor only if the policy allows, and a typed output (so clients get
+//! `outputSchema` and `structuredContent`).
+//!
+//! Tools report what the policy decided through [`call_note`], which the server
+//! reads back for the audit record; they never write audit records themselves.
+
+pub mod edit;
+pub mod files;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use std::cell::RefCell;
+
+use crate::exec::{ConfineError, FileLocks, WorkspaceRoot};
+use crate::policy::{Action, Decision, Policy, Verdict};
+
+/// Everything the tools need, shared by every session of a server.
+#[derive(Debug)]
+pub struct Toolbox {
+    pub root: WorkspaceRoot,
+    pub policy: Policy,
+    pub locks: FileLocks,
+    pub limits: Limits,
+}
+
+/// Bounds on what one reply may carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub read_max_lines: u64,
+    pub read_max_bytes: usize,
+    /// Largest file `file_search_replace` will load.
+    pub edit_max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            read_max_lines: 2000,
+            read_max_bytes: 256 * 1024,
+            edit_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Toolbox {
+    pub fn new(root: WorkspaceRoot, policy: Policy) -> Self {
+        Self {
+            root,
+            policy,
+            locks: FileLocks::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Ask the policy about `actions`; the strictest verdict wins. The decision
+    /// is noted for the audit record, and a refusal becomes a [`ToolError`].
+    pub fn enforce(&self, actions: &[Action<'_>]) -> Result<Decision, ToolError> {
+        let mut decision = Decision {
+            verdict: Verdict::Allow,
+            matched: Vec::new(),
+        };
+        for action in actions {
+            let d = self.policy.evaluate(action);
+            decision.verdict = decision.verdict.max(d.verdict);
+            for rule in d.matched {
+                if !decision.matched.iter().any(|m| m.id == rule.id) {
+                    decision.matched.push(rule);
+                }
+            }
+        }
+        note_decision(&decision);
+        if decision.is_allowed() {
+            Ok(decision)
+        } else {
+            Err(ToolError::from_decision(&decision, actions[0].path()))
+        }
+    }
+}
+
+/// How a call ended, as the audit record names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// A rule or confinement refused the call.
+    Refused,
+    /// The call was allowed but could not be done (missing file, I/O error, no match).
+    Failed,
+    /// The request itself was malformed (unknown tool, bad arguments).
+    Invalid,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// A refused or failed call, worded for the agent that made it: what happened,
+/// the rule, and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolError {
+    pub outcome: Outcome,
+    pub rule_id: String,
+    pub message: String,
+    pub advice: String,
+}
+
+impl ToolError {
+    pub fn failed(rule_id: &str, message: impl Into<String>, advice: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            rule_id: rule_id.to_string(),
+            message: message.into(),
+            advice: advice.into(),
+        }
+    }
+
+    fn from_decision(decision: &Decision, path: &str) -> Self {
+        let rules: Vec<_> = decision.deciding_rules().collect();
+        let ids: Vec<&str> = rules.iter().map(|r| r.id).collect();
+        let why: Vec<String> = rules
+            .iter()
+            .map(|r| format!("{}: {}", r.id, r.justification))
+            .collect();
+        let advice = rules
+            .first()
+            .map(|r| r.advice)
+            .unwrap_or("change the request");
+        let verb = match decision.verdict {
+            Verdict::NeedsOverride => "needs an override",
+            _ => "is denied",
+        };
+        Self {
+            outcome: Outcome::Refused,
+            rule_id: ids.join(","),
+            message: format!("`{path}` {verb} by policy ({})", why.join("; ")),
+            advice: format!(
+                "{advice}; to ask a person for an exception, call override_request with rule_id {}",
+                ids[0]
+            ),
+        }
+    }
+
+    /// The text an agent reads.
+    pub fn render(&self) -> String {
+        let head = match self.outcome {
+            Outcome::Refused => "Refused",
+            Outcome::Invalid => "Invalid request",
+            Outcome::Ok | Outcome::Failed => "Failed",
+        };
+        format!(
+            "{head} [{}]: {}. Next: {}.",
+            self.rule_id, self.message, self.advice
+        )
+    }
+}
+
+impl From<ConfineError> for ToolError {
+    fn from(e: ConfineError) -> Self {
+        Self {
+            outcome: if e.is_refusal() {
+                Outcome::Refused
+            } else {
+                Outcome::Failed
+            },
+            rule_id: e.rule_id().to_string(),
+            message: e.to_string(),
+            advice: e.advice().to_string(),
+        }
+    }
+}
+
+/// What a call decided, read back by the server for the audit record.
+#[derive(Debug, Clone, Default)]
+pub struct CallNote {
+    pub verdict: Option<Verdict>,
+    pub rule_ids: String,
+    /// Set when the call was refused or failed.
+    pub outcome: Option<Outcome>,
+    pub detail: String,
+}
+
+tokio::task_local! {
+    static CALL_NOTE: RefCell<CallNote>;
+}
+
+/// Run `f` with a fresh note, returning its output and what it noted.
+pub async fn with_call_note<F: Future>(f: F) -> (F::Output, CallNote) {
+    CALL_NOTE
+        .scope(RefCell::new(CallNote::default()), async {
+            let out = f.await;
+            let note = CALL_NOTE.with(|n| n.take());
+            (out, note)
+        })
+        .await
+}
+
+fn note_decision(decision: &Decision) {
+    let _ = CALL_NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        n.verdict = Some(decision.verdict);
+        n.rule_ids = decision.rule_ids();
+    });
+}
+
+/// Note the rule of a refusal or failure that happened before (or instead of) a policy decision.
+pub fn note_error(err: &ToolError) {
+    let _ = CALL_NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if n.rule_ids.is_empty() {
+            n.rule_ids = err.rule_id.clone();
+        }
+        n.outcome = Some(err.outcome);
+        n.detail = err.render();
+    });
+}
+
+/// A malformed argument, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgumentError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Check a call's arguments against the tool's input type, so a malformed
+/// request is answered with the field at fault before anything runs.
+/// Returns `None` for an unknown tool.
+pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(), ArgumentError>> {
+    fn check<T: DeserializeOwned>(args: &Map<String, Value>) -> Result<(), ArgumentError> {
+        let value = Value::Object(args.clone());
+        serde_path_to_error::deserialize::<_, T>(value)
+            .map(drop)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let message = e.into_inner().to_string();
+                // serde names a missing field in its message, at the parent's path.
+                let field = match (field.as_str(), message.strip_prefix("missing field `")) {
+                    (".", Some(rest)) => rest.trim_end_matches('`').to_string(),
+                    _ => field,
+                };
+                ArgumentError { field, message }
+            })
+    }
+    Some(match tool {
+        "file_read" => check::<files::FileReadInput>(args),
+        "file_write" => check::<files::FileWriteInput>(args),
+        "file_search_replace" => check::<files::FileSearchReplaceInput>(args),
+        _ => return None,
+    })
+}

@@ -1,0 +1,200 @@
+//! Shared helpers for integration tests: a scratch workspace, the real
+//! `arbiter` binary started as a child process, and the rmcp client talking to
+//! it over the child's stdio.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RunningService, ServiceError};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_arbiter");
+
+/// A temporary directory holding a workspace `ws/` and things beside it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("ws")).unwrap();
+        Self { dir }
+    }
+
+    pub fn ws(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub fn outside(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) {
+        let p = self.ws().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.ws().join(rel)).unwrap()
+    }
+}
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// Start `arbiter serve --workspace WS` and complete the MCP handshake.
+pub async fn start(ws: &Path) -> Client {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("serve").arg("--workspace").arg(ws);
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(if std::env::var_os("ARBITER_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("spawn arbiter");
+    ().serve(transport).await.expect("MCP handshake")
+}
+
+pub async fn try_call(
+    client: &Client,
+    tool: &str,
+    args: Value,
+) -> Result<CallToolResult, ServiceError> {
+    let args = args.as_object().cloned().expect("arguments are an object");
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args))
+        .await
+}
+
+/// Call a tool and return its result (tool errors included); protocol errors panic.
+pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    try_call(client, tool, args)
+        .await
+        .expect("tools/call answered")
+}
+
+/// Call a tool that must succeed; returns its structured content.
+pub async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+    let r = call(client, tool, args.clone()).await;
+    assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
+    r.structured_content.expect("structuredContent")
+}
+
+/// Call a tool that must fail with `isError: true`; returns the error text.
+pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
+    let r = call(client, tool, args.clone()).await;
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "{tool} {args} should have failed: {}",
+        text(&r)
+    );
+    text(&r)
+}
+
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Run the binary with arguments; returns (exit code, stdout, stderr).
+pub fn run_cli(ws: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--workspace")
+        .arg(ws)
+        .output()
+        .expect("run arbiter");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every audit record of the workspace, oldest first.
+pub fn audit_records(ws: &Path) -> Vec<Value> {
+    let (code, out, err) = run_cli(ws, &["audit", "tail", "-n", "100000", "--json"]);
+    assert_eq!(code, 0, "audit tail failed: {err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The binary driven with hand-written JSON-RPC lines, for what a well-behaved
+/// client library will not send (garbage lines) or for killing mid-stream.
+pub struct RawServer {
+    pub child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl RawServer {
+    pub fn start(ws: &Path) -> Self {
+        let mut child = std::process::Command::new(BIN)
+            .arg("serve")
+            .arg("--workspace")
+            .arg(ws)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn arbiter");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut s = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        s.send_line(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "0"}}})
+            .to_string(),
+        );
+        let init = s.recv();
+        assert_eq!(init["result"]["serverInfo"]["name"], "arbiter", "{init}");
+        s.send_line(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        s
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    pub fn send_call(&mut self, id: u64, tool: &str, args: Value) {
+        let line = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}});
+        self.send_line(&line.to_string());
+    }
+
+    /// The next message from the server (panics on EOF).
+    pub fn recv(&mut self) -> Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "the server closed stdout");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,154 @@
+//! Interop guard: the official Python MCP SDK (PyPI `mcp`, pinned below) must be able to
+//! drive the real `arbiter serve` binary over stdio. The checks live in
+//! `tests/python/test_stdio_sdk.py`; this test provisions a cached virtualenv under
+//! `target/py-venv`, runs the script against a fresh workspace, and fails with the
+//! script's output (or pip's) when anything goes wrong.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The `mcp` release the script is written against (2.x API).
+const MCP_PIN: &str = "2.3.0";
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `target/` of this build, derived from the binary path (honours CARGO_TARGET_DIR).
+fn target_dir() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_arbiter"));
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("binary lives in target/<profile>/")
+        .to_path_buf()
+}
+
+fn venv_ok(venv: &Path) -> bool {
+    let check =
+        format!("import mcp, importlib.metadata as m; assert m.version('mcp') == '{MCP_PIN}'");
+    Command::new(venv.join("bin/python"))
+        .args(["-c", &check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Returns `target/py-venv` with `mcp==MCP_PIN` importable. The venv is built in a
+/// private directory and renamed into place, so parallel runs never share a half-built one.
+fn ensure_venv() -> PathBuf {
+    let venv = target_dir().join("py-venv");
+    if venv_ok(&venv) {
+        return venv;
+    }
+    let _ = fs::remove_dir_all(&venv); // stale pin or broken leftovers
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let tmp = target_dir().join(format!("py-venv.tmp-{}-{nanos}", std::process::id()));
+
+    let mut errors = Vec::new();
+    let created = ["python3", "/usr/bin/python3"].iter().any(|py| {
+        let _ = fs::remove_dir_all(&tmp);
+        run(
+            Command::new(py).args(["-m", "venv"]).arg(&tmp),
+            &format!("{py} -m venv"),
+        )
+        .map_err(|e| errors.push(e))
+        .is_ok()
+    });
+    assert!(
+        created,
+        "could not create a virtualenv:\n{}",
+        errors.join("\n")
+    );
+
+    let pip = run(
+        Command::new(tmp.join("bin/python")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("mcp=={MCP_PIN}"),
+        ]),
+        &format!("pip install mcp=={MCP_PIN}"),
+    );
+    if let Err(e) = pip {
+        let _ = fs::remove_dir_all(&tmp);
+        panic!("{e}");
+    }
+    // Losing the race to a parallel run is fine: its venv is just as good.
+    if fs::rename(&tmp, &venv).is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    assert!(
+        venv_ok(&venv),
+        "{} has no working mcp=={MCP_PIN} after install",
+        venv.display()
+    );
+    venv
+}
+
+#[test]
+fn python_mcp_sdk_drives_stdio_server() {
+    let venv = ensure_venv();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_stdio_sdk.py");
+
+    // The workspace sits inside the tempdir next to a file the server must refuse to read.
+    let root = tempfile::tempdir().unwrap();
+    let workspace = root.path().join("ws");
+    fs::create_dir(&workspace).unwrap();
+    fs::write(root.path().join("outside.txt"), "outside-secret\n").unwrap();
+    let (out_path, err_path) = (root.path().join("stdout"), root.path().join("stderr"));
+
+    let mut child = Command::new(venv.join("bin/python"))
+        .arg(&script)
+        .env("ARBITER_BIN", env!("CARGO_BIN_EXE_arbiter"))
+        .env("ARBITER_WORKSPACE", &workspace)
+        .stdin(Stdio::null())
+        .stdout(File::create(&out_path).unwrap())
+        .stderr(File::create(&err_path).unwrap())
+        .spawn()
+        .expect("start the python SDK script");
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        sleep(Duration::from_millis(100));
+    };
+
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => print!("{stdout}"),
+        Some(s) => panic!(
+            "python SDK script failed ({s})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+        None => panic!(
+            "python SDK script timed out after {SCRIPT_TIMEOUT:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+    }
+}

@@ -1,0 +1,1045 @@
+//! arbiter-bench: figures for the arbiter MCP server, optionally beside the
+//! reference `@modelcontextprotocol/server-filesystem`.
+//!
+//! The server is driven the way an MCP host drives it: as a child process
+//! speaking newline-delimited JSON-RPC over stdin/stdout. The client here is
+//! hand-written and minimal (no MCP SDK), so that what is timed is the server
+//! and the pipe, not a client framework. Measured, per server:
+//!
+//! 1. **Cold start**: spawn to the `initialize` reply, over `--starts` fresh
+//!    processes, each in a fresh empty workspace (median and p95). This is the
+//!    delay a host sees before it can list tools.
+//! 2. **Round-trip latency**: p50/p95/p99 of sequential `tools/call`s (one in
+//!    flight at a time) reading a 4 KiB file, writing a 4 KiB file, and
+//!    search-replacing a marker in a 4 KiB file (alternating A→B, B→A so every
+//!    call succeeds). The clock runs from writing the request to reading the
+//!    reply line; building requests and checking replies happen off the clock.
+//! 3. **Pipelined throughput**: `--pipelined` reads written by one thread
+//!    without waiting while the main thread collects the replies; calls/s.
+//!    This shows whether the server overlaps requests and how much work each
+//!    one costs when the pipe is never idle.
+//! 4. **Memory**: VmRSS (from /proc/PID/status) right after the handshake and
+//!    after `--memory-calls` calls in the same process, plus the peak (VmHWM).
+//!    Growth between the two hints at leaks or unbounded caches.
+//!
+//! Every reply is checked: a JSON-RPC error or a tool result with
+//! `"isError": true` aborts the run, since timing failures is worthless. Each
+//! tool is also checked once for effect (the read returns the file, the write
+//! lands on disk, the edit changes the file) before it is timed.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Parser;
+use serde_json::{Value, json};
+
+/// MCP protocol revision offered in `initialize`.
+const PROTOCOL_VERSION: &str = "2025-11-25";
+/// Size of the files read, written and edited.
+const FILE_SIZE: usize = 4096;
+/// Untimed calls per tool before its latency is sampled (even, so the edit
+/// alternation is back at its start when timing begins).
+const WARMUP_CALLS: usize = 20;
+/// Markers swapped by the edit workload; each occurs exactly once in e.txt.
+const MARKER_A: &str = "ALPHA-7f3a-marker";
+const MARKER_B: &str = "BRAVO-7f3a-marker";
+/// npm package of the reference server, and its entry point under node_modules.
+const REFERENCE_PACKAGE: &str = "@modelcontextprotocol/server-filesystem";
+const REFERENCE_ENTRY: &str = "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
+
+#[derive(Parser)]
+#[command(about = "Benchmark the arbiter MCP server over stdio (see tools/bench/README.md)")]
+struct Args {
+    /// arbiter binary to run [default: <target dir>/release/arbiter]
+    #[arg(long)]
+    arbiter: Option<PathBuf>,
+    /// Sequential file_read calls to time
+    #[arg(long, default_value_t = 2000)]
+    iterations: usize,
+    /// Sequential file_write and file_search_replace calls to time, each
+    /// [default: a quarter of --iterations]
+    #[arg(long)]
+    write_iterations: Option<usize>,
+    /// Processes spawned for the cold-start figure
+    #[arg(long, default_value_t = 30)]
+    starts: usize,
+    /// Reads sent back to back for the throughput figure
+    #[arg(long, default_value_t = 5000)]
+    pipelined: usize,
+    /// Calls made in one process before its resident memory is read
+    #[arg(long, default_value_t = 10_000)]
+    memory_calls: usize,
+    /// Also run the reference server (@modelcontextprotocol/server-filesystem,
+    /// installed with npm into <target dir>/bench-ref on first use)
+    #[arg(long)]
+    reference: bool,
+    /// Seconds to wait for any single reply before declaring the server hung
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // The chain without a backtrace: the request and reply are what matter.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("\ncaused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    ensure!(args.iterations > 0, "--iterations must be at least 1");
+    ensure!(args.starts > 0, "--starts must be at least 1");
+    ensure!(args.pipelined > 0, "--pipelined must be at least 1");
+    let target = target_dir();
+    let plan = Plan {
+        starts: args.starts,
+        reads: args.iterations,
+        writes: args.write_iterations.unwrap_or(args.iterations / 4).max(1),
+        pipelined: args.pipelined,
+        memory_calls: args.memory_calls,
+        timeout: Duration::from_secs(args.timeout),
+    };
+
+    let arbiter_bin = args
+        .arbiter
+        .unwrap_or_else(|| target.join("release/arbiter"));
+    ensure!(
+        arbiter_bin.is_file(),
+        "{} not found: build it first with `cargo build --release` (or pass --arbiter PATH)",
+        arbiter_bin.display()
+    );
+    let arbiter = Server {
+        label: "arbiter",
+        description: arbiter_bin.display().to_string(),
+        program: arbiter_bin.into(),
+        args: vec!["serve".into(), "--workspace".into()],
+        dialect: Dialect::Arbiter,
+    };
+    let reference = if args.reference {
+        Some(reference_server(&target.join("bench-ref"))?)
+    } else {
+        None
+    };
+
+    let scratch = tempfile::Builder::new()
+        .prefix("arbiter-bench-")
+        .tempdir()?;
+    let arbiter_figures = run_server(&arbiter, &plan, scratch.path())?;
+    let reference_figures = match &reference {
+        Some(server) => Some(run_server(server, &plan, scratch.path())?),
+        None => None,
+    };
+
+    println!();
+    println!(
+        "arbiter:   {} ({})",
+        arbiter.description, arbiter_figures.server_info
+    );
+    if let (Some(server), Some(figures)) = (&reference, &reference_figures) {
+        println!(
+            "reference: {} ({})",
+            server.description, figures.server_info
+        );
+    }
+    println!(
+        "workload:  {} cold starts; sequential {} reads, {} writes, {} edits of 4 KiB files \
+         (after {} warm-up calls each); {} pipelined reads; memory after {} calls",
+        plan.starts,
+        plan.reads,
+        plan.writes,
+        plan.writes,
+        WARMUP_CALLS,
+        plan.pipelined,
+        arbiter_figures.calls_at_rss,
+    );
+    println!(
+        "machine:   {} CPUs; workspaces under {}",
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::temp_dir().display()
+    );
+    println!(
+        "note:      arbiter fsyncs every write (file + directory); the reference server does not"
+    );
+    println!();
+    print_table(&arbiter_figures, reference_figures.as_ref());
+    Ok(())
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`
+/// (this crate lives in `<workspace>/tools/bench`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest_dir
+                .ancestors()
+                .nth(2)
+                .unwrap_or(manifest_dir)
+                .join("target")
+        })
+}
+
+/// How much of each measurement to do.
+struct Plan {
+    starts: usize,
+    reads: usize,
+    writes: usize,
+    pipelined: usize,
+    memory_calls: usize,
+    timeout: Duration,
+}
+
+/// A server under test: how to start it (`program args... WORKSPACE`) and
+/// which tool dialect it speaks.
+struct Server {
+    label: &'static str,
+    description: String,
+    program: OsString,
+    args: Vec<OsString>,
+    dialect: Dialect,
+}
+
+#[derive(Clone, Copy)]
+enum Dialect {
+    /// arbiter: `file_read`, `file_write`, `file_search_replace`, workspace-relative paths.
+    Arbiter,
+    /// server-filesystem: `read_text_file`, `write_file`, `edit_file`, absolute paths.
+    Reference,
+}
+
+/// Installs the reference server with npm on first use and describes how to run it.
+fn reference_server(dir: &Path) -> Result<Server> {
+    let entry = dir.join(REFERENCE_ENTRY);
+    if !entry.is_file() {
+        eprintln!("installing {REFERENCE_PACKAGE} into {} ...", dir.display());
+        fs::create_dir_all(dir)?;
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(dir)
+            .arg(REFERENCE_PACKAGE)
+            .stdout(Stdio::from(io::stderr()))
+            .status()
+            .context("running npm (is Node.js installed?)")?;
+        ensure!(
+            status.success(),
+            "npm install {REFERENCE_PACKAGE} failed: {status}"
+        );
+        ensure!(
+            entry.is_file(),
+            "npm install did not produce {}",
+            entry.display()
+        );
+    }
+    let package_json = dir
+        .join("node_modules")
+        .join(REFERENCE_PACKAGE)
+        .join("package.json");
+    let version = fs::read_to_string(&package_json)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into());
+    let node_version = Command::new("node")
+        .arg("--version")
+        .output()
+        .context("running node (is Node.js installed?)")?;
+    Ok(Server {
+        label: "reference",
+        description: format!(
+            "{REFERENCE_PACKAGE} {version} on node {}",
+            String::from_utf8_lossy(&node_version.stdout).trim()
+        ),
+        program: "node".into(),
+        args: vec![entry.into()],
+        dialect: Dialect::Reference,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------
+
+/// Everything measured for one server.
+struct Figures {
+    server_info: String,
+    start: Vec<Duration>,
+    read: Vec<Duration>,
+    write: Vec<Duration>,
+    edit: Vec<Duration>,
+    calls_per_sec: f64,
+    rss_idle_kib: u64,
+    rss_kib: u64,
+    rss_peak_kib: u64,
+    calls_at_rss: usize,
+}
+
+/// Runs all measurements against one server. Its stderr goes to a log file
+/// whose tail is attached to any error.
+fn run_server(server: &Server, plan: &Plan, scratch: &Path) -> Result<Figures> {
+    let log = scratch.join(format!("{}.stderr", server.label));
+    run_server_logged(server, plan, scratch, &log).with_context(|| {
+        let stderr = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        let tail = if tail.trim().is_empty() {
+            "(nothing)".to_owned()
+        } else {
+            tail
+        };
+        format!("{} failed; last lines of its stderr:\n{tail}", server.label)
+    })
+}
+
+fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -> Result<Figures> {
+    eprintln!("{}: cold start x{} ...", server.label, plan.starts);
+    let start = measure_cold_start(server, plan, scratch, log)?;
+
+    let workspace_dir = tempfile::Builder::new().prefix("ws-").tempdir_in(scratch)?;
+    let workspace = workspace_dir.path().canonicalize()?;
+    let files = Files::create(&workspace)?;
+    let (mut client, _) = Client::spawn(server, &workspace, log, plan.timeout)?;
+    let init = client.initialize()?;
+    let server_info = format!(
+        "serverInfo {} {}, protocol {}",
+        init["serverInfo"]["name"].as_str().unwrap_or("?"),
+        init["serverInfo"]["version"].as_str().unwrap_or("?"),
+        init["protocolVersion"].as_str().unwrap_or("?"),
+    );
+    let rss_idle_kib = client.proc_status_kib("VmRSS")?;
+
+    let calls = Calls::new(&mut client, server.dialect, &workspace, &files)?;
+    calls.verify(&mut client, &files)?;
+
+    eprintln!(
+        "{}: latency ({} reads, {} writes, {} edits) ...",
+        server.label, plan.reads, plan.writes, plan.writes
+    );
+    let read = measure_latency(&mut client, std::slice::from_ref(&calls.read), plan.reads)?;
+    let write = measure_latency(&mut client, &calls.write, plan.writes)?;
+    let edit = measure_latency(&mut client, &calls.edit, plan.writes)?;
+
+    eprintln!(
+        "{}: pipelined throughput ({} reads) ...",
+        server.label, plan.pipelined
+    );
+    let calls_per_sec = measure_pipelined(&mut client, &calls.read, plan.pipelined)?;
+
+    eprintln!(
+        "{}: memory after {} calls ...",
+        server.label, plan.memory_calls
+    );
+    while client.calls < plan.memory_calls {
+        client.call(&calls.read)?;
+    }
+    let calls_at_rss = client.calls;
+    let rss_kib = client.proc_status_kib("VmRSS")?;
+    let rss_peak_kib = client.proc_status_kib("VmHWM")?;
+    client.shutdown()?;
+
+    Ok(Figures {
+        server_info,
+        start,
+        read,
+        write,
+        edit,
+        calls_per_sec,
+        rss_idle_kib,
+        rss_kib,
+        rss_peak_kib,
+        calls_at_rss,
+    })
+}
+
+/// Spawn-to-`initialize`-reply time of `plan.starts` fresh processes, each in
+/// its own new, empty workspace.
+fn measure_cold_start(
+    server: &Server,
+    plan: &Plan,
+    scratch: &Path,
+    log: &Path,
+) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(plan.starts);
+    for _ in 0..plan.starts {
+        let workspace = tempfile::Builder::new()
+            .prefix("cold-")
+            .tempdir_in(scratch)?;
+        let (mut client, spawned_at) =
+            Client::spawn(server, &workspace.path().canonicalize()?, log, plan.timeout)?;
+        client.initialize()?;
+        samples.push(client.last_reply_at.duration_since(spawned_at));
+        client.shutdown()?;
+    }
+    Ok(samples)
+}
+
+/// Round-trip time of `n` sequential calls, cycling through `calls`, after
+/// `WARMUP_CALLS` untimed ones.
+fn measure_latency(client: &mut Client, calls: &[String], n: usize) -> Result<Vec<Duration>> {
+    for call in calls.iter().cycle().take(WARMUP_CALLS) {
+        client.call(call)?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for call in calls.iter().cycle().take(n) {
+        let (_, rtt) = client.call(call)?;
+        samples.push(rtt);
+    }
+    Ok(samples)
+}
+
+/// Calls per second for `n` identical calls written back to back by a writer
+/// thread while this thread reads and checks the replies, in any order.
+fn measure_pipelined(client: &mut Client, call: &str, n: usize) -> Result<f64> {
+    let ids = client.next_id..client.next_id + n as u64;
+    client.next_id = ids.end;
+    let Client {
+        child,
+        stdin,
+        stdout,
+        line,
+        timeout,
+        ..
+    } = client;
+    let begin = Instant::now();
+    let (written, read) = thread::scope(|scope| {
+        let writer = scope.spawn(|| -> Result<()> {
+            for id in ids.clone() {
+                write_request(stdin, id, "tools/call", call)?;
+            }
+            stdin.flush()?;
+            Ok(())
+        });
+        let read = collect_replies(stdout, line, *timeout, call, ids.clone());
+        if read.is_err() {
+            // Unblock the writer if the server stopped reading.
+            let _ = child.0.kill();
+        }
+        (writer.join().expect("writer thread panicked"), read)
+    });
+    let elapsed = begin.elapsed();
+    read?;
+    written.context("writing pipelined requests")?;
+    client.calls += n;
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// Reads one successful reply to each of the `tools/call` requests `ids`, in any order.
+fn collect_replies(
+    stdout: &mut BufReader<ChildStdout>,
+    line: &mut String,
+    timeout: Duration,
+    call: &str,
+    ids: Range<u64>,
+) -> Result<()> {
+    let mut seen = vec![false; usize::try_from(ids.end - ids.start)?];
+    for _ in 0..seen.len() {
+        let reply = loop {
+            let message = read_message(stdout, line, timeout)?;
+            if !is_notification(&message)? {
+                break message;
+            }
+        };
+        let Some(id) = reply["id"].as_u64().filter(|id| ids.contains(id)) else {
+            bail!("reply with unexpected id: {}", elide(&reply.to_string()))
+        };
+        let slot = &mut seen[usize::try_from(id - ids.start)?];
+        ensure!(!*slot, "second reply to id {id}");
+        *slot = true;
+        check_tool_reply(&reply)
+            .with_context(|| format!("request: {}", request_line(id, "tools/call", call)))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Workload
+// ---------------------------------------------------------------------------
+
+/// The files in the benchmark workspace and their expected contents.
+struct Files {
+    /// r.txt: 4 KiB, read by every read call.
+    read: String,
+    /// The two 4 KiB contents written alternately to w.txt.
+    write: [String; 2],
+}
+
+impl Files {
+    fn create(workspace: &Path) -> Result<Self> {
+        let read = text("r", FILE_SIZE);
+        fs::write(workspace.join("r.txt"), &read)?;
+        let mut edit = text("e", FILE_SIZE);
+        let middle = edit.len() / 2;
+        let line_start = edit[..middle].rfind('\n').map_or(0, |i| i + 1);
+        edit.replace_range(line_start..line_start + MARKER_A.len(), MARKER_A);
+        fs::write(workspace.join("e.txt"), &edit)?;
+        Ok(Self {
+            read,
+            write: [text("w0", FILE_SIZE), text("w1", FILE_SIZE)],
+        })
+    }
+}
+
+/// `size` bytes of 64-byte ASCII lines, each naming `tag` and its number.
+fn text(tag: &str, size: usize) -> String {
+    const FILLER: &str = "the quick brown fox jumps over the lazy dog; pack my box with five dozen";
+    (0..size / 64)
+        .map(|i| format!("{:<63.63}\n", format!("{tag} line {i:04}: {FILLER}")))
+        .collect()
+}
+
+/// Pre-serialised `tools/call` params for each workload, in the server's dialect.
+struct Calls {
+    read: String,
+    /// Write w0, then w1, alternately.
+    write: [String; 2],
+    /// Replace A with B, then B with A, alternately.
+    edit: [String; 2],
+}
+
+impl Calls {
+    /// Builds the calls, first checking with `tools/list` that the server has the tools.
+    fn new(client: &mut Client, dialect: Dialect, workspace: &Path, files: &Files) -> Result<Self> {
+        let listed = client.request("tools/list", "{}")?;
+        let names: Vec<&str> = listed["result"]["tools"]
+            .as_array()
+            .context("tools/list reply has no tools array")?
+            .iter()
+            .filter_map(|tool| tool["name"].as_str())
+            .collect();
+        let has = |name: &str| names.contains(&name);
+        let params = |name: &str, arguments: Value| {
+            json!({ "name": name, "arguments": arguments }).to_string()
+        };
+        let calls = match dialect {
+            Dialect::Arbiter => {
+                for tool in ["file_read", "file_write", "file_search_replace"] {
+                    ensure!(
+                        has(tool),
+                        "server does not list tool {tool}; it lists {names:?}"
+                    );
+                }
+                let write = |contents: &str| {
+                    params(
+                        "file_write",
+                        json!({ "file_path": "w.txt", "contents": contents }),
+                    )
+                };
+                let edit = |old: &str, new: &str| {
+                    params(
+                        "file_search_replace",
+                        json!({ "file_path": "e.txt", "old_string": old, "new_string": new }),
+                    )
+                };
+                Self {
+                    read: params("file_read", json!({ "target_file": "r.txt" })),
+                    write: [write(&files.write[0]), write(&files.write[1])],
+                    edit: [edit(MARKER_A, MARKER_B), edit(MARKER_B, MARKER_A)],
+                }
+            }
+            Dialect::Reference => {
+                let read_tool = if has("read_text_file") {
+                    "read_text_file"
+                } else {
+                    "read_file"
+                };
+                for tool in [read_tool, "write_file", "edit_file"] {
+                    ensure!(
+                        has(tool),
+                        "server does not list tool {tool}; it lists {names:?}"
+                    );
+                }
+                let path = |name: &str| {
+                    workspace
+                        .join(name)
+                        .to_str()
+                        .expect("UTF-8 temp path")
+                        .to_owned()
+                };
+                let write = |content: &str| {
+                    params(
+                        "write_file",
+                        json!({ "path": path("w.txt"), "content": content }),
+                    )
+                };
+                let edit = |old: &str, new: &str| {
+                    params(
+                        "edit_file",
+                        json!({ "path": path("e.txt"), "edits": [{ "oldText": old, "newText": new }] }),
+                    )
+                };
+                Self {
+                    read: params(read_tool, json!({ "path": path("r.txt") })),
+                    write: [write(&files.write[0]), write(&files.write[1])],
+                    edit: [edit(MARKER_A, MARKER_B), edit(MARKER_B, MARKER_A)],
+                }
+            }
+        };
+        Ok(calls)
+    }
+
+    /// Calls each tool once and checks that it did what it says, so that the
+    /// timings below are of real work. Leaves e.txt as it found it.
+    fn verify(&self, client: &mut Client, files: &Files) -> Result<()> {
+        let workspace = client.workspace.clone();
+        let (reply, _) = client.call(&self.read)?;
+        let returned = reply_text(&reply);
+        let last_line = files
+            .read
+            .lines()
+            .last()
+            .expect("non-empty file")
+            .trim_end();
+        ensure!(
+            returned.contains(last_line),
+            "read of r.txt did not return its last line {last_line:?}; reply: {}",
+            elide(&reply.to_string())
+        );
+
+        client.call(&self.write[0])?;
+        let on_disk = fs::read_to_string(workspace.join("w.txt")).context("w.txt after write")?;
+        ensure!(
+            on_disk == files.write[0],
+            "w.txt does not hold what was written"
+        );
+
+        for (call, expected, gone) in [
+            (&self.edit[0], MARKER_B, MARKER_A),
+            (&self.edit[1], MARKER_A, MARKER_B),
+        ] {
+            client.call(call)?;
+            let on_disk =
+                fs::read_to_string(workspace.join("e.txt")).context("e.txt after edit")?;
+            ensure!(
+                on_disk.contains(expected) && !on_disk.contains(gone),
+                "e.txt should contain {expected} and not {gone} after the edit"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Concatenated text blocks of a tool result.
+fn reply_text(reply: &Value) -> String {
+    let blocks = reply["result"]["content"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    blocks
+        .iter()
+        .filter_map(|block| block["text"].as_str())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------
+
+/// A minimal MCP client over a child's stdio: one JSON-RPC message per line.
+struct Client {
+    child: Reaper,
+    stdin: BufWriter<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    workspace: PathBuf,
+    /// Reused buffer for incoming lines.
+    line: String,
+    next_id: u64,
+    /// `tools/call`s answered so far.
+    calls: usize,
+    /// When the last reply line was read.
+    last_reply_at: Instant,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Starts `server` on `workspace`, appending its stderr to `log`, and
+    /// returns the client with the instant just before the spawn.
+    fn spawn(
+        server: &Server,
+        workspace: &Path,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<(Self, Instant)> {
+        let stderr = File::options().create(true).append(true).open(log)?;
+        let spawned_at = Instant::now();
+        let mut child = Command::new(&server.program)
+            .args(&server.args)
+            .arg(workspace)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", server.program.to_string_lossy()))?;
+        let client = Self {
+            stdin: BufWriter::new(child.stdin.take().expect("piped stdin")),
+            stdout: BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped stdout")),
+            child: Reaper(child),
+            workspace: workspace.to_owned(),
+            line: String::new(),
+            next_id: 1,
+            calls: 0,
+            last_reply_at: spawned_at,
+            timeout,
+        };
+        Ok((client, spawned_at))
+    }
+
+    /// The MCP handshake: `initialize`, its reply, `notifications/initialized`.
+    /// Returns the `initialize` result.
+    fn initialize(&mut self) -> Result<Value> {
+        let params = json!({
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "arbiter-bench", "version": "0" },
+        });
+        let reply = self.request("initialize", &params.to_string())?;
+        writeln!(
+            self.stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )?;
+        self.stdin.flush()?;
+        Ok(reply["result"].clone())
+    }
+
+    /// Sends one request and waits for its reply, failing on a JSON-RPC error.
+    /// `params` is serialised JSON. Returns the reply and the round-trip time.
+    fn exchange(&mut self, method: &str, params: &str) -> Result<(Value, Duration)> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let sent_at = Instant::now();
+        write_request(&mut self.stdin, id, method, params)?;
+        self.stdin.flush()?;
+        let context = || format!("request: {}", request_line(id, method, params));
+        let reply = loop {
+            let message = read_message(&mut self.stdout, &mut self.line, self.timeout)
+                .with_context(context)?;
+            self.last_reply_at = Instant::now();
+            if !is_notification(&message).with_context(context)? {
+                break message;
+            }
+        };
+        let rtt = self.last_reply_at.duration_since(sent_at);
+        ensure!(
+            reply["id"].as_u64() == Some(id),
+            "reply to another id: {}\n{}",
+            elide(&reply.to_string()),
+            context()
+        );
+        if let Some(error) = reply.get("error") {
+            bail!("JSON-RPC error: {error}\n{}", context());
+        }
+        Ok((reply, rtt))
+    }
+
+    fn request(&mut self, method: &str, params: &str) -> Result<Value> {
+        Ok(self.exchange(method, params)?.0)
+    }
+
+    /// One `tools/call`; fails unless the tool succeeded.
+    fn call(&mut self, params: &str) -> Result<(Value, Duration)> {
+        let id = self.next_id;
+        let (reply, rtt) = self.exchange("tools/call", params)?;
+        check_tool_reply(&reply)
+            .with_context(|| format!("request: {}", request_line(id, "tools/call", params)))?;
+        self.calls += 1;
+        Ok((reply, rtt))
+    }
+
+    /// A `kB` field of /proc/PID/status, such as VmRSS, in KiB.
+    fn proc_status_kib(&self, field: &str) -> Result<u64> {
+        let pid = self.child.0.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    }
+
+    /// Closes stdin, which tells an MCP stdio server to exit, and reaps it
+    /// (killing it if it lingers).
+    fn shutdown(self) -> Result<()> {
+        let Self {
+            mut child, stdin, ..
+        } = self;
+        drop(stdin);
+        let child = &mut child.0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "warning: server pid {} still running 5 s after stdin closed; killing it",
+                    child.id()
+                );
+                break; // the Reaper kills it
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+}
+
+/// Owns the server process and kills it when dropped, so that an aborted run
+/// (a hung server, a failed check) leaves nothing behind.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn write_request(out: &mut impl Write, id: u64, method: &str, params: &str) -> io::Result<()> {
+    writeln!(
+        out,
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
+    )
+}
+
+/// The request as sent, with long strings shortened, for error messages.
+fn request_line(id: u64, method: &str, params: &str) -> String {
+    let mut request: Value = serde_json::from_str(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
+    ))
+    .expect("requests are valid JSON");
+    shorten_strings(&mut request);
+    request.to_string()
+}
+
+fn shorten_strings(value: &mut Value) {
+    match value {
+        Value::String(s) if s.len() > 80 => {
+            let cut = (0..=60).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            *s = format!("{}...({} bytes)", &s[..cut], s.len());
+        }
+        Value::Array(items) => items.iter_mut().for_each(shorten_strings),
+        Value::Object(map) => map.values_mut().for_each(shorten_strings),
+        _ => {}
+    }
+}
+
+/// Reads the next non-blank line and parses it, waiting at most `timeout`
+/// for it to start arriving.
+fn read_message(
+    stdout: &mut BufReader<ChildStdout>,
+    line: &mut String,
+    timeout: Duration,
+) -> Result<Value> {
+    loop {
+        line.clear();
+        if stdout.buffer().is_empty() && !wait_readable(stdout.get_ref(), timeout)? {
+            bail!("no reply within {} s (server hung?)", timeout.as_secs_f64());
+        }
+        if stdout.read_line(line)? == 0 {
+            bail!("server closed its stdout (exited?)");
+        }
+        if !line.trim().is_empty() {
+            return serde_json::from_str(line)
+                .with_context(|| format!("reply is not JSON: {}", elide(line)));
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or closed); false on timeout.
+fn wait_readable(fd: impl AsFd, timeout: Duration) -> Result<bool> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let timeout = Timespec::try_from(timeout)?;
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(ready) => return Ok(ready > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// True for a notification (skipped); an error for a request from the server,
+/// which this client never invites (it declares no capabilities).
+fn is_notification(message: &Value) -> Result<bool> {
+    match (message.get("method"), message.get("id")) {
+        (Some(_), None) => Ok(true),
+        (Some(_), Some(_)) => bail!(
+            "unexpected request from the server: {}",
+            elide(&message.to_string())
+        ),
+        _ => Ok(false),
+    }
+}
+
+/// Fails on a JSON-RPC error or a tool result flagged `isError`.
+fn check_tool_reply(reply: &Value) -> Result<()> {
+    if let Some(error) = reply.get("error") {
+        bail!("JSON-RPC error: {error}");
+    }
+    let result = reply
+        .get("result")
+        .ok_or_else(|| anyhow!("reply has no result: {}", elide(&reply.to_string())))?;
+    if result.get("isError") == Some(&Value::Bool(true)) {
+        bail!("tool failed (isError: true): {}", elide(&reply.to_string()));
+    }
+    Ok(())
+}
+
+/// `text` cut to about 2,000 bytes, for error messages.
+fn elide(text: &str) -> String {
+    const MAX: usize = 2000;
+    let text = text.trim_end();
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let cut = (0..=MAX)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}...({} bytes)", &text[..cut], text.len())
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+
+/// Nearest-rank percentile of `samples` in microseconds.
+/// (`p` in percent, 1..=100.)
+fn percentile_us(samples: &[Duration], p: usize) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1e6
+}
+
+/// Which way a figure is better, for the ratio column.
+#[derive(Clone, Copy)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// One line of the table for one server.
+struct Row {
+    label: String,
+    value: f64,
+    decimals: usize,
+    better: Better,
+}
+
+impl Row {
+    fn new(label: impl Into<String>, value: f64, decimals: usize, better: Better) -> Self {
+        Self {
+            label: label.into(),
+            value,
+            decimals,
+            better,
+        }
+    }
+}
+
+fn rows(f: &Figures) -> Vec<Row> {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut rows = vec![
+        Row::new(
+            "cold start, median (ms)",
+            percentile_us(&f.start, 50) / 1e3,
+            1,
+            Better::Lower,
+        ),
+        Row::new(
+            "cold start, p95 (ms)",
+            percentile_us(&f.start, 95) / 1e3,
+            1,
+            Better::Lower,
+        ),
+    ];
+    for (name, samples) in [
+        ("read 4 KiB", &f.read),
+        ("write 4 KiB", &f.write),
+        ("edit 4 KiB", &f.edit),
+    ] {
+        for p in [50, 95, 99] {
+            rows.push(Row::new(
+                format!("{name}, p{p} (µs)"),
+                percentile_us(samples, p),
+                0,
+                Better::Lower,
+            ));
+        }
+    }
+    rows.push(Row::new(
+        "pipelined reads (calls/s)",
+        f.calls_per_sec,
+        0,
+        Better::Higher,
+    ));
+    rows.push(Row::new(
+        "RSS after handshake (MiB)",
+        mib(f.rss_idle_kib),
+        1,
+        Better::Lower,
+    ));
+    rows.push(Row::new(
+        format!("RSS after {} calls (MiB)", f.calls_at_rss),
+        mib(f.rss_kib),
+        1,
+        Better::Lower,
+    ));
+    rows.push(Row::new(
+        "peak RSS (MiB)",
+        mib(f.rss_peak_kib),
+        1,
+        Better::Lower,
+    ));
+    rows
+}
+
+/// Prints arbiter's figures and, if given, the reference's and their ratio.
+fn print_table(arbiter: &Figures, reference: Option<&Figures>) {
+    let arbiter_rows = rows(arbiter);
+    let reference_rows = reference.map(rows);
+    let width = arbiter_rows
+        .iter()
+        .map(|row| row.label.chars().count())
+        .max()
+        .unwrap_or(0);
+
+    let mut header = format!("{:<width$}  {:>12}", "metric", "arbiter");
+    if reference.is_some() {
+        write!(header, "  {:>12}  {:>8}", "reference", "ratio").unwrap();
+    }
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    for (i, row) in arbiter_rows.iter().enumerate() {
+        let mut line = format!("{:<width$}  {:>12.*}", row.label, row.decimals, row.value);
+        if let Some(reference) = reference_rows.as_ref().map(|r| r[i].value) {
+            let ratio = match row.better {
+                Better::Lower => reference / row.value,
+                Better::Higher => row.value / reference,
+            };
+            write!(line, "  {:>12.*}  {:>7.2}x", row.decimals, reference, ratio).unwrap();
+        }
+        println!("{line}");
+    }
+    if reference.is_some() {
+        println!();
+        println!(
+            "ratio: reference/arbiter for times and memory, arbiter/reference for throughput; \
+             above 1 means arbiter is better"
+        );
+    }
+}
