@@ -248,3 +248,33 @@ fn garbage_on_stdin_does_not_kill_the_server() {
     assert_eq!(reply["id"], 7, "{reply}");
     assert_eq!(reply["result"]["isError"], false, "{reply}");
 }
+
+#[test]
+fn calls_in_flight_when_the_client_hangs_up_are_finished_and_recorded() {
+    let s = Scratch::new();
+    let mut server = RawServer::start(&s.ws());
+    let calls = 150;
+    for i in 0..calls {
+        server.send_call(
+            i + 1,
+            "file_write",
+            json!({"file_path": format!("out/f{i}.txt"), "contents": "done"}),
+        );
+    }
+    assert!(server.hang_up().success());
+    let written = (0..calls)
+        .filter(|i| s.ws().join(format!("out/f{i}.txt")).exists())
+        .count();
+    let records = audit_records(&s.ws());
+    let ok_writes = records
+        .iter()
+        .filter(|r| r["tool"] == "file_write" && r["outcome"] == "ok")
+        .count();
+    // Whatever the server got to, every file it wrote has its record.
+    assert_eq!(
+        ok_writes, written,
+        "{written} files written, {ok_writes} recorded"
+    );
+    assert!(written > 0);
+    assert_eq!(run_cli(&s.ws(), &["audit", "verify"]).0, 0);
+}

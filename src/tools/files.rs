@@ -3,7 +3,6 @@
 //! written for them keep working.
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::FileExt;
 
 use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
@@ -293,18 +292,6 @@ fn not_text(path: &str, why: &str) -> ToolError {
     )
 }
 
-fn looks_binary(file: &std::fs::File) -> std::io::Result<bool> {
-    let mut head = [0u8; BINARY_SNIFF_BYTES];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read_at(&mut head[filled..], filled as u64)? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(head[..filled].contains(&0))
-}
-
 fn read_numbered_lines(
     opened: OpenedFile,
     offset: u64,
@@ -323,12 +310,17 @@ fn read_numbered_lines(
             "retry",
         )
     };
-    if looks_binary(&file).map_err(io_err)? {
+    let mut reader = BufReader::with_capacity(BINARY_SNIFF_BYTES * 2, file);
+    // The first buffer holds the file's start: a NUL byte there means binary.
+    if reader.fill_buf().map_err(io_err)?[..]
+        .iter()
+        .take(BINARY_SNIFF_BYTES)
+        .any(|&b| b == 0)
+    {
         return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
     }
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut line = Vec::with_capacity(256);
-    let mut content = String::new();
+    let mut content = String::with_capacity((meta.size as usize).min(max_bytes) + 1024);
     let mut invalid_utf8 = false;
     let mut number: u64 = 0;
     let mut end_line = offset - 1;
@@ -346,19 +338,26 @@ fn read_numbered_lines(
             cut_short = true;
             break;
         }
-        let text = String::from_utf8_lossy(trim_line_end(&line));
-        invalid_utf8 |= matches!(text, std::borrow::Cow::Owned(_));
-        let entry = format!("{number:>6}\t{text}\n");
-        if content.len() + entry.len() > max_bytes {
+        let text = match std::str::from_utf8(trim_line_end(&line)) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => {
+                invalid_utf8 = true;
+                String::from_utf8_lossy(trim_line_end(&line))
+            }
+        };
+        // "{number:>6}\t{text}\n", without the formatting machinery (hot path).
+        let entry_len = text.len() + 8 + 20;
+        if content.len() + entry_len > max_bytes {
             if content.is_empty() {
                 // A single huge line: show what fits, and move past it.
-                content.push_str(&edit_cap(&entry, max_bytes));
+                push_numbered(&mut content, number, &text);
+                content = edit_cap(&content, max_bytes);
                 end_line = number;
             }
             cut_short = true;
             break;
         }
-        content.push_str(&entry);
+        push_numbered(&mut content, number, &text);
         end_line = number;
     }
     let truncated = cut_short;
@@ -374,6 +373,30 @@ fn read_numbered_lines(
         size_bytes: meta.size,
         invalid_utf8,
     })
+}
+
+/// Append `"{number:>6}\t{text}\n"`.
+fn push_numbered(out: &mut String, number: u64, text: &str) {
+    let mut digits = [0u8; 20];
+    let mut n = number;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let width = digits.len() - start;
+    for _ in width..6 {
+        out.push(' ');
+    }
+    // Digits are ASCII.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+    out.push('\t');
+    out.push_str(text);
+    out.push('\n');
 }
 
 fn edit_cap(s: &str, max: usize) -> String {
@@ -427,6 +450,14 @@ mod tests {
         std::fs::write(dir.path().join("f"), text).unwrap();
         let root = WorkspaceRoot::open(dir.path()).unwrap();
         read_numbered_lines(root.open_for_read("f").unwrap(), offset, limit, max_bytes).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_right_aligned_like_cat_n() {
+        let mut s = String::new();
+        push_numbered(&mut s, 7, "a");
+        push_numbered(&mut s, 1234567, "b");
+        assert_eq!(s, "     7\ta\n1234567\tb\n");
     }
 
     #[test]

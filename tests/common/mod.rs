@@ -135,7 +135,7 @@ pub fn audit_records(ws: &Path) -> Vec<Value> {
 /// client library will not send (garbage lines) or for killing mid-stream.
 pub struct RawServer {
     pub child: std::process::Child,
-    stdin: std::process::ChildStdin,
+    stdin: Option<std::process::ChildStdin>,
     stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
@@ -154,7 +154,7 @@ impl RawServer {
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut s = Self {
             child,
-            stdin,
+            stdin: Some(stdin),
             stdout,
         };
         s.send_line(
@@ -171,15 +171,22 @@ impl RawServer {
 
     pub fn send_line(&mut self, line: &str) {
         use std::io::Write;
-        self.stdin.write_all(line.as_bytes()).unwrap();
-        self.stdin.write_all(b"\n").unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
     }
 
     pub fn send_call(&mut self, id: u64, tool: &str, args: Value) {
         let line = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": tool, "arguments": args}});
         self.send_line(&line.to_string());
+    }
+
+    /// Close the server's stdin (the client goes away) and wait for it to exit.
+    pub fn hang_up(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().unwrap()
     }
 
     /// The next message from the server (panics on EOF).
