@@ -212,6 +212,7 @@ fn concurrent_processes_extend_one_chain() {
                 .arg("--workspace")
                 .arg(&ws)
                 .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -226,8 +227,13 @@ fn concurrent_processes_extend_one_chain() {
     for _ in 1..=20 {
         assert_eq!(server.recv()["result"]["isError"], false);
     }
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "arbiter call failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     drop(server);
     let (code, out, _) = run_cli(&ws, &["audit", "verify"]);
@@ -277,4 +283,38 @@ fn calls_in_flight_when_the_client_hangs_up_are_finished_and_recorded() {
     );
     assert!(written > 0);
     assert_eq!(run_cli(&s.ws(), &["audit", "verify"]).0, 0);
+}
+
+/// Many processes using a fresh workspace at once all create the store and
+/// apply its migrations without tripping over each other.
+#[test]
+fn first_use_by_many_processes_at_once_is_safe() {
+    for round in 0..3 {
+        let s = Scratch::new();
+        let ws = s.ws();
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                std::process::Command::new(BIN)
+                    .args(["call", "file_write"])
+                    .arg(json!({"file_path": format!("p{i}.txt"), "contents": "x"}).to_string())
+                    .arg("--workspace")
+                    .arg(&ws)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: arbiter call failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let (code, out, _) = run_cli(&ws, &["audit", "verify"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("OK: 8 records"), "{out}");
+    }
 }

@@ -288,3 +288,42 @@ async fn malformed_calls_get_json_rpc_errors_naming_the_field() {
     )
     .await;
 }
+
+/// Far more pipelined calls than the server keeps open at once: every one is
+/// answered exactly once (the server reads on as answers go out, and never
+/// stalls for good).
+#[test]
+fn a_thousand_pipelined_calls_are_all_answered() {
+    let scratch = Scratch::new();
+    scratch.write("a.txt", "hello\n");
+    let mut server = RawServer::start(&scratch.ws());
+    let mut stdin = server.take_stdin();
+    const CALLS: u64 = 1000;
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for id in 1..=CALLS {
+            let line = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "file_read", "arguments": {"target_file": "a.txt"}}});
+            writeln!(stdin, "{line}").unwrap();
+        }
+        stdin.flush().unwrap();
+        stdin // closed only after every answer is in
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..CALLS {
+            let reply = server.recv();
+            assert_eq!(reply["result"]["isError"], false, "{reply}");
+            assert!(seen.insert(reply["id"].as_u64().unwrap()), "{reply}");
+        }
+        done_tx.send(seen.len()).unwrap();
+        server
+    });
+    let answered = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("every pipelined call is answered within a minute");
+    assert_eq!(answered as u64, CALLS);
+    drop(writer.join().unwrap());
+    drop(reader.join().unwrap());
+}

@@ -5,7 +5,10 @@ use std::path::Path;
 use anyhow::Context;
 use rmcp::ServiceExt;
 
+use rmcp::transport::async_rw::AsyncRwTransport;
+
 use crate::server::ArbiterServer;
+use crate::server::backpressure::Bounded;
 
 /// How long a stopping server waits for calls already running.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -15,8 +18,9 @@ pub async fn run(workspace: &Path) -> anyhow::Result<()> {
     tracing::info!(workspace = %toolbox.root.path().display(), "arbiter serving MCP over stdio");
     let server = ArbiterServer::new(toolbox, audit);
     let in_flight = server.in_flight();
+    let (reader, writer) = rmcp::transport::io::stdio_pipes();
     let service = server
-        .serve(rmcp::transport::io::stdio_pipes())
+        .serve(Bounded::new(AsyncRwTransport::new_server(reader, writer)))
         .await
         .context("the MCP handshake failed")?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

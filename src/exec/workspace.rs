@@ -174,13 +174,12 @@ impl WorkspaceRoot {
     /// after `fstat`, as are devices, sockets and directories.
     pub fn open_for_read(&self, user_path: &str) -> Result<OpenedFile, ConfineError> {
         let rel = self.relativize(user_path)?;
-        let fd = self.open_beneath(
+        let (fd, rel_path) = self.open_resolved(
             &rel,
             OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
             user_path,
         )?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(user_path, e))?;
-        let rel_path = self.real_rel_path(&fd, user_path)?;
         check_file_type(stat.st_mode, &rel_path)?;
         // Regular files ignore O_NONBLOCK, but clear it so the descriptor is ordinary.
         let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| io_error(user_path, e))?;
@@ -203,10 +202,9 @@ impl WorkspaceRoot {
         if user_path.ends_with('/') || rel == Path::new(".") {
             return Err(ConfineError::IsDirectory(user_path.to_string()));
         }
-        match self.open_beneath(&rel, OFlags::PATH | OFlags::CLOEXEC, user_path) {
-            Ok(fd) => {
+        match self.open_resolved(&rel, OFlags::PATH | OFlags::CLOEXEC, user_path) {
+            Ok((fd, rel_path)) => {
                 let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(user_path, e))?;
-                let rel_path = self.real_rel_path(&fd, user_path)?;
                 check_file_type(stat.st_mode, &rel_path)?;
                 let (parent, name) = split_parent(&rel_path);
                 let dir = self.open_dir_beneath(Path::new(parent), user_path)?;
@@ -245,9 +243,12 @@ impl WorkspaceRoot {
             } else {
                 prefix
             };
-            match self.open_dir_beneath(&prefix, user_path) {
-                Ok(dir) => {
-                    let base = self.real_rel_path(&dir, user_path)?;
+            match self.open_resolved(
+                &prefix,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                user_path,
+            ) {
+                Ok((dir, base)) => {
                     let missing_dirs: Vec<String> = dirs[existing..]
                         .iter()
                         .map(|s| lossless(s, user_path))
@@ -313,27 +314,70 @@ impl WorkspaceRoot {
         }
     }
 
+    /// Open `rel` beneath the root and return its real workspace-relative path,
+    /// refusing the state directory.
+    ///
+    /// Most paths have no symlink in them: opening with `RESOLVE_NO_SYMLINKS`
+    /// proves that, and then the lexical path is the real one, which saves a
+    /// `/proc` lookup on the hot path. Otherwise the kernel resolves the links
+    /// (never out of the root) and reports where the descriptor really is.
+    fn open_resolved(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        user_path: &str,
+    ) -> Result<(OwnedFd, String), ConfineError> {
+        let lexical = lexical_rel_path(rel);
+        if let Some(lexical) = &lexical {
+            match self.open_with(
+                rel,
+                flags,
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            ) {
+                Ok(fd) => {
+                    if is_state_path(lexical) {
+                        return Err(ConfineError::StateDir(lexical.clone()));
+                    }
+                    return Ok((fd, lexical.clone()));
+                }
+                // A symlink on the way (or a loop): resolve it the slow way below.
+                Err(Errno::LOOP) => {}
+                Err(e) => return Err(map_errno(e, user_path)),
+            }
+        }
+        let fd = self.open_beneath(rel, flags, user_path)?;
+        let real = self.real_rel_path(&fd, user_path)?;
+        Ok((fd, real))
+    }
+
+    fn open_with(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        resolve: ResolveFlags,
+    ) -> Result<OwnedFd, Errno> {
+        // The kernel returns EAGAIN when a concurrent rename makes a `..` walk racy.
+        for _ in 0..8 {
+            match rustix::fs::openat2(self.dir.as_fd(), rel, flags, Mode::empty(), resolve) {
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                other => return other,
+            }
+        }
+        Err(Errno::AGAIN)
+    }
+
     fn open_beneath(
         &self,
         rel: &Path,
         flags: OFlags,
         user_path: &str,
     ) -> Result<OwnedFd, ConfineError> {
-        // The kernel returns EAGAIN when a concurrent rename makes a `..` walk racy.
-        for _ in 0..8 {
-            match rustix::fs::openat2(
-                self.dir.as_fd(),
-                rel,
-                flags,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(e) => return Err(map_errno(e, user_path)),
-                Ok(fd) => return Ok(fd),
-            }
-        }
-        Err(io_error(user_path, Errno::AGAIN))
+        self.open_with(
+            rel,
+            flags,
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| map_errno(e, user_path))
     }
 
     fn open_dir_beneath(&self, rel: &Path, user_path: &str) -> Result<OwnedFd, ConfineError> {
@@ -369,6 +413,26 @@ impl WorkspaceRoot {
         }
         Ok(rel.to_string())
     }
+}
+
+/// The path as `a/b/c` when it is plain names (and `.`), so that, with no
+/// symlink on the way, it is also the real path; `None` when it has `..` or
+/// is not UTF-8.
+fn lexical_rel_path(rel: &Path) -> Option<String> {
+    let mut out = String::with_capacity(rel.as_os_str().len());
+    for component in rel.components() {
+        match component {
+            Component::CurDir => {}
+            Component::Normal(name) => {
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(name.to_str()?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 /// True when a workspace-relative path is the state directory or inside it.
@@ -517,6 +581,25 @@ mod tests {
             root.prepare_write("dir_out/new.txt").unwrap_err().rule_id(),
             "CONFINE-001"
         );
+    }
+
+    #[test]
+    fn spelled_paths_report_their_real_path() {
+        let (_b, root) = setup();
+        symlink("sub", root.path().join("dirlink")).unwrap();
+        for (given, real) in [
+            ("./sub/./b.txt", "sub/b.txt"),
+            ("sub//b.txt", "sub/b.txt"),
+            ("sub/../sub/b.txt", "sub/b.txt"),
+            ("dirlink/b.txt", "sub/b.txt"),
+            ("dirlink/../a.txt", "a.txt"),
+        ] {
+            assert_eq!(root.open_for_read(given).unwrap().rel_path, real, "{given}");
+            assert_eq!(root.prepare_write(given).unwrap().rel_path, real, "{given}");
+        }
+        let new = root.prepare_write("dirlink/new/c.txt").unwrap();
+        assert_eq!(new.rel_path, "sub/new/c.txt");
+        assert_eq!(new.missing_dirs, ["new"]);
     }
 
     #[test]

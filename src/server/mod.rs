@@ -6,6 +6,8 @@
 //! This module holds no file or process logic: the tools do that through the
 //! policy and the executor.
 
+pub mod backpressure;
+
 use std::sync::Arc;
 use std::time::Instant;
 

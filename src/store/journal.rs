@@ -116,7 +116,15 @@ impl AuditChain {
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
-        let lock = FileLock::exclusive(&inner.file).map_err(io_audit)?;
+        if state.head.is_none() {
+            // The head may have to come from the store: open it before taking
+            // the journal, so nothing slow happens while other processes wait.
+            inner
+                .store()
+                .await
+                .map_err(|e| AuditError(format!("the audit store could not be opened: {e}")))?;
+        }
+        let lock = FileLock::exclusive(&inner.file).await.map_err(io_audit)?;
         let size = lock.file.metadata().map_err(io_audit)?.len();
         if size != state.known_end || state.head.is_none() {
             let (head, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
@@ -226,9 +234,22 @@ struct FileLock<'a> {
 }
 
 impl<'a> FileLock<'a> {
-    fn exclusive(file: &'a File) -> std::io::Result<Self> {
-        rustix::fs::flock(file, FlockOperation::LockExclusive)?;
-        Ok(Self { file })
+    /// Wait for the lock without blocking the runtime's thread: other tasks of
+    /// this process (an indexer holding SQLite, a store being opened) must go
+    /// on while another process holds the journal, or two processes can wait
+    /// on each other for ever.
+    async fn exclusive(file: &'a File) -> std::io::Result<Self> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Self { file }),
+                Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

@@ -38,6 +38,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // Processes that open a fresh database at once would race to switch it
+        // to WAL and to apply the migrations (SQLite answers "database is
+        // locked" to the losers without waiting). One at a time, then.
+        let lock_path = path.with_extension("open.lock");
+        let _opening = tokio::task::spawn_blocking(move || lock_exclusive(&lock_path))
+            .await
+            .map_err(|e| StoreError::Database(format!("opening the store: {e}")))??;
         Self::connect(options).await
     }
 
@@ -52,6 +59,8 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        // A small page cache: the hot use is appending, which touches few pages.
+        let options = options.pragma("cache_size", "-1024");
         // One connection: the audit writer is the only hot user, and SQLite
         // serializes writers anyway. Reads (tail, verify) are rare.
         let pool = SqlitePoolOptions::new()
@@ -170,4 +179,18 @@ impl Store for SqliteStore {
         records.reverse();
         Ok(records)
     }
+}
+
+/// Hold an exclusive `flock` on `path` (created if needed) until the file is dropped.
+fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
+    let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io(e.into()))?;
+    Ok(file)
 }

@@ -183,6 +183,11 @@ impl RawServer {
         self.send_line(&line.to_string());
     }
 
+    /// The server's stdin, for a writer thread (pipelining without reading).
+    pub fn take_stdin(&mut self) -> std::process::ChildStdin {
+        self.stdin.take().expect("stdin is open")
+    }
+
     /// Close the server's stdin (the client goes away) and wait for it to exit.
     pub fn hang_up(&mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
