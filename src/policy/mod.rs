@@ -9,6 +9,8 @@
 //!
 //! This is the built-in default policy; policy files (CAWS) extend it.
 
+pub mod command;
+
 use std::fmt;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
