@@ -9,7 +9,7 @@
 //!
 //! This is the built-in default policy; policy files (CAWS) extend it.
 
-pub mod spec;
+pub mod command;
 
 use std::fmt;
 
