@@ -3,7 +3,6 @@
 //! takes exactly the path a remote client's call takes: argument checks, policy,
 //! executor and audit.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,7 +12,7 @@ use rmcp::service::ServiceError;
 
 use crate::server::ArbiterServer;
 
-pub async fn run(workspace: &Path, tool: &str, args: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn run(setup: &super::Setup, tool: &str, args: Option<&str>) -> anyhow::Result<ExitCode> {
     let arguments = match serde_json::from_str::<serde_json::Value>(args.unwrap_or("{}")) {
         Ok(serde_json::Value::Object(map)) => map,
         Ok(_) => {
@@ -23,7 +22,7 @@ pub async fn run(workspace: &Path, tool: &str, args: Option<&str>) -> anyhow::Re
         }
         Err(e) => return Ok(usage(&format!("the arguments are not valid JSON: {e}"))),
     };
-    let (toolbox, audit) = super::open_workspace(workspace)?;
+    let (toolbox, audit) = super::open_workspace(setup)?;
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let server = ArbiterServer::new(toolbox, audit);
     let server_task = tokio::spawn(async move {

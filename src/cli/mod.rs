@@ -3,6 +3,7 @@
 
 mod audit;
 mod call;
+mod policy;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ struct Cli {
     /// Workspace root: every tool path is confined to it. Default: the current directory.
     #[arg(long, global = true, env = "ARBITER_WORKSPACE", value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// Policy file. Default: <workspace>/.arbiter/policy.yaml if it exists, else the built-in default.
+    #[arg(long, global = true, env = "ARBITER_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -52,6 +56,11 @@ enum Command {
         tool: String,
         /// Arguments as a JSON object, e.g. '{"target_file":"README.md"}'. Default: {}.
         args: Option<String>,
+    },
+    /// Check, test and show the policy.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Inspect the audit trail.
     Audit {
@@ -82,11 +91,16 @@ pub fn main() -> ExitCode {
         }
     };
     let workspace = cli.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
+    let setup = Setup {
+        workspace,
+        policy: cli.policy.clone(),
+    };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(&workspace).await.map(|()| ExitCode::SUCCESS),
-            Command::Call { tool, args } => call::run(&workspace, &tool, args.as_deref()).await,
-            Command::Audit { command } => audit::run(&workspace, command).await,
+            Command::Serve => serve::run(&setup).await.map(|()| ExitCode::SUCCESS),
+            Command::Call { tool, args } => call::run(&setup, &tool, args.as_deref()).await,
+            Command::Policy { command } => policy::run(&setup, command).await,
+            Command::Audit { command } => audit::run(&setup.workspace, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.
@@ -115,6 +129,41 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Where a command runs: the workspace and the policy the operator chose.
+pub struct Setup {
+    pub workspace: PathBuf,
+    pub policy: Option<PathBuf>,
+}
+
+impl Setup {
+    /// The policy file in force, if any (`--policy`, else the workspace's own).
+    pub fn policy_path(&self) -> Option<PathBuf> {
+        crate::policy::file::policy_location(self.policy.as_deref(), &self.workspace)
+    }
+
+    /// Load the policy; a bad file is an error (the server does not start on it).
+    pub fn load_policy(&self) -> anyhow::Result<Policy> {
+        match self.policy_path() {
+            Some(path) => crate::policy::file::load_policy_file(&path)
+                .map_err(|e| anyhow::anyhow!("the policy is refused:\n{e}")),
+            None => Ok(Policy::built_in()),
+        }
+    }
+}
+
+/// The workspace root and its policy, without the audit trail.
+pub fn open_toolbox(setup: &Setup) -> anyhow::Result<Toolbox> {
+    let root = WorkspaceRoot::open(&setup.workspace)
+        .with_context(|| format!("cannot open the workspace {}", setup.workspace.display()))?;
+    let policy = setup.load_policy()?;
+    tracing::info!(
+        policy = policy.source(),
+        rules = policy.rule_count(),
+        "policy loaded"
+    );
+    Ok(Toolbox::new(root, policy))
+}
+
 /// Path of the server's state directory, created (private) if missing.
 pub fn state_dir(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join(crate::exec::workspace::STATE_DIR);
@@ -139,12 +188,10 @@ pub async fn open_store(root: &Path) -> Result<Arc<dyn Store>, StoreError> {
 }
 
 /// Everything a server needs for one workspace: the toolbox and the audit writer.
-pub fn open_workspace(workspace: &Path) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
-    let root = WorkspaceRoot::open(workspace)
-        .with_context(|| format!("cannot open the workspace {}", workspace.display()))?;
-    let root_path = root.path().to_path_buf();
+pub fn open_workspace(setup: &Setup) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
+    let toolbox = Arc::new(open_toolbox(setup)?);
+    let root_path = toolbox.root.path().to_path_buf();
     state_dir(&root_path)?;
-    let toolbox = Arc::new(Toolbox::new(root, Policy::built_in()));
     let journal = journal_path(&root_path);
     let opener: StoreOpener = Arc::new(move || {
         let root = root_path.clone();

@@ -1,7 +1,5 @@
 //! `arbiter serve`: MCP over stdio until the client closes stdin or a signal arrives.
 
-use std::path::Path;
-
 use anyhow::Context;
 use rmcp::ServiceExt;
 
@@ -13,9 +11,16 @@ use crate::server::backpressure::Bounded;
 /// How long a stopping server waits for calls already running.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub async fn run(workspace: &Path) -> anyhow::Result<()> {
-    let (toolbox, audit) = super::open_workspace(workspace)?;
+pub async fn run(setup: &super::Setup) -> anyhow::Result<()> {
+    let (toolbox, audit) = super::open_workspace(setup)?;
     tracing::info!(workspace = %toolbox.root.path().display(), "arbiter serving MCP over stdio");
+    // Follow the policy file: a good edit takes effect, a bad one is refused.
+    let watched =
+        crate::policy::file::watched_policy_path(setup.policy.as_deref(), toolbox.root.path());
+    tokio::spawn(crate::policy::file::watch_policy(
+        watched,
+        toolbox.policy.clone(),
+    ));
     let server = ArbiterServer::new(toolbox, audit);
     let in_flight = server.in_flight();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();

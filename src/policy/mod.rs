@@ -1,23 +1,33 @@
 //! The policy engine: given an [`Action`] (what is about to happen, as plain
 //! data), [`Policy::evaluate`] returns a [`Decision`]. It is a pure function:
 //! no I/O, no clock, no state, so the same action always gets the same answer,
-//! and `arbiter call` and the live server cannot disagree.
+//! and `arbiter policy check` and the live server cannot disagree.
 //!
-//! Rules compile at load into glob matchers (one `GlobSet` per rule kind); the
-//! hot path only matches. When several rules match, the strictest verdict wins
-//! and the decision lists every matched rule with its justification.
-//!
-//! This is the built-in default policy; policy files (CAWS) extend it.
+//! A policy is written in YAML ([`file`]), compiled at load into matchers (one
+//! `GlobSet` for every path rule, one `RegexSet` for every content rule, argv
+//! patterns for command rules); the hot path only matches. When several rules
+//! match, the strictest verdict wins and the decision lists every matched rule
+//! with its justification. A default applies only when no rule matched.
 
 pub mod command;
+pub mod file;
+pub mod spec;
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use regex::RegexSet;
+use serde_json::{Value, json};
 
-/// What a tool is about to do. Paths are real, workspace-relative paths
-/// (symlinks already resolved by the executor), so globs judge the file that
-/// will actually be touched.
+use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
+use file::{Access, Examples, PolicyError, PolicyFile, Problems, SpecSection};
+use spec::Tiers;
+
+/// What a tool is about to do. Paths are workspace-relative; the executor
+/// passes real paths (symlinks resolved), and [`Policy::evaluate`] normalizes
+/// spelling (`./a`, `a//b`, `a/../b`) so no spelling slips past a glob.
 #[derive(Debug, Clone, Copy)]
 pub enum Action<'a> {
     /// Read a file's contents.
@@ -27,21 +37,27 @@ pub enum Action<'a> {
         path: &'a str,
         /// The file exists and has other hard links (a write would change them too).
         hard_linked: bool,
-        /// Size of the new contents in bytes.
-        bytes: u64,
+        /// The text being added: a new file's contents, or an edit's new string.
+        added: &'a str,
     },
+    /// Run a command line (the string the agent sent).
+    RunCommand { command: &'a str },
 }
 
 impl Action<'_> {
-    pub fn path(&self) -> &str {
+    /// What the action names, for messages: a path or a command.
+    pub fn subject(&self) -> &str {
         match self {
             Action::ReadFile { path } | Action::WriteFile { path, .. } => path,
+            Action::RunCommand { command } => command,
         }
     }
 }
 
 /// A rule's verdict, ordered by severity: the strictest matched verdict wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Allow,
@@ -65,24 +81,44 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// A rule that matched an action.
+/// A rule that matched an action. Cheap to clone (shared strings).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MatchedRule {
-    pub id: &'static str,
+    pub id: Arc<str>,
+    #[serde(rename = "decision")]
     pub verdict: Verdict,
-    pub justification: &'static str,
+    pub justification: Arc<str>,
     /// What the caller can do instead.
-    pub advice: &'static str,
+    pub advice: Arc<str>,
+}
+
+impl MatchedRule {
+    fn new(id: &str, verdict: Verdict, justification: &str, advice: &str) -> Self {
+        Self {
+            id: id.into(),
+            verdict,
+            justification: justification.into(),
+            advice: advice.into(),
+        }
+    }
 }
 
 /// The answer for one action: the strictest verdict and every rule that matched.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
+    #[serde(rename = "decision")]
     pub verdict: Verdict,
     pub matched: Vec<MatchedRule>,
 }
 
 impl Decision {
+    pub fn allow() -> Self {
+        Self {
+            verdict: Verdict::Allow,
+            matched: Vec::new(),
+        }
+    }
+
     pub fn is_allowed(&self) -> bool {
         self.verdict == Verdict::Allow
     }
@@ -96,161 +132,629 @@ impl Decision {
 
     /// Comma-separated ids of every matched rule, for the audit record.
     pub fn rule_ids(&self) -> String {
-        let ids: Vec<&str> = self.matched.iter().map(|r| r.id).collect();
+        let ids: Vec<&str> = self.matched.iter().map(|r| &*r.id).collect();
         ids.join(",")
     }
-}
 
-/// Which actions a path rule applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Applies {
-    Write,
-    ReadWrite,
+    /// Add a matched rule (once per id); the verdict becomes the strictest.
+    pub fn add(&mut self, rule: MatchedRule) {
+        self.verdict = self.verdict.max(rule.verdict);
+        if !self.matched.iter().any(|m| m.id == rule.id) {
+            self.matched.push(rule);
+        }
+    }
+
+    /// Fold another decision into this one.
+    pub fn merge(&mut self, other: Decision) {
+        self.verdict = self.verdict.max(other.verdict);
+        for rule in other.matched {
+            self.add(rule);
+        }
+    }
 }
 
 struct PathRule {
     rule: MatchedRule,
-    applies: Applies,
+    read: bool,
+    write: bool,
+}
+
+struct CommandRule {
+    rule: MatchedRule,
+    /// Any of these matches.
+    patterns: Vec<CommandPattern>,
+}
+
+struct FindingRule {
+    rule: MatchedRule,
+    kinds: Vec<FindingKind>,
+}
+
+/// Examples kept from the file, checked once after compiling.
+struct RuleExamples {
+    kind: RuleKind,
+    id: String,
+    examples: Examples,
+}
+
+#[derive(Clone, Copy)]
+enum RuleKind {
+    Path,
+    Command,
+    Content,
 }
 
 /// A compiled policy.
 pub struct Policy {
+    source: String,
+    name: String,
+    path_default: Verdict,
     path_rules: Vec<PathRule>,
-    /// One matcher over every path rule's globs; match indices map to `glob_owner`.
+    /// One matcher over every path rule's globs; match indices map to `path_glob_owner`.
     path_globs: GlobSet,
-    glob_owner: Vec<usize>,
-    hard_link_rule: MatchedRule,
+    path_glob_owner: Vec<usize>,
     allow_hard_linked_writes: bool,
+    hard_link_rule: MatchedRule,
+    command_default: Verdict,
+    shell: ShellOptions,
+    command_rules: Vec<CommandRule>,
+    finding_rules: Vec<FindingRule>,
+    content_rules: Vec<MatchedRule>,
+    content_set: RegexSet,
+    content_owner: Vec<usize>,
+    tiers: Tiers,
+    spec: SpecSection,
+    examples: Vec<RuleExamples>,
+    effective: Value,
 }
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
-            .field("path_rules", &self.path_rules.len())
-            .field("allow_hard_linked_writes", &self.allow_hard_linked_writes)
+            .field("source", &self.source)
+            .field("rules", &self.rule_count())
             .finish()
     }
 }
 
-const BUILT_IN_PATH_RULES: &[(&str, Applies, &[&str], &str, &str)] = &[
-    (
-        "PATH-001",
-        Applies::Write,
-        &[".git", ".git/**", "**/.git/**"],
-        "the repository's history and configuration (.git/) are not edited by agents: a changed hook or config runs code outside any sandbox",
-        "change files in the working tree; use git commands for history",
-    ),
-    (
-        "PATH-002",
-        Applies::ReadWrite,
-        &[
-            "**/.env",
-            "**/.env.*",
-            "**/*.pem",
-            "**/*.key",
-            "**/id_rsa*",
-            "**/id_ed25519*",
-            "**/id_ecdsa*",
-            "**/.netrc",
-            "**/.npmrc",
-            "**/.pypirc",
-            "**/.aws/credentials",
-        ],
-        "files that usually hold secrets (.env, private keys, credentials) are not read or written through tools",
-        "ask a person for the value you need, or call override_request with this rule id",
-    ),
-];
+const NO_ADVICE: &str = "change the request, or call override_request with this rule id";
 
 impl Policy {
-    /// The built-in default policy.
+    /// The built-in default policy (`policies/default.yaml`, compiled in).
     pub fn built_in() -> Self {
-        let mut builder = GlobSetBuilder::new();
-        let mut glob_owner = Vec::new();
+        file::built_in_policy()
+    }
+
+    /// Where this policy came from (a file path or the built-in name).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+
+    pub fn spec_settings(&self) -> &SpecSection {
+        &self.spec
+    }
+
+    pub fn shell_options(&self) -> ShellOptions {
+        self.shell
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.path_rules.len()
+            + self.command_rules.len()
+            + self.finding_rules.len()
+            + self.content_rules.len()
+    }
+
+    /// How many examples the policy's rules carry (all passed, or it would not have loaded).
+    pub fn example_count(&self) -> usize {
+        self.examples
+            .iter()
+            .map(|e| e.examples.must_match.len() + e.examples.not_match.len())
+            .sum()
+    }
+
+    /// The policy after defaults, as `arbiter policy show` prints it.
+    pub fn effective(&self) -> &Value {
+        &self.effective
+    }
+
+    /// Compile a parsed file; problems are collected, not returned at the first.
+    fn compile(file: &PolicyFile, source: &str, problems: &mut Problems) -> Policy {
+        let mut ids = std::collections::HashSet::new();
+        let mut check_id = |id: &serde_saphyr::Spanned<String>, problems: &mut Problems| {
+            if id.value.trim().is_empty() {
+                problems.at(id, None, "a rule needs a non-empty id");
+            } else if !ids.insert(id.value.clone()) {
+                problems.at(
+                    id,
+                    Some(&id.value),
+                    "this rule id is used more than once; ids must be unique",
+                );
+            }
+        };
+        let mut examples = Vec::new();
+
         let mut path_rules = Vec::new();
-        for (index, (id, applies, globs, justification, advice)) in
-            BUILT_IN_PATH_RULES.iter().enumerate()
-        {
-            for glob in *globs {
-                // Built-in globs are constants; a failure here is a programming error
-                // caught by the unit tests below.
-                builder.add(Glob::new(glob).expect("built-in glob is valid"));
-                glob_owner.push(index);
+        let mut builder = GlobSetBuilder::new();
+        let mut path_glob_owner = Vec::new();
+        for spec in &file.paths.rules {
+            check_id(&spec.id, problems);
+            if spec.globs.is_empty() {
+                problems.at(
+                    &spec.id,
+                    Some(&spec.id.value),
+                    "a path rule needs at least one glob",
+                );
+            }
+            for glob in &spec.globs {
+                match compile_glob(&glob.value) {
+                    Ok(g) => {
+                        builder.add(g);
+                        path_glob_owner.push(path_rules.len());
+                    }
+                    Err(e) => problems.at(
+                        glob,
+                        Some(&spec.id.value),
+                        format!("bad glob `{}`: {e}", glob.value),
+                    ),
+                }
             }
             path_rules.push(PathRule {
-                rule: MatchedRule {
-                    id,
-                    verdict: Verdict::Deny,
-                    justification,
-                    advice,
-                },
-                applies: *applies,
+                rule: MatchedRule::new(
+                    &spec.id.value,
+                    spec.decision,
+                    &spec.justification,
+                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                ),
+                read: spec.access.contains(&Access::Read),
+                write: spec.access.contains(&Access::Write),
+            });
+            examples.push(RuleExamples {
+                kind: RuleKind::Path,
+                id: spec.id.value.clone(),
+                examples: clone_examples(&spec.examples),
             });
         }
-        Self {
+        let path_globs = builder.build().unwrap_or_else(|e| {
+            problems.general(format!("the path globs do not compile together: {e}"));
+            GlobSet::empty()
+        });
+
+        let mut command_rules = Vec::new();
+        for spec in &file.commands.rules {
+            check_id(&spec.id, problems);
+            let prefixes: Vec<&Vec<String>> = std::iter::once(&spec.prefix)
+                .filter(|p| !p.is_empty())
+                .chain(spec.prefixes.iter())
+                .collect();
+            if prefixes.is_empty() {
+                problems.at(
+                    &spec.id,
+                    Some(&spec.id.value),
+                    "a command rule needs `prefix` or `prefixes`",
+                );
+            }
+            let mut patterns = Vec::new();
+            for prefix in prefixes {
+                match CommandPattern::new(prefix.clone(), spec.args_any.clone()) {
+                    Ok(pattern) => patterns.push(pattern),
+                    Err(e) => problems.at(
+                        &spec.id,
+                        Some(&spec.id.value),
+                        format!("bad command pattern {prefix:?}: {e}"),
+                    ),
+                }
+            }
+            command_rules.push(CommandRule {
+                rule: MatchedRule::new(
+                    &spec.id.value,
+                    spec.decision,
+                    &spec.justification,
+                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                ),
+                patterns,
+            });
+            examples.push(RuleExamples {
+                kind: RuleKind::Command,
+                id: spec.id.value.clone(),
+                examples: clone_examples(&spec.examples),
+            });
+        }
+        let mut finding_rules = Vec::new();
+        for spec in &file.commands.findings {
+            check_id(&spec.id, problems);
+            finding_rules.push(FindingRule {
+                rule: MatchedRule::new(
+                    &spec.id.value,
+                    spec.decision,
+                    &spec.justification,
+                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                ),
+                kinds: spec.kinds.clone(),
+            });
+        }
+
+        let mut content_rules = Vec::new();
+        let mut patterns = Vec::new();
+        let mut content_owner = Vec::new();
+        for spec in &file.content.rules {
+            check_id(&spec.id, problems);
+            if spec.patterns.is_empty() {
+                problems.at(
+                    &spec.id,
+                    Some(&spec.id.value),
+                    "a content rule needs at least one pattern",
+                );
+            }
+            for pattern in &spec.patterns {
+                match regex::Regex::new(&pattern.value) {
+                    Ok(_) => {
+                        patterns.push(pattern.value.clone());
+                        content_owner.push(content_rules.len());
+                    }
+                    Err(e) => problems.at(
+                        pattern,
+                        Some(&spec.id.value),
+                        format!(
+                            "bad pattern `{}`: {}",
+                            pattern.value,
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+            }
+            content_rules.push(MatchedRule::new(
+                &spec.id.value,
+                spec.decision,
+                &spec.justification,
+                spec.advice.as_deref().unwrap_or(NO_ADVICE),
+            ));
+            examples.push(RuleExamples {
+                kind: RuleKind::Content,
+                id: spec.id.value.clone(),
+                examples: clone_examples(&spec.examples),
+            });
+        }
+        let content_set = RegexSet::new(&patterns).unwrap_or_else(|e| {
+            problems.general(format!("the content patterns do not compile together: {e}"));
+            RegexSet::empty()
+        });
+
+        let effective = effective_policy(file, source);
+        Policy {
+            source: source.to_string(),
+            name: file.name.clone().unwrap_or_else(|| "unnamed".to_string()),
+            path_default: file.paths.default,
             path_rules,
-            path_globs: builder.build().expect("built-in globs compile"),
-            glob_owner,
-            hard_link_rule: MatchedRule {
-                id: "LINK-001",
-                verdict: Verdict::Deny,
-                justification: "the file has other hard links: replacing it would silently diverge from (or, edited in place, change) the other names, which may lie outside the workspace",
-                advice: "write to a new file, or ask a person to allow hard-linked writes in the policy",
+            path_globs,
+            path_glob_owner,
+            allow_hard_linked_writes: file.paths.allow_hard_linked_writes,
+            hard_link_rule: MatchedRule::new(
+                "LINK-001",
+                Verdict::Deny,
+                "the file has other hard links: replacing it would silently diverge from (or, edited in place, change) the other names, which may lie outside the workspace",
+                "write to a new file, or ask a person to set paths.allow_hard_linked_writes in the policy",
+            ),
+            command_default: file.commands.default,
+            shell: ShellOptions {
+                allow_shell_syntax: file.commands.allow_shell_syntax,
             },
-            allow_hard_linked_writes: false,
+            command_rules,
+            finding_rules,
+            content_rules,
+            content_set,
+            content_owner,
+            tiers: file.tiers.clone(),
+            spec: file.spec.clone(),
+            examples,
+            effective,
         }
     }
 
-    /// Decide `action`. Pure: no I/O, no allocation when nothing matches.
-    pub fn evaluate(&self, action: &Action<'_>) -> Decision {
-        let mut matched = Vec::new();
-        let is_write = matches!(action, Action::WriteFile { .. });
-        if !self.path_globs.is_empty() && self.path_globs.is_match(action.path()) {
-            let mut seen = [false; 64];
-            for glob_index in self.path_globs.matches(action.path()) {
-                let owner = self.glob_owner[glob_index];
-                let rule = &self.path_rules[owner];
-                let applies = match rule.applies {
-                    Applies::ReadWrite => true,
-                    Applies::Write => is_write,
-                };
-                if applies && !seen.get(owner).copied().unwrap_or(false) {
-                    if let Some(s) = seen.get_mut(owner) {
-                        *s = true;
-                    }
-                    matched.push(rule.rule.clone());
+    /// Run every rule's examples; each failure names the rule and the example's place.
+    fn check_examples(&self) -> Vec<PolicyError> {
+        let mut problems = Problems::new(&self.source);
+        for entry in &self.examples {
+            for (example, should_match) in entry
+                .examples
+                .must_match
+                .iter()
+                .map(|e| (e, true))
+                .chain(entry.examples.not_match.iter().map(|e| (e, false)))
+            {
+                let matched = self.rule_matches_example(entry.kind, &entry.id, &example.value);
+                if matched != should_match {
+                    let claim = if should_match {
+                        "to match"
+                    } else {
+                        "not to match"
+                    };
+                    problems.at(
+                        example,
+                        Some(&entry.id),
+                        format!(
+                            "the example `{}` is listed {claim}, but the rule {} it",
+                            example.value,
+                            if matched { "matches" } else { "does not match" }
+                        ),
+                    );
                 }
             }
         }
-        if let Action::WriteFile {
-            hard_linked: true, ..
-        } = action
-            && !self.allow_hard_linked_writes
-        {
-            matched.push(self.hard_link_rule.clone());
-        }
-        let verdict = matched
-            .iter()
-            .map(|r| r.verdict)
-            .max()
-            .unwrap_or(Verdict::Allow);
-        Decision { verdict, matched }
+        problems.list
     }
+
+    fn rule_matches_example(&self, kind: RuleKind, id: &str, example: &str) -> bool {
+        let decision = match kind {
+            RuleKind::Path => {
+                let mut d = self.evaluate(&Action::ReadFile { path: example });
+                d.merge(self.evaluate(&Action::WriteFile {
+                    path: example,
+                    hard_linked: false,
+                    added: "",
+                }));
+                d
+            }
+            RuleKind::Command => self.evaluate(&Action::RunCommand { command: example }),
+            RuleKind::Content => self.evaluate(&Action::WriteFile {
+                path: "example.txt",
+                hard_linked: false,
+                added: example,
+            }),
+        };
+        decision.matched.iter().any(|r| &*r.id == id)
+    }
+
+    /// Decide `action`. Pure: no I/O; no allocation for a plain path that no
+    /// rule matches.
+    pub fn evaluate(&self, action: &Action<'_>) -> Decision {
+        match action {
+            Action::ReadFile { path } => self.evaluate_path(path, false),
+            Action::WriteFile {
+                path,
+                hard_linked,
+                added,
+            } => {
+                let mut decision = self.evaluate_path(path, true);
+                if *hard_linked && !self.allow_hard_linked_writes {
+                    decision.add(self.hard_link_rule.clone());
+                }
+                if !added.is_empty() && !self.content_set.is_empty() {
+                    for index in self.content_set.matches(added).iter() {
+                        decision.add(self.content_rules[self.content_owner[index]].clone());
+                    }
+                }
+                decision
+            }
+            Action::RunCommand { command } => self.evaluate_command(command),
+        }
+    }
+
+    fn evaluate_path(&self, path: &str, is_write: bool) -> Decision {
+        let path = match normalize_path(path) {
+            Some(path) => path,
+            None => {
+                let mut decision = Decision::allow();
+                decision.add(MatchedRule::new(
+                    "CONFINE-001",
+                    Verdict::Deny,
+                    "the path leaves the workspace",
+                    "use a path inside the workspace",
+                ));
+                return decision;
+            }
+        };
+        let mut decision = Decision::allow();
+        if !self.path_globs.is_empty() {
+            for glob_index in self.path_globs.matches(path.as_ref()) {
+                let rule = &self.path_rules[self.path_glob_owner[glob_index]];
+                if (is_write && rule.write) || (!is_write && rule.read) {
+                    decision.add(rule.rule.clone());
+                }
+            }
+        }
+        if decision.matched.is_empty() && self.path_default != Verdict::Allow {
+            decision.add(MatchedRule::new(
+                "PATH-DEFAULT",
+                self.path_default,
+                "no path rule allows this path, and the policy's default for paths is not allow",
+                "use a path a rule allows, or ask a person for an override",
+            ));
+        }
+        decision
+    }
+
+    fn evaluate_command(&self, command: &str) -> Decision {
+        let mut decision = Decision::allow();
+        let line = match command::analyze(command, &self.shell) {
+            Ok(line) => line,
+            Err(refusal) => {
+                decision.add(MatchedRule::new(
+                    refusal.rule_id(),
+                    Verdict::Deny,
+                    &refusal.to_string(),
+                    refusal.advice(),
+                ));
+                return decision;
+            }
+        };
+        self.judge_command_line(&line, &mut decision);
+        decision
+    }
+
+    fn judge_command_line(&self, line: &CommandLine, decision: &mut Decision) {
+        let mut any_rule = false;
+        for rule in &self.command_rules {
+            if rule
+                .patterns
+                .iter()
+                .any(|p| line.invocations.iter().any(|inv| p.matches(inv)))
+            {
+                decision.add(rule.rule.clone());
+                any_rule = true;
+            }
+        }
+        for rule in &self.finding_rules {
+            let found: Vec<_> = line
+                .findings
+                .iter()
+                .filter(|f| rule.kinds.contains(&f.what))
+                .collect();
+            if !found.is_empty() {
+                let evidence: Vec<String> = found
+                    .iter()
+                    .map(|f| format!("{} ({}: {})", f.program, f.what, f.evidence))
+                    .collect();
+                let mut matched = rule.rule.clone();
+                matched.justification = format!(
+                    "{} [found: {}]",
+                    rule.rule.justification,
+                    evidence.join("; ")
+                )
+                .into();
+                decision.add(matched);
+                any_rule = true;
+            }
+        }
+        if !any_rule && self.command_default != Verdict::Allow {
+            decision.add(MatchedRule::new(
+                "CMD-DEFAULT",
+                self.command_default,
+                "no command rule allows this command, and the policy's default for commands is not allow",
+                "run a command the policy allows, or ask a person for an override",
+            ));
+        }
+    }
+}
+
+/// `./a//b/../c` → `a/c`. Borrowed when already plain; `None` when it climbs
+/// out of the root. An absolute path is judged as written, without its `/`.
+fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
+    let trimmed = path.trim_start_matches('/');
+    let plain = !trimmed.is_empty()
+        && trimmed
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if plain {
+        return Some(Cow::Borrowed(trimmed));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in trimmed.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(Cow::Owned(parts.join("/")))
+}
+
+/// Globs match whole workspace-relative paths; `*` stays within one directory,
+/// `**` crosses directories.
+fn compile_glob(glob: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(glob).literal_separator(true).build()
+}
+
+fn clone_examples(e: &Examples) -> Examples {
+    Examples {
+        must_match: e.must_match.clone(),
+        not_match: e.not_match.clone(),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().last().unwrap_or(message).trim().to_string()
+}
+
+/// The file with every default filled in, for `arbiter policy show`.
+fn effective_policy(file: &PolicyFile, source: &str) -> Value {
+    let examples = |e: &Examples| {
+        json!({
+            "match": e.must_match.iter().map(|s| &s.value).collect::<Vec<_>>(),
+            "not_match": e.not_match.iter().map(|s| &s.value).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "source": source,
+        "version": file.version.value,
+        "name": file.name,
+        "description": file.description,
+        "paths": {
+            "default": file.paths.default,
+            "allow_hard_linked_writes": file.paths.allow_hard_linked_writes,
+            "rules": file.paths.rules.iter().map(|r| json!({
+                "id": r.id.value, "decision": r.decision, "access": r.access,
+                "globs": r.globs.iter().map(|g| &g.value).collect::<Vec<_>>(),
+                "justification": r.justification, "advice": r.advice.as_deref().unwrap_or(NO_ADVICE),
+                "examples": examples(&r.examples),
+            })).collect::<Vec<_>>(),
+        },
+        "commands": {
+            "default": file.commands.default,
+            "allow_shell_syntax": file.commands.allow_shell_syntax,
+            "rules": file.commands.rules.iter().map(|r| json!({
+                "id": r.id.value, "decision": r.decision, "prefix": r.prefix, "prefixes": r.prefixes, "args_any": r.args_any,
+                "justification": r.justification, "advice": r.advice.as_deref().unwrap_or(NO_ADVICE),
+                "examples": examples(&r.examples),
+            })).collect::<Vec<_>>(),
+            "findings": file.commands.findings.iter().map(|r| json!({
+                "id": r.id.value, "decision": r.decision, "kinds": r.kinds,
+                "justification": r.justification, "advice": r.advice.as_deref().unwrap_or(NO_ADVICE),
+            })).collect::<Vec<_>>(),
+        },
+        "content": {
+            "rules": file.content.rules.iter().map(|r| json!({
+                "id": r.id.value, "decision": r.decision,
+                "patterns": r.patterns.iter().map(|p| &p.value).collect::<Vec<_>>(),
+                "justification": r.justification, "advice": r.advice.as_deref().unwrap_or(NO_ADVICE),
+                "examples": examples(&r.examples),
+            })).collect::<Vec<_>>(),
+        },
+        "tiers": file.tiers,
+        "spec": file.spec,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn policy() -> Policy {
+        Policy::built_in()
+    }
+
     fn read(path: &str) -> Decision {
-        Policy::built_in().evaluate(&Action::ReadFile { path })
+        policy().evaluate(&Action::ReadFile { path })
     }
 
     fn write(path: &str) -> Decision {
-        Policy::built_in().evaluate(&Action::WriteFile {
+        policy().evaluate(&Action::WriteFile {
             path,
             hard_linked: false,
-            bytes: 1,
+            added: "x",
         })
+    }
+
+    fn added(text: &str) -> Decision {
+        policy().evaluate(&Action::WriteFile {
+            path: "src/lib.rs",
+            hard_linked: false,
+            added: text,
+        })
+    }
+
+    fn run(command: &str) -> Decision {
+        policy().evaluate(&Action::RunCommand { command })
     }
 
     #[test]
@@ -288,11 +792,25 @@ mod tests {
     }
 
     #[test]
+    fn spelling_a_path_differently_does_not_get_past_a_glob() {
+        for p in [
+            "./.env",
+            "a/../.env",
+            ".//app/.env",
+            "/app/./.env",
+            "x/y/../../.env",
+        ] {
+            assert_eq!(read(p).verdict, Verdict::Deny, "{p}");
+        }
+        assert_eq!(read("../.env").rule_ids(), "CONFINE-001");
+    }
+
+    #[test]
     fn hard_linked_files_are_not_written() {
-        let d = Policy::built_in().evaluate(&Action::WriteFile {
+        let d = policy().evaluate(&Action::WriteFile {
             path: "a.txt",
             hard_linked: true,
-            bytes: 1,
+            added: "",
         });
         assert_eq!(d.verdict, Verdict::Deny);
         assert_eq!(d.rule_ids(), "LINK-001");
@@ -300,11 +818,65 @@ mod tests {
 
     #[test]
     fn every_matched_rule_is_listed_once() {
-        let d = Policy::built_in().evaluate(&Action::WriteFile {
+        let d = policy().evaluate(&Action::WriteFile {
             path: ".git/.env",
             hard_linked: true,
-            bytes: 1,
+            added: "",
         });
         assert_eq!(d.rule_ids(), "PATH-001,PATH-002,LINK-001");
+    }
+
+    #[test]
+    fn content_rules_catch_keys_and_tokens_being_written() {
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n";
+        assert_eq!(added(key).rule_ids(), "CONTENT-001");
+        assert_eq!(
+            added("aws_key = \"AKIAIOSFODNN7EXAMPLE\"").rule_ids(),
+            "CONTENT-002"
+        );
+        assert_eq!(
+            added("token: ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789").rule_ids(),
+            "CONTENT-003"
+        );
+        assert!(added("fn main() { println!(\"BEGIN\"); }").is_allowed());
+    }
+
+    #[test]
+    fn commands_are_judged_on_their_parsed_argv() {
+        assert!(run("cargo test --workspace").is_allowed());
+        for trick in [
+            "sudo id",
+            "\"sudo\" id",
+            "s\\udo id",
+            "/usr/bin/sudo id",
+            "env sudo id",
+            "FOO=1 sudo id",
+            "bash -lc 'sudo id'",
+        ] {
+            let d = run(trick);
+            assert_eq!(d.verdict, Verdict::Deny, "{trick}: {d:?}");
+            assert!(
+                d.rule_ids().contains("CMD-001") || d.rule_ids().contains("CMD-"),
+                "{trick}: {d:?}"
+            );
+        }
+        assert_eq!(run("ls; rm -rf /").rule_ids(), "SHELL-001");
+        assert_eq!(run("git push origin main").verdict, Verdict::NeedsOverride);
+        assert_eq!(
+            run("git -c core.pager=sh log").verdict,
+            Verdict::NeedsOverride
+        );
+        assert_eq!(
+            run("find . -name x -delete").verdict,
+            Verdict::NeedsOverride
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_every_rule_and_the_strictest_wins() {
+        let d = run("sudo git push");
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert!(d.matched.len() >= 2, "{d:?}");
+        assert!(d.deciding_rules().all(|r| r.verdict == Verdict::Deny));
     }
 }

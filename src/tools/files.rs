@@ -144,7 +144,7 @@ impl Toolbox {
         self.enforce(&[Action::WriteFile {
             path: &target.rel_path,
             hard_linked: target.existing.is_some_and(|e| e.nlink > 1),
-            bytes: input.contents.len() as u64,
+            added: &input.contents,
         }])
         .inspect_err(note_error)?;
         let path = target.rel_path.clone();
@@ -194,7 +194,7 @@ impl Toolbox {
             Action::WriteFile {
                 path: &target.rel_path,
                 hard_linked: opened.meta.nlink > 1,
-                bytes: opened.meta.size,
+                added: &input.new_string,
             },
         ])
         .inspect_err(note_error)?;

@@ -6,6 +6,7 @@
 //! Tools report what the policy decided through [`call_note`], which the server
 //! reads back for the audit record; they never write audit records themselves.
 
+pub mod check;
 pub mod edit;
 pub mod files;
 
@@ -15,13 +16,18 @@ use serde_json::{Map, Value};
 use std::cell::RefCell;
 
 use crate::exec::{ConfineError, FileLocks, WorkspaceRoot};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
 use crate::policy::{Action, Decision, Policy, Verdict};
 
 /// Everything the tools need, shared by every session of a server.
 #[derive(Debug)]
 pub struct Toolbox {
     pub root: WorkspaceRoot,
-    pub policy: Policy,
+    /// The policy in force; swapped whole when its file changes.
+    pub policy: Arc<ArcSwap<Policy>>,
     pub locks: FileLocks,
     pub limits: Limits,
 }
@@ -49,7 +55,7 @@ impl Toolbox {
     pub fn new(root: WorkspaceRoot, policy: Policy) -> Self {
         Self {
             root,
-            policy,
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
             locks: FileLocks::default(),
             limits: Limits::default(),
         }
@@ -58,24 +64,16 @@ impl Toolbox {
     /// Ask the policy about `actions`; the strictest verdict wins. The decision
     /// is noted for the audit record, and a refusal becomes a [`ToolError`].
     pub fn enforce(&self, actions: &[Action<'_>]) -> Result<Decision, ToolError> {
-        let mut decision = Decision {
-            verdict: Verdict::Allow,
-            matched: Vec::new(),
-        };
+        let policy = self.policy.load();
+        let mut decision = Decision::allow();
         for action in actions {
-            let d = self.policy.evaluate(action);
-            decision.verdict = decision.verdict.max(d.verdict);
-            for rule in d.matched {
-                if !decision.matched.iter().any(|m| m.id == rule.id) {
-                    decision.matched.push(rule);
-                }
-            }
+            decision.merge(policy.evaluate(action));
         }
         note_decision(&decision);
         if decision.is_allowed() {
             Ok(decision)
         } else {
-            Err(ToolError::from_decision(&decision, actions[0].path()))
+            Err(ToolError::from_decision(&decision, actions[0].subject()))
         }
     }
 }
@@ -123,16 +121,16 @@ impl ToolError {
         }
     }
 
-    fn from_decision(decision: &Decision, path: &str) -> Self {
+    pub fn from_decision(decision: &Decision, subject: &str) -> Self {
         let rules: Vec<_> = decision.deciding_rules().collect();
-        let ids: Vec<&str> = rules.iter().map(|r| r.id).collect();
+        let ids: Vec<&str> = rules.iter().map(|r| &*r.id).collect();
         let why: Vec<String> = rules
             .iter()
             .map(|r| format!("{}: {}", r.id, r.justification))
             .collect();
         let advice = rules
             .first()
-            .map(|r| r.advice)
+            .map(|r| &*r.advice)
             .unwrap_or("change the request");
         let verb = match decision.verdict {
             Verdict::NeedsOverride => "needs an override",
@@ -141,7 +139,7 @@ impl ToolError {
         Self {
             outcome: Outcome::Refused,
             rule_id: ids.join(","),
-            message: format!("`{path}` {verb} by policy ({})", why.join("; ")),
+            message: format!("`{subject}` {verb} by policy ({})", why.join("; ")),
             advice: format!(
                 "{advice}; to ask a person for an exception, call override_request with rule_id {}",
                 ids[0]

@@ -49,8 +49,13 @@ pub type Client = RunningService<RoleClient, ()>;
 
 /// Start `arbiter serve --workspace WS` and complete the MCP handshake.
 pub async fn start(ws: &Path) -> Client {
+    start_with(ws, &[]).await
+}
+
+/// Like [`start`], with more arguments for `serve` (e.g. `--policy FILE`).
+pub async fn start_with(ws: &Path, extra: &[&str]) -> Client {
     let mut cmd = tokio::process::Command::new(BIN);
-    cmd.arg("serve").arg("--workspace").arg(ws);
+    cmd.arg("serve").arg("--workspace").arg(ws).args(extra);
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
         .stderr(if std::env::var_os("ARBITER_TEST_STDERR").is_some() {
             Stdio::inherit()

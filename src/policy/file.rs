@@ -1,0 +1,519 @@
+//! Policy files: the YAML an operator writes, read strictly (an unknown key, a
+//! bad glob or regex, or an example that does not behave as it claims is an
+//! error with its line and column), then compiled into a [`Policy`].
+//!
+//! The format is documented in `policies/README.md`; `policies/default.yaml`
+//! is also the built-in policy, compiled into the binary.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::command::FindingKind;
+use super::spec::Tiers;
+use super::{Policy, Verdict};
+
+/// The shipped default, used when no policy file is given or found.
+pub const DEFAULT_POLICY_YAML: &str = include_str!("../../policies/default.yaml");
+/// Name shown for the built-in policy.
+pub const BUILT_IN_SOURCE: &str = "built-in default (policies/default.yaml)";
+
+/// A policy file as written. Every section is optional; what is missing takes
+/// the defaults documented in `policies/README.md`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Format version; only 1 exists.
+    pub version: Spanned<u32>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub paths: PathSection,
+    #[serde(default)]
+    pub commands: CommandSection,
+    #[serde(default)]
+    pub content: ContentSection,
+    #[serde(default)]
+    pub tiers: Tiers,
+    #[serde(default)]
+    pub spec: SpecSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSection {
+    /// Decision for a path no rule matches.
+    #[serde(default = "allow")]
+    pub default: Verdict,
+    /// Whether a file with other hard links may be replaced (`LINK-001`).
+    #[serde(default)]
+    pub allow_hard_linked_writes: bool,
+    #[serde(default)]
+    pub rules: Vec<PathRuleSpec>,
+}
+
+impl Default for PathSection {
+    fn default() -> Self {
+        Self {
+            default: Verdict::Allow,
+            allow_hard_linked_writes: false,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// What a path rule guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRuleSpec {
+    pub id: Spanned<String>,
+    pub decision: Verdict,
+    /// Default: both read and write.
+    #[serde(default = "read_write")]
+    pub access: Vec<Access>,
+    pub globs: Vec<Spanned<String>>,
+    pub justification: String,
+    #[serde(default)]
+    pub advice: Option<String>,
+    #[serde(default)]
+    pub examples: Examples,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSection {
+    /// Decision for a command no rule matches.
+    #[serde(default = "allow")]
+    pub default: Verdict,
+    /// Let commands use shell syntax (pipes, `;`, redirections); they then run
+    /// through `sh -c`. Off by default (`SHELL-001`).
+    #[serde(default)]
+    pub allow_shell_syntax: bool,
+    #[serde(default)]
+    pub rules: Vec<CommandRuleSpec>,
+    /// Rules on what the command analysis finds in any command: exec-capable
+    /// flags (`find -exec`, `git -c`), interpreters, delete flags, ...
+    #[serde(default)]
+    pub findings: Vec<FindingRuleSpec>,
+}
+
+impl Default for CommandSection {
+    fn default() -> Self {
+        Self {
+            default: Verdict::Allow,
+            allow_shell_syntax: false,
+            rules: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingRuleSpec {
+    pub id: Spanned<String>,
+    pub decision: Verdict,
+    /// Which findings: `exec_flag`, `delete_flag`, `write_flag`, `interpreter`,
+    /// `shell_escape`, `runs_project_code`, `exec_env`, `input_arguments`, `path_program`.
+    pub kinds: Vec<FindingKind>,
+    pub justification: String,
+    #[serde(default)]
+    pub advice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRuleSpec {
+    pub id: Spanned<String>,
+    pub decision: Verdict,
+    /// The argv prefix, e.g. `[git, push]`; the program is compared by name,
+    /// so `/usr/bin/git` is `git`. Give `prefix` or `prefixes` (any of several).
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    #[serde(default)]
+    pub prefixes: Vec<Vec<String>>,
+    /// Optional: the rule matches only if one of these appears among the
+    /// arguments (`--flag` also matches `--flag=value`; a token ending in `(`
+    /// matches inside an argument, e.g. `system(` in an awk program).
+    #[serde(default)]
+    pub args_any: Vec<String>,
+    pub justification: String,
+    #[serde(default)]
+    pub advice: Option<String>,
+    #[serde(default)]
+    pub examples: Examples,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentSection {
+    #[serde(default)]
+    pub rules: Vec<ContentRuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRuleSpec {
+    pub id: Spanned<String>,
+    pub decision: Verdict,
+    /// Regular expressions (Rust `regex` syntax) that must not be written.
+    pub patterns: Vec<Spanned<String>>,
+    pub justification: String,
+    #[serde(default)]
+    pub advice: Option<String>,
+    #[serde(default)]
+    pub examples: Examples,
+}
+
+/// Inputs a rule must match and must not match; checked when the policy loads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Examples {
+    #[serde(default, rename = "match")]
+    pub must_match: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub not_match: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecSection {
+    /// Where the active CAWS working spec lives, relative to the workspace.
+    #[serde(default = "default_spec_path")]
+    pub path: String,
+    /// Check writes against the active spec's scope and budget.
+    #[serde(default = "yes")]
+    pub enforce: bool,
+}
+
+impl Default for SpecSection {
+    fn default() -> Self {
+        Self {
+            path: default_spec_path(),
+            enforce: true,
+        }
+    }
+}
+
+fn allow() -> Verdict {
+    Verdict::Allow
+}
+fn read_write() -> Vec<Access> {
+    vec![Access::Read, Access::Write]
+}
+fn default_spec_path() -> String {
+    ".caws/working-spec.yaml".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Why a policy was refused: where, which rule, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file (or the built-in name).
+    pub source: String,
+    /// 1-based line and column, when known.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    /// The rule at fault, when the problem is inside one.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, ": rule {rule}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Collects every problem of one file, so an operator fixes them in one pass.
+#[derive(Debug, Default)]
+pub struct Problems {
+    source: String,
+    pub list: Vec<PolicyError>,
+}
+
+impl Problems {
+    pub fn new(source: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Record a problem at `at` (a spanned value of the file), inside `rule`.
+    pub fn at<T>(&mut self, at: &Spanned<T>, rule: Option<&str>, message: impl Into<String>) {
+        self.list.push(PolicyError {
+            source: self.source.clone(),
+            line: Some(at.referenced.line() as u32).filter(|&l| l > 0),
+            column: Some(at.referenced.column() as u32).filter(|&c| c > 0),
+            rule: rule.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    pub fn general(&mut self, message: impl Into<String>) {
+        self.list.push(PolicyError {
+            source: self.source.clone(),
+            line: None,
+            column: None,
+            rule: None,
+            message: message.into(),
+        });
+    }
+}
+
+/// All problems of a policy that could not load.
+#[derive(Debug, Clone)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+/// Parse and compile policy text; `source` names it in errors.
+pub fn parse_policy(text: &str, source: &str) -> Result<Policy, PolicyErrors> {
+    let file: PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = error_location(&e);
+        PolicyErrors(vec![PolicyError {
+            source: source.to_string(),
+            line,
+            column,
+            rule: None,
+            message: first_line(&e.to_string()),
+        }])
+    })?;
+    let mut problems = Problems::new(source);
+    if file.version.value != 1 {
+        problems.at(
+            &file.version,
+            None,
+            format!(
+                "unsupported version {}; this arbiter reads version 1",
+                file.version.value
+            ),
+        );
+    }
+    let policy = Policy::compile(&file, source, &mut problems);
+    if !problems.list.is_empty() {
+        return Err(PolicyErrors(problems.list));
+    }
+    let failures = policy.check_examples();
+    if !failures.is_empty() {
+        return Err(PolicyErrors(failures));
+    }
+    Ok(policy)
+}
+
+/// Read and compile the policy file at `path`.
+pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        PolicyErrors(vec![PolicyError {
+            source: source.clone(),
+            line: None,
+            column: None,
+            rule: None,
+            message: format!("cannot read the policy file: {e}"),
+        }])
+    })?;
+    parse_policy(&text, &source)
+}
+
+/// The built-in default policy.
+pub fn built_in_policy() -> Policy {
+    // The shipped file is tested (`built_in_policy_loads_and_its_examples_pass`);
+    // failing here means the binary was built from a broken default.
+    parse_policy(DEFAULT_POLICY_YAML, BUILT_IN_SOURCE)
+        .unwrap_or_else(|e| panic!("the built-in policy does not load: {e}"))
+}
+
+/// The file a server follows for changes: `--policy FILE`, else
+/// `<workspace>/.arbiter/policy.yaml` (which may appear later).
+pub fn watched_policy_path(explicit: Option<&Path>, workspace: &Path) -> PathBuf {
+    explicit.map(Path::to_path_buf).unwrap_or_else(|| {
+        workspace
+            .join(crate::exec::workspace::STATE_DIR)
+            .join("policy.yaml")
+    })
+}
+
+/// Which policy a workspace uses: `--policy FILE`, else
+/// `<workspace>/.arbiter/policy.yaml`, else the built-in default.
+pub fn policy_location(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_path_buf());
+    }
+    let local = workspace
+        .join(crate::exec::workspace::STATE_DIR)
+        .join("policy.yaml");
+    local.is_file().then_some(local)
+}
+
+/// How often a watched policy file is looked at.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follow the policy file at `path`: when it changes (or appears), load it; a
+/// good file replaces the policy in `slot`, a bad one is refused and logged
+/// and the policy in force stays. Runs until the process ends.
+pub async fn watch_policy(path: PathBuf, slot: std::sync::Arc<arc_swap::ArcSwap<Policy>>) {
+    let mut seen = file_stamp(&path);
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let now = file_stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if now.is_none() {
+            tracing::warn!(policy = %path.display(), "the policy file is gone; the policy in force stays");
+            continue;
+        }
+        match load_policy_file(&path) {
+            Ok(policy) => {
+                tracing::info!(policy = %path.display(), rules = policy.rule_count(), "policy reloaded");
+                slot.store(std::sync::Arc::new(policy));
+            }
+            Err(e) => {
+                tracing::error!(policy = %path.display(), "the changed policy is refused; the previous policy stays in force:\n{e}");
+            }
+        }
+    }
+}
+
+/// What identifies a version of a file: size, modification time, inode.
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?, m.ino(), m.ctime_nsec()))
+}
+
+fn error_location(e: &serde_saphyr::Error) -> (Option<u32>, Option<u32>) {
+    match e.location() {
+        Some(loc) if loc.line() > 0 => (Some(loc.line() as u32), Some(loc.column() as u32)),
+        _ => (None, None),
+    }
+}
+
+/// serde-saphyr renders a snippet of the file under the message; the first
+/// line is the message (the location is printed separately).
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<PolicyError> {
+        match parse_policy(text, "p.yaml") {
+            Ok(_) => panic!("the policy loaded:\n{text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn built_in_policy_loads_and_its_examples_pass() {
+        let policy = parse_policy(DEFAULT_POLICY_YAML, BUILT_IN_SOURCE).unwrap();
+        assert!(policy.rule_count() >= 10, "{}", policy.rule_count());
+    }
+
+    #[test]
+    fn shipped_example_policies_load() {
+        for name in ["default.yaml", "strict.yaml", "ci.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .join(name);
+            if let Err(e) = load_policy_file(&path) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_line() {
+        let e = errors("version: 1\npaths:\n  rules: []\n  defualt: deny\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].line, Some(4), "{}", e[0]);
+        assert!(e[0].message.contains("defualt"), "{}", e[0]);
+    }
+
+    #[test]
+    fn a_bad_glob_names_the_rule_and_its_place() {
+        let e = errors(
+            "version: 1\npaths:\n  rules:\n    - id: P-1\n      decision: deny\n      globs: [\"a/[b\"]\n      justification: j\n",
+        );
+        assert_eq!(e[0].rule.as_deref(), Some("P-1"));
+        assert_eq!(e[0].line, Some(6), "{}", e[0]);
+        assert!(e[0].to_string().starts_with("p.yaml:6:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn an_example_that_does_not_behave_is_refused() {
+        let e = errors(
+            "version: 1\npaths:\n  rules:\n    - id: P-1\n      decision: deny\n      globs: [\"**/*.pem\"]\n      justification: j\n      examples:\n        match: [a/b.key]\n        not_match: [c.pem]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().all(|e| e.rule.as_deref() == Some("P-1")));
+        assert_eq!(e[0].line, Some(9), "{}", e[0]);
+        assert!(e[0].message.contains("a/b.key"), "{}", e[0]);
+        assert!(e[1].message.contains("c.pem"), "{}", e[1]);
+    }
+
+    #[test]
+    fn a_bad_decision_or_version_is_refused() {
+        let e = errors("version: 1\npaths:\n  default: maybe\n");
+        assert_eq!(e[0].line, Some(3), "{}", e[0]);
+        let e = errors("version: 2\n");
+        assert!(e[0].message.contains("version 2"), "{}", e[0]);
+    }
+
+    #[test]
+    fn duplicate_rule_ids_are_refused() {
+        let e = errors(
+            "version: 1\ncontent:\n  rules:\n    - {id: C-1, decision: deny, patterns: [a], justification: j}\n    - {id: C-1, decision: deny, patterns: [b], justification: j}\n",
+        );
+        assert!(e[0].message.contains("more than once"), "{}", e[0]);
+        assert_eq!(e[0].line, Some(5), "{}", e[0]);
+    }
+
+    #[test]
+    fn an_empty_file_needs_a_version() {
+        let e = errors("paths: {}\n");
+        assert!(e[0].message.contains("version"), "{}", e[0]);
+    }
+}

@@ -1,0 +1,110 @@
+//! The decision a tool call would get, without running it: what
+//! `arbiter policy check` prints. It builds the same [`Action`]s the tools
+//! build, from paths resolved by the same confinement, and asks the same
+//! [`Toolbox::enforce`]-style merge of the policy in force, so the command
+//! line and the live server cannot disagree (`tests/policy.rs` proves it on a
+//! table of cases).
+
+use serde_json::{Map, Value};
+
+use super::files::{FileReadInput, FileSearchReplaceInput, FileWriteInput};
+use super::{ToolError, Toolbox, check_arguments};
+use crate::exec::ConfineError;
+use crate::policy::{Action, Decision};
+
+/// Why a call could not even be judged.
+#[derive(Debug)]
+pub enum CheckError {
+    /// Unknown tool or malformed arguments (a JSON-RPC error on the server).
+    Invalid(String),
+    /// Refused before the policy: the path leaves the workspace, or similar.
+    Refused(ToolError),
+}
+
+/// Arguments of `run_terminal_cmd` that the policy looks at.
+#[derive(serde::Deserialize)]
+struct CommandInput {
+    command: String,
+}
+
+impl Toolbox {
+    /// Decide `tool` with `args` as the server would, without doing it.
+    pub fn decide(&self, tool: &str, args: &Map<String, Value>) -> Result<Decision, CheckError> {
+        let policy = self.policy.load();
+        let parse = |args: &Map<String, Value>| {
+            if tool == "run_terminal_cmd" {
+                return Ok(());
+            }
+            match check_arguments(tool, args) {
+                None => Err(CheckError::Invalid(format!(
+                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace and run_terminal_cmd"
+                ))),
+                Some(Err(e)) => Err(CheckError::Invalid(format!(
+                    "invalid arguments for `{tool}`: field `{}`: {}",
+                    e.field, e.message
+                ))),
+                Some(Ok(())) => Ok(()),
+            }
+        };
+        parse(args)?;
+        let value = Value::Object(args.clone());
+        let invalid = |e: serde_json::Error| CheckError::Invalid(e.to_string());
+        let mut decision = Decision::allow();
+        match tool {
+            "file_read" => {
+                let input: FileReadInput = serde_json::from_value(value).map_err(invalid)?;
+                let path = self.read_subject(&input.target_file)?;
+                decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
+            }
+            "file_write" => {
+                let input: FileWriteInput = serde_json::from_value(value).map_err(invalid)?;
+                let (path, hard_linked) = self.write_subject(&input.file_path)?;
+                decision.merge(policy.evaluate(&Action::WriteFile {
+                    path: &path,
+                    hard_linked,
+                    added: &input.contents,
+                }));
+            }
+            "file_search_replace" => {
+                let input: FileSearchReplaceInput =
+                    serde_json::from_value(value).map_err(invalid)?;
+                let path = self.read_subject(&input.file_path)?;
+                let (_, hard_linked) = self.write_subject(&input.file_path)?;
+                decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
+                decision.merge(policy.evaluate(&Action::WriteFile {
+                    path: &path,
+                    hard_linked,
+                    added: &input.new_string,
+                }));
+            }
+            "run_terminal_cmd" => {
+                let input: CommandInput = serde_json::from_value(value).map_err(invalid)?;
+                decision.merge(policy.evaluate(&Action::RunCommand {
+                    command: &input.command,
+                }));
+            }
+            _ => unreachable!("parse() accepted only known tools"),
+        }
+        Ok(decision)
+    }
+
+    /// The real path a read would be judged on; a file that does not exist
+    /// yet is judged on the path as given.
+    fn read_subject(&self, user_path: &str) -> Result<String, CheckError> {
+        match self.root.open_for_read(user_path) {
+            Ok(opened) => Ok(opened.rel_path),
+            Err(ConfineError::NotFound(_)) => Ok(user_path.to_string()),
+            Err(e) => Err(CheckError::Refused(e.into())),
+        }
+    }
+
+    fn write_subject(&self, user_path: &str) -> Result<(String, bool), CheckError> {
+        match self.root.prepare_write(user_path) {
+            Ok(target) => Ok((
+                target.rel_path,
+                target.existing.is_some_and(|e| e.nlink > 1),
+            )),
+            Err(e) => Err(CheckError::Refused(e.into())),
+        }
+    }
+}
