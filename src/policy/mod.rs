@@ -11,6 +11,8 @@
 
 pub mod command;
 pub mod file;
+#[cfg(test)]
+mod proptests;
 pub mod spec;
 
 use std::borrow::Cow;
@@ -18,7 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use regex::RegexSet;
+use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde_json::{Value, json};
 
 use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
@@ -395,21 +397,8 @@ impl Policy {
                 );
             }
             for pattern in &spec.patterns {
-                match regex::Regex::new(&pattern.value) {
-                    Ok(_) => {
-                        patterns.push(pattern.value.clone());
-                        content_owner.push(content_rules.len());
-                    }
-                    Err(e) => problems.at(
-                        pattern,
-                        Some(&spec.id.value),
-                        format!(
-                            "bad pattern `{}`: {}",
-                            pattern.value,
-                            first_line(&e.to_string())
-                        ),
-                    ),
-                }
+                patterns.push(pattern.value.clone());
+                content_owner.push(content_rules.len());
             }
             content_rules.push(MatchedRule::new(
                 &spec.id.value,
@@ -423,8 +412,19 @@ impl Policy {
                 examples: clone_examples(&spec.examples),
             });
         }
-        let content_set = RegexSet::new(&patterns).unwrap_or_else(|e| {
-            problems.general(format!("the content patterns do not compile together: {e}"));
+        let content_set = content_regex_set(&patterns).unwrap_or_else(|_| {
+            // Compile one by one only now, to say which pattern is wrong.
+            for spec in &file.content.rules {
+                for pattern in &spec.patterns {
+                    if let Err(e) = content_regex_set(std::slice::from_ref(&pattern.value)) {
+                        problems.at(
+                            pattern,
+                            Some(&spec.id.value),
+                            format!("bad pattern `{}`: {}", pattern.value, first_line(&e.to_string())),
+                        );
+                    }
+                }
+            }
             RegexSet::empty()
         });
 
@@ -528,7 +528,7 @@ impl Policy {
                     decision.add(self.hard_link_rule.clone());
                 }
                 if !added.is_empty() && !self.content_set.is_empty() {
-                    for index in self.content_set.matches(added).iter() {
+                    for index in self.content_set.matches(added.as_bytes()).iter() {
                         decision.add(self.content_rules[self.content_owner[index]].clone());
                     }
                 }
@@ -553,7 +553,9 @@ impl Policy {
             }
         };
         let mut decision = Decision::allow();
-        if !self.path_globs.is_empty() {
+        // `is_match` first: it does not allocate, so the common case (no rule
+        // matches) costs no allocation at all.
+        if !self.path_globs.is_empty() && self.path_globs.is_match(path.as_ref()) {
             for glob_index in self.path_globs.matches(path.as_ref()) {
                 let rule = &self.path_rules[self.path_glob_owner[glob_index]];
                 if (is_write && rule.write) || (!is_write && rule.read) {
@@ -657,6 +659,12 @@ fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
         }
     }
     Some(Cow::Owned(parts.join("/")))
+}
+
+/// Content patterns match bytes, ASCII-minded (`\b`, `\w` and `(?i)` are
+/// ASCII): secrets are ASCII, and the automata stay small and quick to build.
+fn content_regex_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
+    RegexSetBuilder::new(patterns).unicode(false).build()
 }
 
 /// Globs match whole workspace-relative paths; `*` stays within one directory,

@@ -1,0 +1,1 @@
+//! Property tests of [`super::Policy::evaluate`] (filled in by the policy-properties work).
