@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::exec::WorkspaceRoot;
 use crate::policy::Policy;
 use crate::store::journal::StoreOpener;
-use crate::store::{AuditChain, DEFAULT_TENANT, SqliteStore, Store, StoreError};
+use crate::store::{AuditChain, DEFAULT_TENANT, LazyStore, SqliteStore, Store, StoreError};
 use crate::tools::Toolbox;
 
 #[derive(Debug, Parser)]
@@ -161,7 +161,12 @@ pub fn open_toolbox(setup: &Setup) -> anyhow::Result<Toolbox> {
         rules = policy.rule_count(),
         "policy loaded"
     );
-    Ok(Toolbox::new(root, policy))
+    let root_path = root.path().to_path_buf();
+    let opener: StoreOpener = Arc::new(move || {
+        let root = root_path.clone();
+        Box::pin(async move { open_store(&root).await })
+    });
+    Ok(Toolbox::new(root, policy, LazyStore::new(opener)))
 }
 
 /// Path of the server's state directory, created (private) if missing.
@@ -193,11 +198,7 @@ pub fn open_workspace(setup: &Setup) -> anyhow::Result<(Arc<Toolbox>, AuditChain
     let root_path = toolbox.root.path().to_path_buf();
     state_dir(&root_path)?;
     let journal = journal_path(&root_path);
-    let opener: StoreOpener = Arc::new(move || {
-        let root = root_path.clone();
-        Box::pin(async move { open_store(&root).await })
-    });
-    let audit = AuditChain::open(DEFAULT_TENANT.to_string(), &journal, opener)
+    let audit = AuditChain::open(DEFAULT_TENANT.to_string(), &journal, toolbox.store.clone())
         .with_context(|| format!("cannot open the audit journal {}", journal.display()))?;
     Ok((toolbox, audit))
 }

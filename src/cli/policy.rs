@@ -33,7 +33,7 @@ pub enum PolicyCommand {
 
 pub async fn run(setup: &super::Setup, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PolicyCommand::Check { tool, args } => check(setup, &tool, &args),
+        PolicyCommand::Check { tool, args } => check(setup, &tool, &args).await,
         PolicyCommand::Test { file } => Ok(test(setup, file)),
         PolicyCommand::Show => {
             let policy = setup.load_policy()?;
@@ -43,7 +43,7 @@ pub async fn run(setup: &super::Setup, command: PolicyCommand) -> anyhow::Result
     }
 }
 
-fn check(setup: &super::Setup, tool: &str, args: &str) -> anyhow::Result<ExitCode> {
+async fn check(setup: &super::Setup, tool: &str, args: &str) -> anyhow::Result<ExitCode> {
     let args = match serde_json::from_str::<Value>(args) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Ok(usage("--args must be a JSON object")),
@@ -51,7 +51,7 @@ fn check(setup: &super::Setup, tool: &str, args: &str) -> anyhow::Result<ExitCod
     };
     let toolbox = super::open_toolbox(setup)?;
     let source = toolbox.policy.load().source().to_string();
-    let out = match toolbox.decide(tool, &args) {
+    let out = match toolbox.decide(tool, &args).await {
         Ok(decision) => {
             let allowed = decision.is_allowed();
             let mut out = serde_json::to_value(&decision)?;

@@ -9,6 +9,7 @@
 //! match, the strictest verdict wins and the decision lists every matched rule
 //! with its justification. A default applies only when no rule matched.
 
+pub mod budget;
 pub mod command;
 pub mod file;
 #[cfg(test)]
@@ -420,7 +421,11 @@ impl Policy {
                         problems.at(
                             pattern,
                             Some(&spec.id.value),
-                            format!("bad pattern `{}`: {}", pattern.value, first_line(&e.to_string())),
+                            format!(
+                                "bad pattern `{}`: {}",
+                                pattern.value,
+                                first_line(&e.to_string())
+                            ),
                         );
                     }
                 }

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::store::AuditChain;
 use crate::store::audit::{AuditEntry, arguments_sha256, redact_arguments};
+use crate::tools::caws::{ArbiterValidateInput, ArbiterValidateOutput};
 use crate::tools::files::{
     FileReadInput, FileReadOutput, FileSearchReplaceInput, FileSearchReplaceOutput, FileWriteInput,
     FileWriteOutput,
@@ -140,6 +141,25 @@ impl ArbiterServer {
                 tool_success(text, &out)
             }
             Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "arbiter_validate",
+        description = "Validate a CAWS working spec (the `.caws/working-spec.yaml` format) given as YAML or JSON text or as a workspace path. Returns every problem with its CAWS rule id (SCOPE-001, BUDGET-001, ACCEPTANCE-001, ...), the field path in the document and a suggested fix, plus the change budget writes will be held to.",
+        annotations(title = "Validate working spec", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ArbiterValidateOutput>()
+    )]
+    async fn arbiter_validate(
+        &self,
+        Parameters(input): Parameters<ArbiterValidateInput>,
+    ) -> CallToolResult {
+        match self.inner.toolbox.arbiter_validate(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => {
+                crate::tools::note_error(&e);
+                tool_failure(&e)
+            }
         }
     }
 }

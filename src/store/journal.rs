@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rustix::fs::FlockOperation;
-use tokio::sync::{Mutex, Notify, OnceCell};
+use tokio::sync::{Mutex, Notify};
 
 use super::audit::{AuditEntry, AuditError, AuditRecord, ChainHead, GENESIS_HASH};
-use super::{Store, StoreError};
+use super::{LazyStore, Store, StoreError};
 
 /// Journal size past which it is cut back once fully indexed.
 const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
@@ -74,8 +74,7 @@ struct Inner {
     /// The journal, opened for appending; shared by every append of this process.
     file: File,
     state: Mutex<JournalState>,
-    opener: StoreOpener,
-    store: OnceCell<Result<Arc<dyn Store>, String>>,
+    store: Arc<LazyStore>,
     /// Highest seq this process's indexer has seen committed in the store.
     indexed_through: AtomicI64,
     wake_indexer: Notify,
@@ -92,7 +91,7 @@ impl AuditChain {
     /// Open (creating) the journal at `path` and start indexing it into the
     /// store that `opener` opens. Opening the store happens in the background,
     /// so a server can answer `initialize` at once.
-    pub fn open(tenant: String, path: &Path, opener: StoreOpener) -> std::io::Result<Self> {
+    pub fn open(tenant: String, path: &Path, store: Arc<LazyStore>) -> std::io::Result<Self> {
         let file = open_journal(path)?;
         let inner = Arc::new(Inner {
             tenant,
@@ -102,8 +101,7 @@ impl AuditChain {
                 known_end: u64::MAX,
                 head: None,
             }),
-            opener,
-            store: OnceCell::new(),
+            store,
             indexed_through: AtomicI64::new(0),
             wake_indexer: Notify::new(),
         });
@@ -188,10 +186,7 @@ impl AuditChain {
 
 impl Inner {
     async fn store(&self) -> Result<Arc<dyn Store>, String> {
-        self.store
-            .get_or_init(|| async { (self.opener)().await.map_err(|e| e.to_string()) })
-            .await
-            .clone()
+        self.store.get().await
     }
 
     async fn store_head(&self) -> Result<ChainHead, AuditError> {

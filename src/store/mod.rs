@@ -6,6 +6,10 @@ pub mod audit;
 pub mod journal;
 pub mod sqlite;
 
+use std::sync::Arc;
+
+pub use crate::policy::budget::Usage as BudgetUsage;
+
 use async_trait::async_trait;
 
 pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
@@ -49,4 +53,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// The newest `n` records, oldest first.
     async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// What a working spec's work has changed so far, and whether `path` is among it.
+    async fn budget_usage(
+        &self,
+        tenant: &str,
+        spec_id: &str,
+        path: &str,
+    ) -> Result<BudgetUsage, StoreError>;
+    /// Count a change of `lines` lines to `path` against a working spec.
+    async fn budget_add(
+        &self,
+        tenant: &str,
+        spec_id: &str,
+        path: &str,
+        lines: u64,
+    ) -> Result<(), StoreError>;
+}
+
+/// A store opened on first use and shared by everyone who needs it (the
+/// audit indexer, the budget keeper), so a server answers `initialize` before
+/// the database is open.
+pub struct LazyStore {
+    opener: journal::StoreOpener,
+    store: tokio::sync::OnceCell<Result<Arc<dyn Store>, String>>,
+}
+
+impl std::fmt::Debug for LazyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyStore")
+            .field("open", &self.store.initialized())
+            .finish()
+    }
+}
+
+impl LazyStore {
+    pub fn new(opener: journal::StoreOpener) -> Arc<Self> {
+        Arc::new(Self {
+            opener,
+            store: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The store, opening it the first time (an error sticks: the operator must act).
+    pub async fn get(&self) -> Result<Arc<dyn Store>, String> {
+        self.store
+            .get_or_init(|| async { (self.opener)().await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+    }
 }

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::audit::{AuditRecord, ChainHead};
-use super::{Store, StoreError};
+use super::{BudgetUsage, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -178,6 +178,51 @@ impl Store for SqliteStore {
             rows.iter().map(record_from_row).collect::<Result<_, _>>()?;
         records.reverse();
         Ok(records)
+    }
+
+    async fn budget_usage(
+        &self,
+        tenant: &str,
+        spec_id: &str,
+        path: &str,
+    ) -> Result<BudgetUsage, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS files, COALESCE(SUM(lines), 0) AS lines, \
+             COALESCE(MAX(path = ?), 0) AS touched \
+             FROM change_budget WHERE tenant = ? AND spec_id = ?",
+        )
+        .bind(path)
+        .bind(tenant)
+        .bind(spec_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BudgetUsage {
+            files: row.try_get::<i64, _>("files")?.max(0) as u64,
+            lines: row.try_get::<i64, _>("lines")?.max(0) as u64,
+            path_touched: row.try_get::<i64, _>("touched")? != 0,
+        })
+    }
+
+    async fn budget_add(
+        &self,
+        tenant: &str,
+        spec_id: &str,
+        path: &str,
+        lines: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO change_budget (tenant, spec_id, path, lines, writes, updated_at) \
+             VALUES (?, ?, ?, ?, 1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+             ON CONFLICT (tenant, spec_id, path) DO UPDATE SET \
+             lines = lines + excluded.lines, writes = writes + 1, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(spec_id)
+        .bind(path)
+        .bind(lines as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }
 

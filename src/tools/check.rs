@@ -29,7 +29,11 @@ struct CommandInput {
 
 impl Toolbox {
     /// Decide `tool` with `args` as the server would, without doing it.
-    pub fn decide(&self, tool: &str, args: &Map<String, Value>) -> Result<Decision, CheckError> {
+    pub async fn decide(
+        &self,
+        tool: &str,
+        args: &Map<String, Value>,
+    ) -> Result<Decision, CheckError> {
         let policy = self.policy.load();
         let parse = |args: &Map<String, Value>| {
             if tool == "run_terminal_cmd" {
@@ -64,6 +68,10 @@ impl Toolbox {
                     hard_linked,
                     added: &input.contents,
                 }));
+                if decision.is_allowed() {
+                    let before = self.old_text(&path);
+                    decision.merge(self.spec_check(&path, &before, &input.contents).await?);
+                }
             }
             "file_search_replace" => {
                 let input: FileSearchReplaceInput =
@@ -76,6 +84,21 @@ impl Toolbox {
                     hard_linked,
                     added: &input.new_string,
                 }));
+                if decision.is_allowed() {
+                    // Measure the edit as the tool would; an edit that cannot
+                    // apply fails in the tool, after the policy said yes.
+                    let before = self.old_text(&path);
+                    let after = super::edit::search_replace(
+                        &before,
+                        &input.old_string,
+                        &input.new_string,
+                        input.replace_all.unwrap_or(false),
+                        &path,
+                    )
+                    .map(|e| e.text)
+                    .unwrap_or_else(|_| before.clone());
+                    decision.merge(self.spec_check(&path, &before, &after).await?);
+                }
             }
             "run_terminal_cmd" => {
                 let input: CommandInput = serde_json::from_value(value).map_err(invalid)?;
@@ -86,6 +109,27 @@ impl Toolbox {
             _ => unreachable!("parse() accepted only known tools"),
         }
         Ok(decision)
+    }
+
+    async fn spec_check(
+        &self,
+        path: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<Decision, CheckError> {
+        self.judge_spec_write(path, before, after)
+            .await
+            .map(|(decision, _)| decision)
+            .map_err(CheckError::Refused)
+    }
+
+    /// A file's current text, or nothing (missing, binary, too large).
+    fn old_text(&self, path: &str) -> String {
+        self.root
+            .open_for_read(path)
+            .ok()
+            .and_then(|f| super::files::read_whole_text(f, self.limits.edit_max_bytes).ok())
+            .unwrap_or_default()
     }
 
     /// The real path a read would be judged on; a file that does not exist

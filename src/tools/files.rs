@@ -11,6 +11,7 @@ use super::edit::{self, EditError};
 use super::{ToolError, Toolbox, note_error};
 use crate::exec::{self, OpenedFile};
 use crate::policy::Action;
+use crate::tools::spec_gate::SpecState;
 
 /// How much of a file's start is checked for NUL bytes to call it binary.
 const BINARY_SNIFF_BYTES: usize = 8192;
@@ -141,12 +142,27 @@ impl Toolbox {
         let _guard = self.locks.lock(&target.rel_path).await;
         // Resolve again under the lock: the file may have changed while we waited.
         let target = self.root.prepare_write(&input.file_path).map_err(reject)?;
-        self.enforce(&[Action::WriteFile {
-            path: &target.rel_path,
-            hard_linked: target.existing.is_some_and(|e| e.nlink > 1),
-            added: &input.contents,
-        }])
-        .inspect_err(note_error)?;
+        let decision = self
+            .enforce(&[Action::WriteFile {
+                path: &target.rel_path,
+                hard_linked: target.existing.is_some_and(|e| e.nlink > 1),
+                added: &input.contents,
+            }])
+            .inspect_err(note_error)?;
+        // Under a working spec the change is measured, so the old text is needed.
+        let before = match self.active_spec().as_ref() {
+            SpecState::Active(_) if target.existing.is_some() => self
+                .root
+                .open_for_read(&target.rel_path)
+                .ok()
+                .and_then(|old| read_whole_text(old, self.limits.edit_max_bytes).ok())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let charge = self
+            .gate_write(decision, &target.rel_path, &before, &input.contents)
+            .await
+            .inspect_err(note_error)?;
         let path = target.rel_path.clone();
         let contents = input.contents;
         let report = tokio::task::spawn_blocking(move || {
@@ -161,6 +177,7 @@ impl Toolbox {
             ))
         })?
         .map_err(|e| reject(write_failed(&path, &e)))?;
+        self.charge(charge).await;
         Ok(FileWriteOutput {
             path,
             bytes_written: report.bytes_written,
@@ -187,17 +204,18 @@ impl Toolbox {
                 "retry the edit",
             )));
         }
-        self.enforce(&[
-            Action::ReadFile {
-                path: &opened.rel_path,
-            },
-            Action::WriteFile {
-                path: &target.rel_path,
-                hard_linked: opened.meta.nlink > 1,
-                added: &input.new_string,
-            },
-        ])
-        .inspect_err(note_error)?;
+        let decision = self
+            .enforce(&[
+                Action::ReadFile {
+                    path: &opened.rel_path,
+                },
+                Action::WriteFile {
+                    path: &target.rel_path,
+                    hard_linked: opened.meta.nlink > 1,
+                    added: &input.new_string,
+                },
+            ])
+            .inspect_err(note_error)?;
         let path = opened.rel_path.clone();
         let original = read_whole_text(opened, self.limits.edit_max_bytes).map_err(reject)?;
         let edited = edit::search_replace(
@@ -208,6 +226,10 @@ impl Toolbox {
             &path,
         )
         .map_err(|e| reject(edit_failed(&path, e)))?;
+        let charge = self
+            .gate_write(decision, &path, &original, &edited.text)
+            .await
+            .inspect_err(note_error)?;
         let text = edited.text;
         tokio::task::spawn_blocking(move || exec::write_atomically(&target, text.as_bytes()))
             .await
@@ -219,6 +241,7 @@ impl Toolbox {
                 ))
             })?
             .map_err(|e| reject(write_failed(&path, &e)))?;
+        self.charge(charge).await;
         Ok(FileSearchReplaceOutput {
             path,
             replacements: edited.replacements,
@@ -410,7 +433,7 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn read_whole_text(opened: OpenedFile, max_bytes: u64) -> Result<String, ToolError> {
+pub(crate) fn read_whole_text(opened: OpenedFile, max_bytes: u64) -> Result<String, ToolError> {
     let OpenedFile {
         mut file,
         rel_path,

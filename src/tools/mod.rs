@@ -6,9 +6,11 @@
 //! Tools report what the policy decided through [`call_note`], which the server
 //! reads back for the audit record; they never write audit records themselves.
 
+pub mod caws;
 pub mod check;
 pub mod edit;
 pub mod files;
+pub mod spec_gate;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -21,6 +23,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::policy::{Action, Decision, Policy, Verdict};
+use crate::store::LazyStore;
+use spec_gate::SpecCache;
 
 /// Everything the tools need, shared by every session of a server.
 #[derive(Debug)]
@@ -30,6 +34,10 @@ pub struct Toolbox {
     pub policy: Arc<ArcSwap<Policy>>,
     pub locks: FileLocks,
     pub limits: Limits,
+    /// The workspace's store (change-budget totals; shared with the audit indexer).
+    pub store: Arc<LazyStore>,
+    /// The active CAWS working spec, re-read when its file changes.
+    pub spec: SpecCache,
 }
 
 /// Bounds on what one reply may carry.
@@ -52,8 +60,10 @@ impl Default for Limits {
 }
 
 impl Toolbox {
-    pub fn new(root: WorkspaceRoot, policy: Policy) -> Self {
+    pub fn new(root: WorkspaceRoot, policy: Policy, store: Arc<LazyStore>) -> Self {
         Self {
+            store,
+            spec: SpecCache::default(),
             root,
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             locks: FileLocks::default(),
@@ -251,6 +261,7 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "file_read" => check::<files::FileReadInput>(args),
         "file_write" => check::<files::FileWriteInput>(args),
         "file_search_replace" => check::<files::FileSearchReplaceInput>(args),
+        "arbiter_validate" => check::<caws::ArbiterValidateInput>(args),
         _ => return None,
     })
 }

@@ -1,0 +1,219 @@
+//! The active CAWS working spec, as the tools see it. It is read from the
+//! workspace through the same confinement as any read, re-read only when its
+//! file changes, and consulted on every write together with the change-budget
+//! totals kept in the store (so they survive restarts and are shared by every
+//! process on the workspace).
+
+use std::sync::{Arc, Mutex};
+
+use super::{Outcome, ToolError, Toolbox, note_decision};
+use crate::exec::ConfineError;
+use crate::policy::budget::{ActiveSpec, judge_write, lines_changed};
+use crate::policy::spec::validate_spec;
+use crate::policy::{Decision, Policy};
+use crate::store::DEFAULT_TENANT;
+
+/// Largest working spec read.
+const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+
+/// The spec as last read, keyed by the file's identity and the policy in force.
+#[derive(Debug, Default)]
+pub struct SpecCache {
+    last: Mutex<Option<(SpecKey, Arc<SpecState>)>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SpecKey {
+    policy: usize,
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+/// What the workspace's working spec says for writes.
+#[derive(Debug)]
+pub enum SpecState {
+    /// No spec file (or the policy does not enforce specs): no spec checks.
+    Absent,
+    Active(Box<ActiveSpec>),
+    /// A spec file that does not validate: writes are refused until it is fixed.
+    Broken {
+        rule_id: String,
+        message: String,
+    },
+}
+
+/// A change to count against the spec once the write has succeeded.
+#[derive(Debug)]
+pub struct Charge {
+    spec_id: String,
+    path: String,
+    lines: u64,
+}
+
+impl Toolbox {
+    /// The working spec in force now.
+    pub fn active_spec(&self) -> Arc<SpecState> {
+        let policy = self.policy.load();
+        let settings = policy.spec_settings();
+        if !settings.enforce {
+            return Arc::new(SpecState::Absent);
+        }
+        let opened = match self.root.open_for_read(&settings.path) {
+            Ok(opened) => opened,
+            Err(ConfineError::NotFound(_)) => return Arc::new(SpecState::Absent),
+            Err(e) => {
+                return Arc::new(SpecState::Broken {
+                    rule_id: "SPEC-001".into(),
+                    message: format!("the working spec `{}` cannot be read: {e}", settings.path),
+                });
+            }
+        };
+        let meta = opened.file.metadata().ok();
+        let key = SpecKey {
+            policy: Arc::as_ptr(&policy) as usize,
+            size: opened.meta.size,
+            modified: meta.as_ref().and_then(|m| m.modified().ok()),
+            inode: meta
+                .as_ref()
+                .map(std::os::unix::fs::MetadataExt::ino)
+                .unwrap_or(0),
+        };
+        if let Ok(last) = self.spec.last.lock()
+            && let Some((k, state)) = last.as_ref()
+            && *k == key
+        {
+            return state.clone();
+        }
+        let state = Arc::new(read_spec(opened, &settings.path, &policy));
+        if let Ok(mut last) = self.spec.last.lock() {
+            *last = Some((key, state.clone()));
+        }
+        state
+    }
+
+    /// What the active spec says of a write of `path` from `before` to
+    /// `after`: a decision (empty when no spec is in force) and the change to
+    /// count once the write succeeds. `arbiter policy check` asks this too.
+    pub async fn judge_spec_write(
+        &self,
+        path: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<(Decision, Option<Charge>), ToolError> {
+        let state = self.active_spec();
+        let spec = match state.as_ref() {
+            SpecState::Absent => return Ok((Decision::allow(), None)),
+            SpecState::Broken { rule_id, message } => {
+                return Err(ToolError {
+                    outcome: Outcome::Refused,
+                    rule_id: rule_id.clone(),
+                    message: format!("writes wait for a valid working spec: {message}"),
+                    advice: "ask a person to fix the working spec (`arbiter_validate` lists its problems), or remove it".into(),
+                });
+            }
+            SpecState::Active(spec) => spec,
+        };
+        let lines = lines_changed(before, after);
+        let store = self.store.get().await.map_err(|e| budget_unavailable(&e))?;
+        let usage = store
+            .budget_usage(DEFAULT_TENANT, &spec.id, path)
+            .await
+            .map_err(|e| budget_unavailable(&e.to_string()))?;
+        let charge = Charge {
+            spec_id: spec.id.clone(),
+            path: path.to_string(),
+            lines,
+        };
+        Ok((judge_write(spec, path, lines, usage), Some(charge)))
+    }
+
+    /// Check a write against the active spec, folding the answer into
+    /// `decision` (what the policy already allowed) and noting it for the audit.
+    pub(crate) async fn gate_write(
+        &self,
+        mut decision: Decision,
+        path: &str,
+        before: &str,
+        after: &str,
+    ) -> Result<Option<Charge>, ToolError> {
+        let (spec_decision, charge) = self.judge_spec_write(path, before, after).await?;
+        if spec_decision.matched.is_empty() {
+            return Ok(charge);
+        }
+        decision.merge(spec_decision);
+        note_decision(&decision);
+        if !decision.is_allowed() {
+            return Err(ToolError::from_decision(&decision, path));
+        }
+        Ok(charge)
+    }
+
+    /// Count a successful write against its spec.
+    pub(crate) async fn charge(&self, charge: Option<Charge>) {
+        let Some(charge) = charge else { return };
+        let result = match self.store.get().await {
+            Ok(store) => store
+                .budget_add(DEFAULT_TENANT, &charge.spec_id, &charge.path, charge.lines)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // The write happened; only the total is short. Say so loudly.
+            tracing::error!(spec = %charge.spec_id, path = %charge.path, error = %e, "could not count a write against the change budget");
+        }
+    }
+}
+
+fn budget_unavailable(e: &str) -> ToolError {
+    ToolError {
+        outcome: Outcome::Failed,
+        rule_id: "BUDGET-003".into(),
+        message: format!("the change-budget totals cannot be read: {e}"),
+        advice: "nothing was written; the operator must fix the store (.arbiter/arbiter.db)".into(),
+    }
+}
+
+fn read_spec(opened: crate::exec::OpenedFile, path: &str, policy: &Policy) -> SpecState {
+    use std::io::Read;
+    if opened.meta.size > MAX_SPEC_BYTES {
+        return SpecState::Broken {
+            rule_id: "SPEC-001".into(),
+            message: format!("the working spec `{path}` is larger than {MAX_SPEC_BYTES} bytes"),
+        };
+    }
+    let mut text = String::new();
+    if let Err(e) = (&opened.file)
+        .take(MAX_SPEC_BYTES)
+        .read_to_string(&mut text)
+    {
+        return SpecState::Broken {
+            rule_id: "SPEC-001".into(),
+            message: format!("the working spec `{path}` is not readable text: {e}"),
+        };
+    }
+    let report = validate_spec(&text, policy.tiers());
+    let errors: Vec<_> = report.violations.iter().filter(|v| v.is_error()).collect();
+    match (report.spec, errors.first()) {
+        (Some(spec), None) => match ActiveSpec::new(&spec, policy.tiers()) {
+            Ok(active) => SpecState::Active(Box::new(active)),
+            Err(v) => SpecState::Broken {
+                rule_id: v.rule_id.to_string(),
+                message: v.to_string(),
+            },
+        },
+        (_, first) => SpecState::Broken {
+            rule_id: first.map_or("SPEC-001", |v| v.rule_id).to_string(),
+            message: format!(
+                "`{path}` has {} error(s): {}",
+                errors.len(),
+                errors
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        },
+    }
+}
