@@ -204,19 +204,7 @@ fn concurrent_processes_extend_one_chain() {
     let s = Scratch::new();
     let ws = s.ws();
     let mut server = RawServer::start(&ws);
-    let children: Vec<_> = (0..6)
-        .map(|i| {
-            std::process::Command::new(BIN)
-                .args(["call", "file_write"])
-                .arg(json!({"file_path": format!("p{i}.txt"), "contents": "x"}).to_string())
-                .arg("--workspace")
-                .arg(&ws)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let children = spawn_writers(&ws, 6);
     for id in 1..=20u64 {
         server.send_call(
             id,
@@ -227,14 +215,7 @@ fn concurrent_processes_extend_one_chain() {
     for _ in 1..=20 {
         assert_eq!(server.recv()["result"]["isError"], false);
     }
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "arbiter call failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    wait_all_succeed(children);
     drop(server);
     let (code, out, _) = run_cli(&ws, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
@@ -289,32 +270,41 @@ fn calls_in_flight_when_the_client_hangs_up_are_finished_and_recorded() {
 /// apply its migrations without tripping over each other.
 #[test]
 fn first_use_by_many_processes_at_once_is_safe() {
-    for round in 0..3 {
+    for _round in 0..3 {
         let s = Scratch::new();
         let ws = s.ws();
-        let children: Vec<_> = (0..8)
-            .map(|i| {
-                std::process::Command::new(BIN)
-                    .args(["call", "file_write"])
-                    .arg(json!({"file_path": format!("p{i}.txt"), "contents": "x"}).to_string())
-                    .arg("--workspace")
-                    .arg(&ws)
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for child in children {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "round {round}: arbiter call failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let children = spawn_writers(&ws, 8);
+        wait_all_succeed(children);
         let (code, out, _) = run_cli(&ws, &["audit", "verify"]);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains("OK: 8 records"), "{out}");
+    }
+}
+
+/// `n` concurrent `arbiter call file_write` processes, each writing its own file.
+fn spawn_writers(ws: &std::path::Path, n: usize) -> Vec<std::process::Child> {
+    (0..n)
+        .map(|i| {
+            std::process::Command::new(BIN)
+                .args(["call", "file_write"])
+                .arg(json!({"file_path": format!("p{i}.txt"), "contents": "x"}).to_string())
+                .arg("--workspace")
+                .arg(ws)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn wait_all_succeed(children: Vec<std::process::Child>) {
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "arbiter call failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

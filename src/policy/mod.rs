@@ -222,6 +222,10 @@ impl fmt::Debug for Policy {
 
 const NO_ADVICE: &str = "change the request, or call override_request with this rule id";
 
+fn advice_or_default(advice: &Option<String>) -> &str {
+    advice.as_deref().unwrap_or(NO_ADVICE)
+}
+
 impl Policy {
     /// The built-in default policy (`policies/default.yaml`, compiled in).
     pub fn built_in() -> Self {
@@ -315,7 +319,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                    advice_or_default(&spec.advice),
                 ),
                 read: spec.access.contains(&Access::Read),
                 write: spec.access.contains(&Access::Write),
@@ -361,7 +365,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                    advice_or_default(&spec.advice),
                 ),
                 patterns,
             });
@@ -379,7 +383,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                    advice_or_default(&spec.advice),
                 ),
                 kinds: spec.kinds.clone(),
             });
@@ -405,7 +409,7 @@ impl Policy {
                 &spec.id.value,
                 spec.decision,
                 &spec.justification,
-                spec.advice.as_deref().unwrap_or(NO_ADVICE),
+                advice_or_default(&spec.advice),
             ));
             examples.push(RuleExamples {
                 kind: RuleKind::Content,
