@@ -251,3 +251,89 @@ async fn a_changed_policy_takes_effect_and_a_broken_one_is_refused() {
     ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_policy_file_inside_the_workspace_cannot_be_rewritten_by_an_agent() {
+    let s = Scratch::new();
+    s.write("policies/team.yaml", "version: 1\nname: team\n");
+    let policy = s.ws().join("policies/team.yaml");
+    let client = start_with(&s.ws(), &["--policy", policy.to_str().unwrap()]).await;
+    let out = refused(
+        &client,
+        "file_write",
+        json!({"file_path": "policies/team.yaml", "contents": "version: 1\nname: mine\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [POLICY-001]"), "{out}");
+    let out = refused(
+        &client,
+        "file_search_replace",
+        json!({"file_path": "./policies/../policies/team.yaml", "old_string": "team", "new_string": "mine"}),
+    )
+    .await;
+    assert!(out.contains("POLICY-001"), "{out}");
+    assert_eq!(s.read("policies/team.yaml"), "version: 1\nname: team\n");
+    ok(
+        &client,
+        "file_read",
+        json!({"target_file": "policies/team.yaml"}),
+    )
+    .await;
+    client.cancel().await.unwrap();
+    // policy check says the same.
+    let args = json!({"file_path": "policies/team.yaml", "contents": "x"});
+    let (code, out, _) = std::process::Command::new(BIN)
+        .args([
+            "policy",
+            "check",
+            "--tool",
+            "file_write",
+            "--args",
+            &args.to_string(),
+            "--policy",
+        ])
+        .arg(&policy)
+        .arg("--workspace")
+        .arg(s.ws())
+        .output()
+        .map(|o| {
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                (),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, Some(1));
+    assert!(out.contains("POLICY-001"), "{out}");
+}
+
+#[test]
+fn in_a_default_deny_policy_an_allowing_finding_rule_opens_nothing() {
+    let s = Scratch::new();
+    let ci = format!("{}/policies/ci.yaml", env!("CARGO_MANIFEST_DIR"));
+    for (command, decision) in [
+        ("cargo test", "allow"),
+        ("make deploy", "deny"),
+        ("python3 -c 'print(1)'", "deny"),
+        ("./deploy.sh", "deny"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "policy",
+                "check",
+                "--tool",
+                "run_terminal_cmd",
+                "--policy",
+                &ci,
+                "--args",
+            ])
+            .arg(json!({"command": command}).to_string())
+            .arg("--workspace")
+            .arg(s.ws())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["decision"], decision, "{command}: {v}");
+    }
+}

@@ -108,7 +108,6 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("arbiter: {e:#}");
             ExitCode::from(2)
         }
@@ -143,11 +142,24 @@ impl Setup {
 
     /// Load the policy; a bad file is an error (the server does not start on it).
     pub fn load_policy(&self) -> anyhow::Result<Policy> {
-        match self.policy_path() {
+        let mut policy = match self.policy_path() {
             Some(path) => crate::policy::file::load_policy_file(&path)
-                .map_err(|e| anyhow::anyhow!("the policy is refused:\n{e}")),
-            None => Ok(Policy::built_in()),
-        }
+                .map_err(|e| anyhow::anyhow!("the policy is refused:\n{e}"))?,
+            None => Policy::built_in(),
+        };
+        policy.protect(&self.protected_paths());
+        Ok(policy)
+    }
+
+    /// The policy file's path inside the workspace, if it lies there (it is then
+    /// write-protected: `POLICY-001`).
+    pub fn protected_paths(&self) -> Vec<String> {
+        crate::policy::file::inside_workspace(
+            &crate::policy::file::watched_policy_path(self.policy.as_deref(), &self.workspace),
+            &self.workspace,
+        )
+        .into_iter()
+        .collect()
     }
 }
 

@@ -19,6 +19,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<()> {
         crate::policy::file::watched_policy_path(setup.policy.as_deref(), toolbox.root.path());
     tokio::spawn(crate::policy::file::watch_policy(
         watched,
+        setup.protected_paths(),
         toolbox.policy.clone(),
     ));
     let server = ArbiterServer::new(toolbox, audit);

@@ -83,6 +83,10 @@ pub struct PathRuleSpec {
     #[serde(default = "read_write")]
     pub access: Vec<Access>,
     pub globs: Vec<Spanned<String>>,
+    /// Match letters regardless of case (`**/*.pem` also matches `KEY.PEM`).
+    /// Default: false (Linux file names are case-sensitive).
+    #[serde(default)]
+    pub case_insensitive: bool,
     pub justification: String,
     #[serde(default)]
     pub advice: Option<String>,
@@ -385,6 +389,21 @@ pub fn watched_policy_path(explicit: Option<&Path>, workspace: &Path) -> PathBuf
     })
 }
 
+/// `path` relative to the workspace when it lies inside it (symlinks resolved).
+pub fn inside_workspace(path: &Path, workspace: &Path) -> Option<String> {
+    let root = std::fs::canonicalize(workspace).ok()?;
+    let absolute = std::path::absolute(path).ok()?;
+    // The file may not exist yet: resolve its directory.
+    let real = match std::fs::canonicalize(&absolute) {
+        Ok(real) => real,
+        Err(_) => std::fs::canonicalize(absolute.parent()?)
+            .ok()?
+            .join(absolute.file_name()?),
+    };
+    let rel = real.strip_prefix(&root).ok()?;
+    rel.to_str().map(str::to_string)
+}
+
 /// Which policy a workspace uses: `--policy FILE`, else
 /// `<workspace>/.arbiter/policy.yaml`, else the built-in default.
 pub fn policy_location(explicit: Option<&Path>, workspace: &Path) -> Option<PathBuf> {
@@ -403,7 +422,11 @@ pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// Follow the policy file at `path`: when it changes (or appears), load it; a
 /// good file replaces the policy in `slot`, a bad one is refused and logged
 /// and the policy in force stays. Runs until the process ends.
-pub async fn watch_policy(path: PathBuf, slot: std::sync::Arc<arc_swap::ArcSwap<Policy>>) {
+pub async fn watch_policy(
+    path: PathBuf,
+    protected: Vec<String>,
+    slot: std::sync::Arc<arc_swap::ArcSwap<Policy>>,
+) {
     let mut seen = file_stamp(&path);
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
@@ -417,7 +440,8 @@ pub async fn watch_policy(path: PathBuf, slot: std::sync::Arc<arc_swap::ArcSwap<
             continue;
         }
         match load_policy_file(&path) {
-            Ok(policy) => {
+            Ok(mut policy) => {
+                policy.protect(&protected);
                 tracing::info!(policy = %path.display(), rules = policy.rule_count(), "policy reloaded");
                 slot.store(std::sync::Arc::new(policy));
             }
@@ -445,7 +469,16 @@ fn error_location(e: &serde_saphyr::Error) -> (Option<u32>, Option<u32>) {
 /// serde-saphyr renders a snippet of the file under the message; the first
 /// line is the message (the location is printed separately).
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
+    let line = message.lines().next().unwrap_or(message).trim();
+    // The location is printed before the message already: drop its repeat.
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((place, message)) if place.contains(" column ") => message.to_string(),
+            _ => line.to_string(),
+        },
+        None => line.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +555,49 @@ mod tests {
         );
         assert!(e[0].message.contains("more than once"), "{}", e[0]);
         assert_eq!(e[0].line, Some(5), "{}", e[0]);
+    }
+
+    #[test]
+    fn the_effective_policy_loads_as_a_policy_again() {
+        let policy = parse_policy(DEFAULT_POLICY_YAML, BUILT_IN_SOURCE).unwrap();
+        let shown = serde_json::to_string_pretty(policy.effective()).unwrap();
+        let again = parse_policy(&shown, "shown.json").unwrap();
+        assert_eq!(again.effective(), policy.effective());
+    }
+
+    #[test]
+    fn engine_ids_and_rules_that_never_match_are_refused() {
+        let e = errors(
+            "version: 1\ncontent:\n  rules:\n    - {id: LINK-001, decision: deny, patterns: [a], justification: j}\n",
+        );
+        assert!(e[0].message.contains("belongs to the engine"), "{}", e[0]);
+        let e = errors(
+            "version: 1\npaths:\n  rules:\n    - {id: P-1, decision: deny, access: [], globs: [a], justification: j}\n",
+        );
+        assert!(e[0].message.contains("never matches"), "{}", e[0]);
+        let e = errors(
+            "version: 1\ncommands:\n  findings:\n    - {id: F-1, decision: deny, kinds: [], justification: j}\n",
+        );
+        assert!(e[0].message.contains("never matches"), "{}", e[0]);
+    }
+
+    #[test]
+    fn yaml_errors_say_their_place_once() {
+        let e = errors("version: 1\npaths:\n  defualt: deny\n");
+        assert!(!e[0].message.contains("line 3"), "{}", e[0]);
+        assert!(e[0].to_string().starts_with("p.yaml:3:"), "{}", e[0]);
+    }
+
+    #[test]
+    fn case_insensitive_globs_match_any_case() {
+        let p = parse_policy(
+            "version: 1\npaths:\n  rules:\n    - {id: P-1, decision: deny, globs: [\"**/*.pem\"], case_insensitive: true, justification: j}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let read = |path| p.evaluate(&crate::policy::Action::ReadFile { path });
+        assert!(!read("certs/Server.PEM").is_allowed());
+        assert!(read("certs/server.txt").is_allowed());
     }
 
     #[test]

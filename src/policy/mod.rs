@@ -209,6 +209,9 @@ pub struct Policy {
     spec: SpecSection,
     examples: Vec<RuleExamples>,
     effective: Value,
+    /// Workspace paths no write may touch: the policy file itself when it
+    /// lives inside the workspace (`POLICY-001`).
+    protected: Vec<String>,
 }
 
 impl fmt::Debug for Policy {
@@ -279,6 +282,12 @@ impl Policy {
         let mut check_id = |id: &serde_saphyr::Spanned<String>, problems: &mut Problems| {
             if id.value.trim().is_empty() {
                 problems.at(id, None, "a rule needs a non-empty id");
+            } else if is_reserved_id(&id.value) {
+                problems.at(
+                    id,
+                    Some(&id.value),
+                    "this id belongs to the engine (confinement, command analysis, hard links, defaults, working specs, audit); pick another",
+                );
             } else if !ids.insert(id.value.clone()) {
                 problems.at(
                     id,
@@ -301,8 +310,15 @@ impl Policy {
                     "a path rule needs at least one glob",
                 );
             }
+            if spec.access.is_empty() {
+                problems.at(
+                    &spec.id,
+                    Some(&spec.id.value),
+                    "`access: []` never matches; list read, write or both (or leave it out for both)",
+                );
+            }
             for glob in &spec.globs {
-                match compile_glob(&glob.value) {
+                match compile_glob(&glob.value, spec.case_insensitive) {
                     Ok(g) => {
                         builder.add(g);
                         path_glob_owner.push(path_rules.len());
@@ -378,6 +394,13 @@ impl Policy {
         let mut finding_rules = Vec::new();
         for spec in &file.commands.findings {
             check_id(&spec.id, problems);
+            if spec.kinds.is_empty() {
+                problems.at(
+                    &spec.id,
+                    Some(&spec.id.value),
+                    "`kinds: []` never matches; list the finding kinds this rule is about",
+                );
+            }
             finding_rules.push(FindingRule {
                 rule: MatchedRule::new(
                     &spec.id.value,
@@ -428,7 +451,7 @@ impl Policy {
                             format!(
                                 "bad pattern `{}`: {}",
                                 pattern.value,
-                                first_line(&e.to_string())
+                                regex_error_summary(&e.to_string())
                             ),
                         );
                     }
@@ -437,7 +460,7 @@ impl Policy {
             RegexSet::empty()
         });
 
-        let effective = effective_policy(file, source);
+        let effective = effective_policy(file);
         Policy {
             source: source.to_string(),
             name: file.name.clone().unwrap_or_else(|| "unnamed".to_string()),
@@ -465,7 +488,15 @@ impl Policy {
             spec: file.spec.clone(),
             examples,
             effective,
+            protected: Vec::new(),
         }
+    }
+
+    /// Refuse every write to `paths` (workspace-relative): the server calls
+    /// this with the policy file's own path when it lies inside the
+    /// workspace, so no agent can rewrite the rules it is held to.
+    pub fn protect(&mut self, paths: &[String]) {
+        self.protected = paths.to_vec();
     }
 
     /// Run every rule's examples; each failure names the rule and the example's place.
@@ -533,6 +564,16 @@ impl Policy {
                 added,
             } => {
                 let mut decision = self.evaluate_path(path, true);
+                if !self.protected.is_empty()
+                    && normalize_path(path).is_some_and(|p| self.protected.iter().any(|x| *x == *p))
+                {
+                    decision.add(MatchedRule::new(
+                        "POLICY-001",
+                        Verdict::Deny,
+                        "this file is the policy the server enforces; agents do not edit their own rules",
+                        "ask a person to change the policy",
+                    ));
+                }
                 if *hard_linked && !self.allow_hard_linked_writes {
                     decision.add(self.hard_link_rule.clone());
                 }
@@ -632,9 +673,11 @@ impl Policy {
                 )
                 .into();
                 decision.add(matched);
-                any_rule = true;
             }
         }
+        // Only a command rule (a prefix the operator named) sets the default
+        // aside: a finding rule that allows, say, interpreters must not open
+        // every other command in a default-deny policy.
         if !any_rule && self.command_default != Verdict::Allow {
             decision.add(MatchedRule::new(
                 "CMD-DEFAULT",
@@ -678,8 +721,31 @@ fn content_regex_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
 
 /// Globs match whole workspace-relative paths; `*` stays within one directory,
 /// `**` crosses directories.
-fn compile_glob(glob: &str) -> Result<globset::Glob, globset::Error> {
-    GlobBuilder::new(glob).literal_separator(true).build()
+fn compile_glob(glob: &str, case_insensitive: bool) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .case_insensitive(case_insensitive)
+        .build()
+}
+
+/// Ids the engine itself reports; a policy rule with one would make
+/// decisions and audit records ambiguous.
+fn is_reserved_id(id: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "CMD-001",
+        "CMD-002",
+        "SHELL-001",
+        "SHELL-002",
+        "LINK-001",
+        "PATH-DEFAULT",
+        "CMD-DEFAULT",
+        "SCOPE-001",
+        "POLICY-001",
+    ];
+    const PREFIXES: &[&str] = &[
+        "CONFINE-", "FILE-", "EDIT-", "AUDIT-", "BUDGET-", "SPEC-", "EXEC-",
+    ];
+    EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }
 
 fn clone_examples(e: &Examples) -> Examples {
@@ -689,12 +755,13 @@ fn clone_examples(e: &Examples) -> Examples {
     }
 }
 
-fn first_line(message: &str) -> String {
+/// The `regex` crate puts its one-line summary (`error: ...`) last.
+fn regex_error_summary(message: &str) -> String {
     message.lines().last().unwrap_or(message).trim().to_string()
 }
 
 /// The file with every default filled in, for `arbiter policy show`.
-fn effective_policy(file: &PolicyFile, source: &str) -> Value {
+fn effective_policy(file: &PolicyFile) -> Value {
     let examples = |e: &Examples| {
         json!({
             "match": e.must_match.iter().map(|s| &s.value).collect::<Vec<_>>(),
@@ -702,7 +769,6 @@ fn effective_policy(file: &PolicyFile, source: &str) -> Value {
         })
     };
     json!({
-        "source": source,
         "version": file.version.value,
         "name": file.name,
         "description": file.description,
@@ -711,7 +777,7 @@ fn effective_policy(file: &PolicyFile, source: &str) -> Value {
             "allow_hard_linked_writes": file.paths.allow_hard_linked_writes,
             "rules": file.paths.rules.iter().map(|r| json!({
                 "id": r.id.value, "decision": r.decision, "access": r.access,
-                "globs": r.globs.iter().map(|g| &g.value).collect::<Vec<_>>(),
+                "globs": r.globs.iter().map(|g| &g.value).collect::<Vec<_>>(), "case_insensitive": r.case_insensitive,
                 "justification": r.justification, "advice": r.advice.as_deref().unwrap_or(NO_ADVICE),
                 "examples": examples(&r.examples),
             })).collect::<Vec<_>>(),

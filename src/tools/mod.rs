@@ -150,10 +150,14 @@ impl ToolError {
             outcome: Outcome::Refused,
             rule_id: ids.join(","),
             message: format!("`{subject}` {verb} by policy ({})", why.join("; ")),
-            advice: format!(
-                "{advice}; to ask a person for an exception, call override_request with rule_id {}",
-                ids[0]
-            ),
+            advice: if advice.contains("override_request") {
+                advice.to_string()
+            } else {
+                format!(
+                    "{advice}; to ask a person for an exception, call override_request with rule_id {}",
+                    ids[0]
+                )
+            },
         }
     }
 
