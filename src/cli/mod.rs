@@ -77,6 +77,14 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
+    if !matches!(cli.command, Command::Serve) {
+        // One-shot commands end quietly when their reader goes away
+        // (`arbiter audit tail | head`), like any other command-line tool.
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // Two workers: the reader of requests, the calls and the audit indexer
     // overlap (measured: sequential file_read p50 ~70 µs against ~120 µs on
     // one thread, on this 2-core kind of machine). Blocking work (fsync) goes

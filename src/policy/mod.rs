@@ -741,6 +741,14 @@ fn is_reserved_id(id: &str) -> bool {
         "CMD-DEFAULT",
         "SCOPE-001",
         "POLICY-001",
+        // The CAWS working-spec ids a broken spec refuses writes with.
+        "BLAST-001",
+        "ROLLBACK-001",
+        "ACCEPTANCE-001",
+        "INVARIANT-001",
+        "CONTRACT-001",
+        "OBSERVABILITY-001",
+        "NONFUNC-001",
     ];
     const PREFIXES: &[&str] = &[
         "CONFINE-", "FILE-", "EDIT-", "AUDIT-", "BUDGET-", "SPEC-", "EXEC-",

@@ -117,7 +117,7 @@ impl Toolbox {
 }
 
 /// One line ending in `.yaml`, `.yml` or `.json` names a file; anything else is the spec itself.
-fn looks_like_a_path(spec: &str) -> bool {
+pub(crate) fn looks_like_a_path(spec: &str) -> bool {
     let spec = spec.trim();
     !spec.contains('\n')
         && !spec.contains(": ")

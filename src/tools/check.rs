@@ -41,7 +41,7 @@ impl Toolbox {
             }
             match check_arguments(tool, args) {
                 None => Err(CheckError::Invalid(format!(
-                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace and run_terminal_cmd"
+                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, arbiter_validate and run_terminal_cmd"
                 ))),
                 Some(Err(e)) => Err(CheckError::Invalid(format!(
                     "invalid arguments for `{tool}`: field `{}`: {}",
@@ -98,6 +98,15 @@ impl Toolbox {
                     .map(|e| e.text)
                     .unwrap_or_else(|_| before.clone());
                     decision.merge(self.spec_check(&path, &before, &after).await?);
+                }
+            }
+            "arbiter_validate" => {
+                // Read-only: a spec given by path is a read of that file.
+                let input: super::caws::ArbiterValidateInput =
+                    serde_json::from_value(value).map_err(invalid)?;
+                if super::caws::looks_like_a_path(&input.spec) {
+                    let path = self.read_subject(&input.spec)?;
+                    decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
                 }
             }
             "run_terminal_cmd" => {
