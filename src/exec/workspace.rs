@@ -229,6 +229,16 @@ impl WorkspaceRoot {
         })
     }
 
+    /// Another handle on the same root (a duplicated descriptor), for work
+    /// that runs on a blocking thread.
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            dir: rustix::io::fcntl_dupfd_cloexec(&self.dir, 0)?,
+            canonical: self.canonical.clone(),
+            given: self.given.clone(),
+        })
+    }
+
     /// Canonical absolute path of the root.
     pub fn path(&self) -> &Path {
         &self.canonical

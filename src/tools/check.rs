@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
+use super::delete_move::{DeleteFileInput, MoveFileInput};
 use super::files::{FileReadInput, FileSearchReplaceInput, FileWriteInput};
+use super::find::ListDirInput;
 use super::{ToolError, Toolbox, check_arguments};
 use crate::exec::ConfineError;
 use crate::policy::{Action, Decision};
@@ -41,7 +43,7 @@ impl Toolbox {
             }
             match check_arguments(tool, args) {
                 None => Err(CheckError::Invalid(format!(
-                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace and run_terminal_cmd"
+                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search and run_terminal_cmd"
                 ))),
                 Some(Err(e)) => Err(CheckError::Invalid(format!(
                     "invalid arguments for `{tool}`: field `{}`: {}",
@@ -100,6 +102,37 @@ impl Toolbox {
                     decision.merge(self.spec_check(&path, &before, &after).await?);
                 }
             }
+            "delete_file" => {
+                let input: DeleteFileInput = serde_json::from_value(value).map_err(invalid)?;
+                let (path, is_dir) = self.entry_subject(&input.target_file)?;
+                decision.merge(policy.evaluate(&Action::DeleteFile {
+                    path: &path,
+                    is_dir,
+                }));
+            }
+            "move_file" => {
+                let input: MoveFileInput = serde_json::from_value(value).map_err(invalid)?;
+                let (from, is_dir) = self.entry_subject(&input.source)?;
+                let (to, _) = self.entry_subject(&input.destination)?;
+                decision.merge(policy.evaluate(&Action::DeleteFile { path: &from, is_dir }));
+                decision.merge(policy.evaluate(&Action::WriteFile {
+                    path: &to,
+                    hard_linked: false,
+                    added: "",
+                }));
+            }
+            "list_dir" => {
+                let input: ListDirInput = serde_json::from_value(value).map_err(invalid)?;
+                let (_, path) = self
+                    .root
+                    .open_dir(&input.relative_workspace_path)
+                    .map_err(|e| CheckError::Refused(e.into()))?;
+                if !path.is_empty() {
+                    decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
+                }
+            }
+            // Searches are not refused: what the policy hides is left out of their results.
+            "grep_search" | "file_search" => {}
             "run_terminal_cmd" => {
                 let input: CommandInput = serde_json::from_value(value).map_err(invalid)?;
                 decision.merge(policy.evaluate(&Action::RunCommand {
@@ -138,6 +171,20 @@ impl Toolbox {
         match self.root.open_for_read(user_path) {
             Ok(opened) => Ok(opened.rel_path),
             Err(ConfineError::NotFound(_)) => Ok(user_path.to_string()),
+            Err(e) => Err(CheckError::Refused(e.into())),
+        }
+    }
+
+    /// The real path of the entry a delete or move names (its last symlink
+    /// not followed), and whether it is a directory.
+    fn entry_subject(&self, user_path: &str) -> Result<(String, bool), CheckError> {
+        match self.root.locate_entry(user_path) {
+            Ok(target) => Ok((
+                target.rel_path,
+                target
+                    .existing
+                    .is_some_and(|m| m.kind == crate::exec::EntryKind::Dir),
+            )),
             Err(e) => Err(CheckError::Refused(e.into())),
         }
     }
