@@ -316,7 +316,10 @@ mod tests {
         assert_eq!(collected.len(), 5, "{collected:?}");
         assert_eq!(remove_entry(&target).unwrap(), 6);
         assert!(!root.path().join("d").exists());
-        assert_eq!(std::fs::read_to_string(b.path().join("outside.txt")).unwrap(), "o");
+        assert_eq!(
+            std::fs::read_to_string(b.path().join("outside.txt")).unwrap(),
+            "o"
+        );
     }
 
     #[test]
@@ -335,9 +338,15 @@ mod tests {
         let dst = root.locate_entry("d/e/b.txt").unwrap();
         let err = move_entry(&src, &dst, false).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc_eexist()));
-        assert_eq!(std::fs::read_to_string(root.path().join("d/e/b.txt")).unwrap(), "b");
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("d/e/b.txt")).unwrap(),
+            "b"
+        );
         move_entry(&src, &dst, true).unwrap();
-        assert_eq!(std::fs::read_to_string(root.path().join("d/e/b.txt")).unwrap(), "a");
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("d/e/b.txt")).unwrap(),
+            "a"
+        );
         assert!(!root.path().join("d/a.txt").exists());
     }
 
@@ -352,8 +361,16 @@ mod tests {
         let report = move_entry(&src, &dst, false).unwrap();
         assert_eq!(report.dirs_created, 2);
         let moved = root.path().join("new/dir/out");
-        assert!(std::fs::symlink_metadata(&moved).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read_to_string(b.path().join("outside.txt")).unwrap(), "o");
+        assert!(
+            std::fs::symlink_metadata(&moved)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(b.path().join("outside.txt")).unwrap(),
+            "o"
+        );
     }
 
     fn libc_eexist() -> i32 {

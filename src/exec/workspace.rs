@@ -375,8 +375,7 @@ impl WorkspaceRoot {
     /// the root: the target's real path and kind. Outside, dangling, looping or
     /// into the state directory is an error saying which.
     pub fn resolve_inside(&self, rel: &str) -> Result<(String, EntryKind), ConfineError> {
-        let (fd, real) =
-            self.open_resolved(Path::new(rel), OFlags::PATH | OFlags::CLOEXEC, rel)?;
+        let (fd, real) = self.open_resolved(Path::new(rel), OFlags::PATH | OFlags::CLOEXEC, rel)?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(rel, e))?;
         Ok((real, EntryKind::from_mode(stat.st_mode)))
     }

@@ -114,7 +114,10 @@ impl Toolbox {
                 let input: MoveFileInput = serde_json::from_value(value).map_err(invalid)?;
                 let (from, is_dir) = self.entry_subject(&input.source)?;
                 let (to, _) = self.entry_subject(&input.destination)?;
-                decision.merge(policy.evaluate(&Action::DeleteFile { path: &from, is_dir }));
+                decision.merge(policy.evaluate(&Action::DeleteFile {
+                    path: &from,
+                    is_dir,
+                }));
                 decision.merge(policy.evaluate(&Action::WriteFile {
                     path: &to,
                     hard_linked: false,

@@ -82,7 +82,9 @@ impl DeleteFileOutput {
                 "Deleted directory {} ({} entries).",
                 self.path, self.entries_removed
             ),
-            EntryType::Symlink => format!("Deleted symlink {} (its target is untouched).", self.path),
+            EntryType::Symlink => {
+                format!("Deleted symlink {} (its target is untouched).", self.path)
+            }
             _ => format!("Deleted {}.", self.path),
         }
     }
@@ -118,7 +120,9 @@ fn tree_failed(path: &str, e: TreeError) -> ToolError {
         ),
         TreeError::NotUtf8(dir) => failed(
             "FILE-006",
-            format!("`{path}` holds an entry in `{dir}` whose name is not UTF-8; the policy cannot judge it"),
+            format!(
+                "`{path}` holds an entry in `{dir}` whose name is not UTF-8; the policy cannot judge it"
+            ),
             "rename that entry first, or ask a person to remove the directory",
         ),
         TreeError::Io { path: at, source } => failed(

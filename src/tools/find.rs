@@ -273,7 +273,10 @@ impl GrepSearchOutput {
             for c in &m.context_after {
                 text.push_str(&format!("{}-{}-{}\n", m.path, c.line_number, c.line));
             }
-            let end = m.context_after.last().map_or(m.line_number, |c| c.line_number);
+            let end = m
+                .context_after
+                .last()
+                .map_or(m.line_number, |c| c.line_number);
             last = Some((&m.path, end));
         }
         if self.matches.is_empty() {
@@ -352,17 +355,17 @@ fn cloned_root(root: &WorkspaceRoot) -> Result<WorkspaceRoot, ToolError> {
 
 impl Toolbox {
     pub async fn list_dir(&self, input: ListDirInput) -> Result<ListDirOutput, ToolError> {
-        let (dir, base) = self
-            .root
-            .open_dir(&input.relative_workspace_path)
-            .map_err(|e| match e {
-                ConfineError::NotRegular { path, .. } => reject(ToolError::failed(
-                    "FILE-002",
-                    format!("`{path}` is a file, not a directory"),
-                    "read it with file_read, or list its directory",
-                )),
-                e => reject(e),
-            })?;
+        let (dir, base) =
+            self.root
+                .open_dir(&input.relative_workspace_path)
+                .map_err(|e| match e {
+                    ConfineError::NotRegular { path, .. } => reject(ToolError::failed(
+                        "FILE-002",
+                        format!("`{path}` is a file, not a directory"),
+                        "read it with file_read, or list its directory",
+                    )),
+                    e => reject(e),
+                })?;
         if base.is_empty() {
             note_decision(&Decision::allow());
         } else {
@@ -372,16 +375,17 @@ impl Toolbox {
         let depth = input.depth.unwrap_or(1).clamp(1, LIST_MAX_DEPTH);
         let policy = self.policy.load_full();
         let root = cloned_root(&self.root)?;
-        let listed = tokio::task::spawn_blocking(move || list_visible(&root, &policy, dir, &base, depth))
-            .await
-            .map_err(task_failed)?
-            .map_err(|e| {
-                reject(ToolError::failed(
-                    "FILE-003",
-                    format!("listing `{}` failed: {e}", input.relative_workspace_path),
-                    "check the directory's permissions",
-                ))
-            })?;
+        let listed =
+            tokio::task::spawn_blocking(move || list_visible(&root, &policy, dir, &base, depth))
+                .await
+                .map_err(task_failed)?
+                .map_err(|e| {
+                    reject(ToolError::failed(
+                        "FILE-003",
+                        format!("listing `{}` failed: {e}", input.relative_workspace_path),
+                        "check the directory's permissions",
+                    ))
+                })?;
         Ok(listed)
     }
 
@@ -401,7 +405,10 @@ impl Toolbox {
             .map_err(|e| {
                 search_failed(
                     "FIND-001",
-                    format!("the query is not a usable regular expression: {}", one_line(&e.to_string())),
+                    format!(
+                        "the query is not a usable regular expression: {}",
+                        one_line(&e.to_string())
+                    ),
                     "fix the pattern, or set fixed_string to true to search for the text literally",
                 )
             })?;
@@ -452,7 +459,10 @@ fn one_line(message: &str) -> String {
         .join(" ")
 }
 
-fn walk_filter(include: &Option<String>, exclude: &Option<String>) -> Result<WalkFilter, ToolError> {
+fn walk_filter(
+    include: &Option<String>,
+    exclude: &Option<String>,
+) -> Result<WalkFilter, ToolError> {
     let compile = |field: &str, pattern: &Option<String>| -> Result<Option<PathGlob>, ToolError> {
         match pattern.as_deref().map(str::trim) {
             None | Some("") => Ok(None),
@@ -509,7 +519,12 @@ fn list_visible(
                     if !may_see(policy, &target, kind == EntryKind::Dir) {
                         return Visit::Hide;
                     }
-                    (LinkState::Inside, Some(target))
+                    let shown = if target.is_empty() {
+                        ".".into()
+                    } else {
+                        target
+                    };
+                    (LinkState::Inside, Some(shown))
                 }
                 Err(ConfineError::NotFound(_) | ConfineError::NotADirectory(_)) => {
                     (LinkState::Broken, None)
@@ -545,7 +560,11 @@ fn list_visible(
         })
         .collect();
     Ok(ListDirOutput {
-        path: if base.is_empty() { ".".into() } else { base.to_string() },
+        path: if base.is_empty() {
+            ".".into()
+        } else {
+            base.to_string()
+        },
         entries,
         truncated,
     })
@@ -642,7 +661,11 @@ fn grep_workspace(
     for (i, m) in matches.iter().enumerate() {
         bytes += m.path.len() * (1 + m.context_before.len() + m.context_after.len())
             + m.line.len()
-            + m.context_before.iter().chain(&m.context_after).map(|c| c.line.len() + 8).sum::<usize>()
+            + m.context_before
+                .iter()
+                .chain(&m.context_after)
+                .map(|c| c.line.len() + 8)
+                .sum::<usize>()
             + 32;
         if bytes > options.max_bytes {
             keep = i;
@@ -728,7 +751,12 @@ fn shown_line(bytes: &[u8]) -> String {
 /// Rank: higher score first, then the shorter path, then by name.
 type Ranked = (u32, Reverse<usize>, Reverse<String>);
 
-fn find_files(root: &WorkspaceRoot, policy: Arc<Policy>, query: &str, max: usize) -> FileSearchOutput {
+fn find_files(
+    root: &WorkspaceRoot,
+    policy: Arc<Policy>,
+    query: &str,
+    max: usize,
+) -> FileSearchOutput {
     let pattern = Pattern::parse(query, CaseMatching::Smart, Normalization::Smart);
     let best: Mutex<Vec<Ranked>> = Mutex::new(Vec::new());
     let total = AtomicU64::new(0);
