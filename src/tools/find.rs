@@ -15,6 +15,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -620,6 +621,7 @@ fn grep_workspace(
             .build();
         let matcher = matcher.clone();
         let shared = &shared;
+        let mut buffer = vec![0u8; WHOLE_FILE_BYTES];
         move |rel: &str| {
             if shared.stop.load(Ordering::Relaxed) {
                 return false;
@@ -628,7 +630,7 @@ fn grep_workspace(
                 shared.halt();
                 return false;
             }
-            let Ok(file) = root.open_walked_file(rel) else {
+            let Ok(mut file) = root.open_walked_file(rel) else {
                 return true;
             };
             shared.files_searched.fetch_add(1, Ordering::Relaxed);
@@ -638,7 +640,17 @@ fn grep_workspace(
                 matches: Vec::new(),
                 before: Vec::new(),
             };
-            let _ = searcher.search_file(&matcher, &file, &mut sink);
+            // Most files fit the thread's buffer: read whole in one call (and
+            // one more to see the end), then search the bytes in place.
+            // Larger ones are streamed, starting with what was read.
+            let _ = match fill(&mut file, &mut buffer) {
+                Ok(Some(len)) if !has_utf16_bom(&buffer[..len]) => {
+                    searcher.search_slice(&matcher, &buffer[..len], &mut sink)
+                }
+                Ok(Some(len)) => searcher.search_reader(&matcher, &buffer[..len], &mut sink),
+                Ok(None) => searcher.search_reader(&matcher, (&buffer[..]).chain(&file), &mut sink),
+                Err(_) => Ok(()),
+            };
             if !sink.matches.is_empty() {
                 let found = std::mem::take(&mut sink.matches);
                 if let Ok(mut all) = shared.matches.lock() {
@@ -679,6 +691,30 @@ fn grep_workspace(
         files_searched: shared.files_searched.into_inner(),
         truncated,
     }
+}
+
+/// Files up to this size are read whole and searched in place.
+const WHOLE_FILE_BYTES: usize = 256 * 1024;
+
+/// Read `file` into `buffer`: `Some(len)` when it all fit, `None` when the
+/// buffer filled first (the rest is still to be read from `file`).
+fn fill(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<Option<usize>> {
+    let mut len = 0;
+    while len < buffer.len() {
+        match file.read(&mut buffer[len..]) {
+            Ok(0) => return Ok(Some(len)),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// UTF-16 text (with its byte-order mark) is searched through the
+/// transcoding reader, as ripgrep does.
+fn has_utf16_bom(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF])
 }
 
 /// Collects one file's matches with their context lines.
@@ -874,6 +910,50 @@ mod tests {
         assert!(may_see(&strict, "src", true));
         assert!(!may_see(&strict, "docs/a.md", false));
         assert!(may_see(&strict, "src/a.rs", false));
+    }
+
+    #[test]
+    fn small_large_and_utf16_files_are_all_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = "filler line\n".repeat(40_000);
+        big.push_str("the needle at the end\n");
+        std::fs::write(dir.path().join("big.txt"), &big).unwrap();
+        std::fs::write(dir.path().join("small.txt"), "a needle\n").unwrap();
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(
+                "one\nneedle two\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        std::fs::write(dir.path().join("wide.txt"), utf16).unwrap();
+        std::fs::write(dir.path().join("bin.dat"), b"needle\0\x01").unwrap();
+        let root = WorkspaceRoot::open(dir.path()).unwrap();
+        let matcher = RegexMatcherBuilder::new()
+            .line_terminator(Some(b'\n'))
+            .build("needle")
+            .unwrap();
+        let options = GrepOptions {
+            context: 0,
+            max_results: 50,
+            max_bytes: 1 << 20,
+        };
+        let policy = Arc::new(Policy::built_in());
+        let out = grep_workspace(&root, policy, WalkFilter::default(), matcher, options);
+        let found: Vec<(&str, u64, &str)> = out
+            .matches
+            .iter()
+            .map(|m| (m.path.as_str(), m.line_number, m.line.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("big.txt", 40_001, "the needle at the end"),
+                ("small.txt", 1, "a needle"),
+                ("wide.txt", 2, "needle two"),
+            ]
+        );
     }
 
     #[test]
