@@ -667,6 +667,19 @@ async fn a_policy_that_allows_directory_deletes_still_judges_every_entry() {
     )
     .await;
     assert!(e.starts_with("Refused [PATH-001]"), "{e}");
+    s.write("assets/img/logo.svg", "<svg/>");
+    let out = ok(
+        &c,
+        "move_file",
+        json!({"source": "assets", "destination": "web/static"}),
+    )
+    .await;
+    assert_eq!(
+        (out["type"].as_str(), out["dirs_created"].as_u64()),
+        (Some("dir"), Some(1))
+    );
+    assert_eq!(s.read("web/static/img/logo.svg"), "<svg/>");
+    assert!(!s.ws().join("assets").exists());
 }
 
 #[tokio::test]
