@@ -104,7 +104,7 @@ impl Toolbox {
             }
             "delete_file" => {
                 let input: DeleteFileInput = serde_json::from_value(value).map_err(invalid)?;
-                let (path, is_dir) = self.entry_subject(&input.target_file)?;
+                let (path, is_dir, _) = self.entry_subject(&input.target_file)?;
                 decision.merge(policy.evaluate(&Action::DeleteFile {
                     path: &path,
                     is_dir,
@@ -112,15 +112,15 @@ impl Toolbox {
             }
             "move_file" => {
                 let input: MoveFileInput = serde_json::from_value(value).map_err(invalid)?;
-                let (from, is_dir) = self.entry_subject(&input.source)?;
-                let (to, _) = self.entry_subject(&input.destination)?;
+                let (from, is_dir, _) = self.entry_subject(&input.source)?;
+                let (to, _, hard_linked) = self.entry_subject(&input.destination)?;
                 decision.merge(policy.evaluate(&Action::DeleteFile {
                     path: &from,
                     is_dir,
                 }));
                 decision.merge(policy.evaluate(&Action::WriteFile {
                     path: &to,
-                    hard_linked: false,
+                    hard_linked: hard_linked && input.overwrite.unwrap_or(false),
                     added: "",
                 }));
             }
@@ -179,14 +179,17 @@ impl Toolbox {
     }
 
     /// The real path of the entry a delete or move names (its last symlink
-    /// not followed), and whether it is a directory.
-    fn entry_subject(&self, user_path: &str) -> Result<(String, bool), CheckError> {
+    /// not followed), whether it is a directory, and whether it is a file
+    /// with other hard links.
+    fn entry_subject(&self, user_path: &str) -> Result<(String, bool, bool), CheckError> {
+        use crate::exec::EntryKind;
         match self.root.locate_entry(user_path) {
             Ok(target) => Ok((
                 target.rel_path,
+                target.existing.is_some_and(|m| m.kind == EntryKind::Dir),
                 target
                     .existing
-                    .is_some_and(|m| m.kind == crate::exec::EntryKind::Dir),
+                    .is_some_and(|m| m.kind == EntryKind::File && m.nlink > 1),
             )),
             Err(e) => Err(CheckError::Refused(e.into())),
         }
