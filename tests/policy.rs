@@ -74,6 +74,19 @@ async fn policy_check_and_the_live_server_agree_on_a_table_of_cases() {
             "file_search_replace",
             json!({"file_path": "src/lib.rs", "old_string": "h()", "new_string": "h() /* -----BEGIN PRIVATE KEY----- */"}),
         ),
+        ("delete_file", json!({"target_file": ".git/config"})),
+        ("delete_file", json!({"target_file": "src"})),
+        (
+            "move_file",
+            json!({"source": "src/lib.rs", "destination": ".git/lib.rs"}),
+        ),
+        (
+            "move_file",
+            json!({"source": "README.md", "destination": "docs/README.md"}),
+        ),
+        ("list_dir", json!({"relative_workspace_path": "src"})),
+        ("grep_search", json!({"query": "TOKEN"})),
+        ("file_search", json!({"query": "env"})),
     ];
     let client = start(&ws).await;
     for (tool, args) in &cases {

@@ -32,7 +32,7 @@ pub struct WriteReport {
 
 /// Replace (or create) the target's file with `contents`, atomically and durably.
 pub fn write_atomically(target: &WriteTarget, contents: &[u8]) -> std::io::Result<WriteReport> {
-    let (dir, dirs_created) = create_missing_dirs(target)?;
+    let (dir, dirs_created) = create_dirs_beneath(target.dir.as_fd(), &target.missing_dirs)?;
     let dir = dir
         .as_ref()
         .map(|d| d.as_fd())
@@ -95,16 +95,18 @@ fn keep_mode_and_owner(file: &std::fs::File, existing: &ExistingFile) -> std::io
     Ok(())
 }
 
-/// Create the directories a write needs, each opened beneath the previous one
-/// without following symlinks, and fsync each parent so the new entries last.
-fn create_missing_dirs(target: &WriteTarget) -> std::io::Result<(Option<OwnedFd>, usize)> {
+/// Create the directories `names` (each inside the previous one) beneath
+/// `base`, each opened without following symlinks, and fsync each parent so
+/// the new entries last. Returns the innermost directory (none when `names`
+/// is empty) and how many were created.
+pub(crate) fn create_dirs_beneath(
+    base: std::os::fd::BorrowedFd<'_>,
+    names: &[String],
+) -> std::io::Result<(Option<OwnedFd>, usize)> {
     let mut current: Option<OwnedFd> = None;
     let mut created = 0;
-    for name in &target.missing_dirs {
-        let parent = current
-            .as_ref()
-            .map(|d| d.as_fd())
-            .unwrap_or(target.dir.as_fd());
+    for name in names {
+        let parent = current.as_ref().map(|d| d.as_fd()).unwrap_or(base);
         match rustix::fs::mkdirat(parent, name.as_str(), Mode::from_raw_mode(0o777)) {
             Ok(()) => {
                 created += 1;

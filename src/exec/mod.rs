@@ -4,8 +4,13 @@
 
 pub mod atomic;
 pub mod file_locks;
+pub mod tree;
+pub mod walk;
 pub mod workspace;
 
 pub use atomic::{WriteReport, write_atomically};
 pub use file_locks::FileLocks;
-pub use workspace::{ConfineError, ExistingFile, OpenedFile, WorkspaceRoot, WriteTarget};
+pub use workspace::{
+    ConfineError, EntryKind, EntryMeta, EntryTarget, ExistingFile, OpenedFile, WorkspaceRoot,
+    WriteTarget,
+};

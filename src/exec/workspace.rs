@@ -54,6 +54,8 @@ pub enum ConfineError {
     PermissionDenied(String),
     #[error("`{path}`: {message}")]
     Io { path: String, message: String },
+    #[error("`{0}` names the workspace root itself, not an entry inside it")]
+    NoEntryName(String),
 }
 
 impl ConfineError {
@@ -62,9 +64,11 @@ impl ConfineError {
         match self {
             Self::OutsideRoot(_) => "CONFINE-001",
             Self::StateDir(_) => "CONFINE-002",
-            Self::Empty | Self::NulByte | Self::TooLong(_) | Self::ComponentTooLong(_) => {
-                "CONFINE-003"
-            }
+            Self::Empty
+            | Self::NulByte
+            | Self::TooLong(_)
+            | Self::ComponentTooLong(_)
+            | Self::NoEntryName(_) => "CONFINE-003",
             Self::SymlinkLoop(_) => "CONFINE-004",
             Self::NotFound(_) | Self::NotADirectory(_) => "FILE-001",
             Self::IsDirectory(_) | Self::NotRegular { .. } => "FILE-002",
@@ -89,6 +93,7 @@ impl ConfineError {
             Self::Empty | Self::NulByte | Self::TooLong(_) | Self::ComponentTooLong(_) => {
                 "send a valid relative path"
             }
+            Self::NoEntryName(_) => "name a file or directory inside the workspace",
             Self::SymlinkLoop(_) => "fix or remove the looping symlink",
             Self::NotFound(_) => {
                 "check the path (list the directory first), or create it with file_write"
@@ -130,6 +135,67 @@ pub struct OpenedFile {
     pub meta: ExistingFile,
 }
 
+/// What kind of object a directory entry is, the entry itself (a symlink is
+/// a symlink, not what it points to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    /// FIFO, socket or device.
+    Other,
+}
+
+impl EntryKind {
+    pub fn from_mode(st_mode: u32) -> Self {
+        use rustix::fs::FileType;
+        match FileType::from_raw_mode(st_mode) {
+            FileType::RegularFile => Self::File,
+            FileType::Directory => Self::Dir,
+            FileType::Symlink => Self::Symlink,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// An entry's metadata, from `fstatat` without following a final symlink.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryMeta {
+    pub kind: EntryKind,
+    pub nlink: u64,
+    pub size: u64,
+    /// Modification time, seconds and nanoseconds since the epoch.
+    pub mtime: (i64, u32),
+}
+
+impl EntryMeta {
+    pub fn from_stat(stat: &rustix::fs::Stat) -> Self {
+        Self {
+            kind: EntryKind::from_mode(stat.st_mode),
+            nlink: stat.st_nlink,
+            size: stat.st_size.max(0) as u64,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as u32),
+        }
+    }
+}
+
+/// A directory entry a caller named, located without following its final
+/// component: the directory that holds it (opened beneath the root), its
+/// name there, and what is there now, if anything. Deletes and moves work on
+/// `(dir, name)`, so a symlink is removed or moved as a link and never followed.
+#[derive(Debug)]
+pub struct EntryTarget {
+    /// The parent directory; when `missing_dirs` is not empty, the deepest
+    /// ancestor that exists.
+    pub dir: OwnedFd,
+    /// Directories to create beneath `dir` before the entry can exist.
+    pub missing_dirs: Vec<String>,
+    pub name: String,
+    /// Real workspace-relative path of the entry (its parent's symlinks resolved).
+    pub rel_path: String,
+    pub existing: Option<EntryMeta>,
+}
+
 /// Where a write will land: an open directory, the name inside it, and any
 /// directories that must be created first. Nothing has been modified yet.
 #[derive(Debug)]
@@ -160,6 +226,16 @@ impl WorkspaceRoot {
             dir,
             canonical,
             given,
+        })
+    }
+
+    /// Another handle on the same root (a duplicated descriptor), for work
+    /// that runs on a blocking thread.
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(Self {
+            dir: rustix::io::fcntl_dupfd_cloexec(&self.dir, 0)?,
+            canonical: self.canonical.clone(),
+            given: self.given.clone(),
         })
     }
 
@@ -219,6 +295,116 @@ impl WorkspaceRoot {
             Err(ConfineError::NotFound(_)) => self.prepare_create(&rel, user_path),
             Err(e) => Err(e),
         }
+    }
+
+    /// Locate the entry `user_path` names without following its last
+    /// component: a symlink there is reported (and later removed or moved) as
+    /// a symlink. The parents are resolved beneath the root like any path.
+    /// Missing parents are listed in `missing_dirs`, not created.
+    pub fn locate_entry(&self, user_path: &str) -> Result<EntryTarget, ConfineError> {
+        let rel = self.relativize(user_path)?;
+        let Some(Component::Normal(name)) = rel.components().next_back() else {
+            return Err(ConfineError::NoEntryName(user_path.to_string()));
+        };
+        let name = lossless(name, user_path)?;
+        let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
+        let (dir, base) = match self.open_resolved(
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            user_path,
+        ) {
+            Ok(opened) => opened,
+            Err(ConfineError::NotFound(_)) => {
+                let target = self.prepare_create(&rel, user_path)?;
+                return Ok(EntryTarget {
+                    dir: target.dir,
+                    missing_dirs: target.missing_dirs,
+                    name: target.name,
+                    rel_path: target.rel_path,
+                    existing: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let rel_path = if base.is_empty() {
+            name.clone()
+        } else {
+            format!("{base}/{name}")
+        };
+        if is_state_path(&rel_path) {
+            return Err(ConfineError::StateDir(rel_path));
+        }
+        let existing =
+            match rustix::fs::statat(&dir, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => Some(EntryMeta::from_stat(&stat)),
+                Err(Errno::NOENT) => None,
+                Err(e) => return Err(map_errno(e, user_path)),
+            };
+        Ok(EntryTarget {
+            dir,
+            missing_dirs: Vec::new(),
+            name,
+            rel_path,
+            existing,
+        })
+    }
+
+    /// Open a directory for listing, following symlinks that stay inside the
+    /// root; returns it with its real workspace-relative path (`""` for the root).
+    pub fn open_dir(&self, user_path: &str) -> Result<(OwnedFd, String), ConfineError> {
+        let user_path = if user_path.is_empty() { "." } else { user_path };
+        let rel = self.relativize(user_path)?;
+        match self.open_resolved(
+            &rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            user_path,
+        ) {
+            // The last component exists but is not a directory.
+            Err(ConfineError::NotADirectory(p)) if self.open_for_read(user_path).is_ok() => {
+                Err(ConfineError::NotRegular {
+                    path: p,
+                    kind: "file",
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Where the symlink at workspace path `rel` leads, when it stays inside
+    /// the root: the target's real path and kind. Outside, dangling, looping or
+    /// into the state directory is an error saying which.
+    pub fn resolve_inside(&self, rel: &str) -> Result<(String, EntryKind), ConfineError> {
+        let (fd, real) = self.open_resolved(Path::new(rel), OFlags::PATH | OFlags::CLOEXEC, rel)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io_error(rel, e))?;
+        Ok((real, EntryKind::from_mode(stat.st_mode)))
+    }
+
+    /// Open a file a walk found, by its workspace-relative path, beneath the
+    /// root and through no symlink at all (a walk never follows links, and a
+    /// component swapped for a symlink after the walk saw it is refused).
+    /// Non-blocking, so a file swapped for a FIFO cannot hang the reader.
+    pub fn open_walked_file(&self, rel: &str) -> std::io::Result<File> {
+        let fd = self
+            .open_with(
+                Path::new(rel),
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            )
+            .map_err(std::io::Error::from)?;
+        Ok(File::from(fd))
+    }
+
+    /// Open a directory a walk found (workspace-relative, `""` for the root)
+    /// beneath the root and through no symlink.
+    pub fn open_walked_dir(&self, rel: &str) -> std::io::Result<OwnedFd> {
+        let rel = if rel.is_empty() { "." } else { rel };
+        self.open_with(
+            Path::new(rel),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(std::io::Error::from)
     }
 
     /// The target does not exist: find the deepest existing ancestor directory.

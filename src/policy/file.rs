@@ -52,6 +52,13 @@ pub struct PathSection {
     /// Whether a file with other hard links may be replaced (`LINK-001`).
     #[serde(default)]
     pub allow_hard_linked_writes: bool,
+    /// Whether `delete_file` may remove a directory (with everything in it),
+    /// and `move_file` may move one. Off by default: such a call is refused
+    /// with `DELETE-001` (a person can grant an override for it). Every entry
+    /// inside is still judged by the path rules for `write` access, so a
+    /// directory holding `.git/` or a secret is refused by those rules too.
+    #[serde(default)]
+    pub allow_directory_delete: bool,
     #[serde(default)]
     pub rules: Vec<PathRuleSpec>,
 }
@@ -61,6 +68,7 @@ impl Default for PathSection {
         Self {
             default: Verdict::Allow,
             allow_hard_linked_writes: false,
+            allow_directory_delete: false,
             rules: Vec::new(),
         }
     }

@@ -43,6 +43,12 @@ pub enum Action<'a> {
         /// The text being added: a new file's contents, or an edit's new string.
         added: &'a str,
     },
+    /// Remove a directory entry: a file, a symlink (the link, not its target),
+    /// or with `is_dir` a directory and everything in it. Judged with the path
+    /// rules for `write` access; a directory also needs
+    /// `paths.allow_directory_delete` (`DELETE-001`). A move is a delete of
+    /// its source plus a write of its destination.
+    DeleteFile { path: &'a str, is_dir: bool },
     /// Run a command line (the string the agent sent).
     RunCommand { command: &'a str },
 }
@@ -51,7 +57,9 @@ impl Action<'_> {
     /// What the action names, for messages: a path or a command.
     pub fn subject(&self) -> &str {
         match self {
-            Action::ReadFile { path } | Action::WriteFile { path, .. } => path,
+            Action::ReadFile { path }
+            | Action::WriteFile { path, .. }
+            | Action::DeleteFile { path, .. } => path,
             Action::RunCommand { command } => command,
         }
     }
@@ -198,6 +206,8 @@ pub struct Policy {
     path_glob_owner: Vec<usize>,
     allow_hard_linked_writes: bool,
     hard_link_rule: MatchedRule,
+    allow_directory_delete: bool,
+    directory_delete_rule: MatchedRule,
     command_default: Verdict,
     shell: ShellOptions,
     command_rules: Vec<CommandRule>,
@@ -475,6 +485,13 @@ impl Policy {
                 "the file has other hard links: replacing it would silently diverge from (or, edited in place, change) the other names, which may lie outside the workspace",
                 "write to a new file, or ask a person to set paths.allow_hard_linked_writes in the policy",
             ),
+            allow_directory_delete: file.paths.allow_directory_delete,
+            directory_delete_rule: MatchedRule::new(
+                "DELETE-001",
+                Verdict::Deny,
+                "removing a directory removes everything in it at once; the policy does not allow directory removal",
+                "delete the files one by one with delete_file, or ask a person to set paths.allow_directory_delete in the policy",
+            ),
             command_default: file.commands.default,
             shell: ShellOptions {
                 allow_shell_syntax: file.commands.allow_shell_syntax,
@@ -581,6 +598,13 @@ impl Policy {
                     for index in self.content_set.matches(added.as_bytes()).iter() {
                         decision.add(self.content_rules[self.content_owner[index]].clone());
                     }
+                }
+                decision
+            }
+            Action::DeleteFile { path, is_dir } => {
+                let mut decision = self.evaluate_path(path, true);
+                if *is_dir && !self.allow_directory_delete {
+                    decision.add(self.directory_delete_rule.clone());
                 }
                 decision
             }
@@ -741,6 +765,7 @@ fn is_reserved_id(id: &str) -> bool {
         "CMD-DEFAULT",
         "SCOPE-001",
         "POLICY-001",
+        "DELETE-001",
         // The CAWS working-spec ids a broken spec refuses writes with.
         "BLAST-001",
         "ROLLBACK-001",
@@ -751,7 +776,7 @@ fn is_reserved_id(id: &str) -> bool {
         "NONFUNC-001",
     ];
     const PREFIXES: &[&str] = &[
-        "CONFINE-", "FILE-", "EDIT-", "AUDIT-", "BUDGET-", "SPEC-", "EXEC-",
+        "CONFINE-", "FILE-", "EDIT-", "AUDIT-", "BUDGET-", "SPEC-", "EXEC-", "FIND-", "MOVE-",
     ];
     EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }
@@ -783,6 +808,7 @@ fn effective_policy(file: &PolicyFile) -> Value {
         "paths": {
             "default": file.paths.default,
             "allow_hard_linked_writes": file.paths.allow_hard_linked_writes,
+            "allow_directory_delete": file.paths.allow_directory_delete,
             "rules": file.paths.rules.iter().map(|r| json!({
                 "id": r.id.value, "decision": r.decision, "access": r.access,
                 "globs": r.globs.iter().map(|g| &g.value).collect::<Vec<_>>(), "case_insensitive": r.case_insensitive,
@@ -905,6 +931,40 @@ mod tests {
         });
         assert_eq!(d.verdict, Verdict::Deny);
         assert_eq!(d.rule_ids(), "LINK-001");
+    }
+
+    fn delete(path: &str, is_dir: bool) -> Decision {
+        policy().evaluate(&Action::DeleteFile { path, is_dir })
+    }
+
+    #[test]
+    fn deletes_are_judged_as_writes() {
+        assert!(delete("src/old.rs", false).is_allowed());
+        assert!(delete("src/old.rs", false).matched.is_empty());
+        assert_eq!(delete(".git/config", false).rule_ids(), "PATH-001");
+        assert_eq!(delete("app/.env", false).rule_ids(), "PATH-002");
+        assert_eq!(delete("./a/../.git/HEAD", false).rule_ids(), "PATH-001");
+    }
+
+    #[test]
+    fn directory_deletes_need_the_policy_setting() {
+        let d = delete("build", true);
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.rule_ids(), "DELETE-001");
+        let permissive = file::parse_policy(
+            "version: 1\npaths:\n  allow_directory_delete: true\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let d = permissive.evaluate(&Action::DeleteFile {
+            path: "build",
+            is_dir: true,
+        });
+        assert!(d.is_allowed() && d.matched.is_empty(), "{d:?}");
+        assert_eq!(
+            permissive.effective()["paths"]["allow_directory_delete"],
+            true
+        );
     }
 
     #[test]

@@ -27,9 +27,14 @@ use tokio_util::task::TaskTracker;
 use crate::store::AuditChain;
 use crate::store::audit::{AuditEntry, arguments_sha256, redact_arguments};
 use crate::tools::caws::{ArbiterValidateInput, ArbiterValidateOutput};
+use crate::tools::delete_move::{DeleteFileInput, DeleteFileOutput, MoveFileInput, MoveFileOutput};
 use crate::tools::files::{
     FileReadInput, FileReadOutput, FileSearchReplaceInput, FileSearchReplaceOutput, FileWriteInput,
     FileWriteOutput,
+};
+use crate::tools::find::{
+    FileSearchInput, FileSearchOutput, GrepSearchInput, GrepSearchOutput, ListDirInput,
+    ListDirOutput,
 };
 use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note};
 
@@ -140,6 +145,83 @@ impl ArbiterServer {
                 );
                 tool_success(text, &out)
             }
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "list_dir",
+        description = "List a directory of the workspace: each entry's path (relative to the workspace root), type (file, dir, symlink), size and modification time; a symlink shows where it leads when that is inside the workspace. `depth` lists subdirectories too (breadth first). At most 1000 entries (`truncated` says when there are more). Entries the policy does not let you read (secrets such as `.env`) and the server's `.arbiter/` directory are omitted without notice.",
+        annotations(title = "List directory", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<ListDirOutput>()
+    )]
+    async fn list_dir(&self, Parameters(input): Parameters<ListDirInput>) -> CallToolResult {
+        match self.inner.toolbox.list_dir(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "grep_search",
+        description = "Search file contents in the workspace with ripgrep's engine: a regular expression (Rust/ripgrep syntax) or, with `fixed_string`, literal text, line by line. Honours .gitignore and .ignore, skips binary files and the `.git`, `target`, `node_modules` directories; `include_pattern` / `exclude_pattern` are globs (`*.rs`, `src/**/*.ts`). Returns file, line number and line (with `context_lines` around it), at most `max_results` (default 50, at most 500) matches; `truncated` says when there may be more. Files the policy does not let you read (secrets such as `.env`) are never searched, and their matches never shown.",
+        annotations(title = "Search file contents", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<GrepSearchOutput>()
+    )]
+    async fn grep_search(&self, Parameters(input): Parameters<GrepSearchInput>) -> CallToolResult {
+        match self.inner.toolbox.grep_search(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "file_search",
+        description = "Find files by fuzzy matching their path (`srvmod` finds `src/server/mod.rs`; fzf syntax such as `'exact`, `^prefix`, `.rs$` works). Walks the workspace like grep_search (honours .gitignore; skips `.git`, `target`, `node_modules`). Returns the best matches first, at most `max_results` (default 20, at most 200). Files the policy does not let you read are omitted.",
+        annotations(title = "Find files by name", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<FileSearchOutput>()
+    )]
+    async fn file_search(&self, Parameters(input): Parameters<FileSearchInput>) -> CallToolResult {
+        match self.inner.toolbox.file_search(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "delete_file",
+        description = "Delete a file in the workspace. A symlink is removed itself, never what it points to. Deleting a directory (with everything in it) is refused unless the policy allows it (DELETE-001); paths the policy protects from writes (such as `.git/`) cannot be deleted. Counts against the active working spec's change budget (the lines removed).",
+        annotations(
+            title = "Delete file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        ),
+        output_schema = schema_for_output::<DeleteFileOutput>()
+    )]
+    async fn delete_file(&self, Parameters(input): Parameters<DeleteFileInput>) -> CallToolResult {
+        match self.inner.toolbox.delete_file(input).await {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "move_file",
+        description = "Move or rename a file within the workspace, atomically. Fails without changing anything when `destination` exists, unless `overwrite` is true (MOVE-001). Missing parent directories of the destination are created. A symlink is moved as a link. Both paths are judged like writes (the source as a delete); moving a directory needs the policy to allow directory deletes (DELETE-001). Counts both paths against the active working spec's change budget.",
+        annotations(
+            title = "Move file",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        ),
+        output_schema = schema_for_output::<MoveFileOutput>()
+    )]
+    async fn move_file(&self, Parameters(input): Parameters<MoveFileInput>) -> CallToolResult {
+        match self.inner.toolbox.move_file(input).await {
+            Ok(out) => tool_success(out.render(), &out),
             Err(e) => tool_failure(&e),
         }
     }
@@ -288,7 +370,14 @@ impl ArbiterServer {
         tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
-            let effect = if outcome == Outcome::Ok && tool != "file_read" {
+            let read_only = self
+                .inner
+                .tool_router
+                .get(&tool)
+                .and_then(|t| t.annotations.as_ref())
+                .and_then(|a| a.read_only_hint)
+                .unwrap_or(false);
+            let effect = if outcome == Outcome::Ok && !read_only {
                 "The change itself was made, but it is not on record"
             } else {
                 "Nothing was changed"

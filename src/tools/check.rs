@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
+use super::delete_move::{DeleteFileInput, MoveFileInput};
 use super::files::{FileReadInput, FileSearchReplaceInput, FileWriteInput};
+use super::find::ListDirInput;
 use super::{ToolError, Toolbox, check_arguments};
 use crate::exec::ConfineError;
 use crate::policy::{Action, Decision};
@@ -41,7 +43,7 @@ impl Toolbox {
             }
             match check_arguments(tool, args) {
                 None => Err(CheckError::Invalid(format!(
-                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, arbiter_validate and run_terminal_cmd"
+                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search, arbiter_validate and run_terminal_cmd"
                 ))),
                 Some(Err(e)) => Err(CheckError::Invalid(format!(
                     "invalid arguments for `{tool}`: field `{}`: {}",
@@ -109,6 +111,40 @@ impl Toolbox {
                     decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
                 }
             }
+            "delete_file" => {
+                let input: DeleteFileInput = serde_json::from_value(value).map_err(invalid)?;
+                let (path, is_dir, _) = self.entry_subject(&input.target_file)?;
+                decision.merge(policy.evaluate(&Action::DeleteFile {
+                    path: &path,
+                    is_dir,
+                }));
+            }
+            "move_file" => {
+                let input: MoveFileInput = serde_json::from_value(value).map_err(invalid)?;
+                let (from, is_dir, _) = self.entry_subject(&input.source)?;
+                let (to, _, hard_linked) = self.entry_subject(&input.destination)?;
+                decision.merge(policy.evaluate(&Action::DeleteFile {
+                    path: &from,
+                    is_dir,
+                }));
+                decision.merge(policy.evaluate(&Action::WriteFile {
+                    path: &to,
+                    hard_linked: hard_linked && input.overwrite.unwrap_or(false),
+                    added: "",
+                }));
+            }
+            "list_dir" => {
+                let input: ListDirInput = serde_json::from_value(value).map_err(invalid)?;
+                let (_, path) = self
+                    .root
+                    .open_dir(&input.relative_workspace_path)
+                    .map_err(|e| CheckError::Refused(e.into()))?;
+                if !path.is_empty() {
+                    decision.merge(policy.evaluate(&Action::ReadFile { path: &path }));
+                }
+            }
+            // Searches are not refused: what the policy hides is left out of their results.
+            "grep_search" | "file_search" => {}
             "run_terminal_cmd" => {
                 let input: CommandInput = serde_json::from_value(value).map_err(invalid)?;
                 decision.merge(policy.evaluate(&Action::RunCommand {
@@ -147,6 +183,23 @@ impl Toolbox {
         match self.root.open_for_read(user_path) {
             Ok(opened) => Ok(opened.rel_path),
             Err(ConfineError::NotFound(_)) => Ok(user_path.to_string()),
+            Err(e) => Err(CheckError::Refused(e.into())),
+        }
+    }
+
+    /// The real path of the entry a delete or move names (its last symlink
+    /// not followed), whether it is a directory, and whether it is a file
+    /// with other hard links.
+    fn entry_subject(&self, user_path: &str) -> Result<(String, bool, bool), CheckError> {
+        use crate::exec::EntryKind;
+        match self.root.locate_entry(user_path) {
+            Ok(target) => Ok((
+                target.rel_path,
+                target.existing.is_some_and(|m| m.kind == EntryKind::Dir),
+                target
+                    .existing
+                    .is_some_and(|m| m.kind == EntryKind::File && m.nlink > 1),
+            )),
             Err(e) => Err(CheckError::Refused(e.into())),
         }
     }

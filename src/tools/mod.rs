@@ -8,8 +8,10 @@
 
 pub mod caws;
 pub mod check;
+pub mod delete_move;
 pub mod edit;
 pub mod files;
+pub mod find;
 pub mod spec_gate;
 
 use serde::de::DeserializeOwned;
@@ -266,6 +268,11 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "file_write" => check::<files::FileWriteInput>(args),
         "file_search_replace" => check::<files::FileSearchReplaceInput>(args),
         "arbiter_validate" => check::<caws::ArbiterValidateInput>(args),
+        "list_dir" => check::<find::ListDirInput>(args),
+        "grep_search" => check::<find::GrepSearchInput>(args),
+        "file_search" => check::<find::FileSearchInput>(args),
+        "delete_file" => check::<delete_move::DeleteFileInput>(args),
+        "move_file" => check::<delete_move::MoveFileInput>(args),
         _ => return None,
     })
 }

@@ -101,9 +101,22 @@ impl Toolbox {
         before: &str,
         after: &str,
     ) -> Result<(Decision, Option<Charge>), ToolError> {
+        let lines = lines_changed(before, after);
+        let (decision, charges) = self.judge_spec_changes(&[(path, lines)]).await?;
+        Ok((decision, charges.into_iter().next()))
+    }
+
+    /// What the active spec says of one call that changes several paths
+    /// (`(path, lines changed)` each: a move's two ends, a directory's
+    /// entries). They are judged as if written one after the other, so the
+    /// budget sees them all; the charges are counted once the call succeeds.
+    pub async fn judge_spec_changes(
+        &self,
+        changes: &[(&str, u64)],
+    ) -> Result<(Decision, Vec<Charge>), ToolError> {
         let state = self.active_spec();
         let spec = match state.as_ref() {
-            SpecState::Absent => return Ok((Decision::allow(), None)),
+            SpecState::Absent => return Ok((Decision::allow(), Vec::new())),
             SpecState::Broken { rule_id, message } => {
                 return Err(ToolError {
                     outcome: Outcome::Refused,
@@ -114,18 +127,54 @@ impl Toolbox {
             }
             SpecState::Active(spec) => spec,
         };
-        let lines = lines_changed(before, after);
         let store = self.store.get().await.map_err(|e| budget_unavailable(&e))?;
-        let usage = store
-            .budget_usage(DEFAULT_TENANT, &spec.id, path)
-            .await
-            .map_err(|e| budget_unavailable(&e.to_string()))?;
-        let charge = Charge {
-            spec_id: spec.id.clone(),
-            path: path.to_string(),
-            lines,
-        };
-        Ok((judge_write(spec, path, lines, usage), Some(charge)))
+        let mut decision = Decision::allow();
+        let mut charges = Vec::with_capacity(changes.len());
+        // What this call has added so far, on top of the stored totals.
+        let mut files_before = 0;
+        let mut lines_before = 0;
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for &(path, lines) in changes {
+            let mut usage = store
+                .budget_usage(DEFAULT_TENANT, &spec.id, path)
+                .await
+                .map_err(|e| budget_unavailable(&e.to_string()))?;
+            let seen_here = !seen.insert(path);
+            usage.files += files_before;
+            usage.lines += lines_before;
+            if !usage.path_touched && !seen_here {
+                files_before += 1;
+            }
+            usage.path_touched |= seen_here;
+            lines_before += lines;
+            decision.merge(judge_write(spec, path, lines, usage));
+            charges.push(Charge {
+                spec_id: spec.id.clone(),
+                path: path.to_string(),
+                lines,
+            });
+        }
+        Ok((decision, charges))
+    }
+
+    /// Check a call that changes several paths against the active spec; see
+    /// [`Toolbox::gate_write`].
+    pub(crate) async fn gate_changes(
+        &self,
+        mut decision: Decision,
+        changes: &[(&str, u64)],
+    ) -> Result<Vec<Charge>, ToolError> {
+        let (spec_decision, charges) = self.judge_spec_changes(changes).await?;
+        if spec_decision.matched.is_empty() {
+            return Ok(charges);
+        }
+        let subject = changes.first().map_or("", |c| c.0).to_string();
+        decision.merge(spec_decision);
+        note_decision(&decision);
+        if !decision.is_allowed() {
+            return Err(ToolError::from_decision(&decision, &subject));
+        }
+        Ok(charges)
     }
 
     /// Check a write against the active spec, folding the answer into
@@ -147,6 +196,13 @@ impl Toolbox {
             return Err(ToolError::from_decision(&decision, path));
         }
         Ok(charge)
+    }
+
+    /// Count the changes of a successful call against their spec.
+    pub(crate) async fn charge_all(&self, charges: Vec<Charge>) {
+        for charge in charges {
+            self.charge(Some(charge)).await;
+        }
     }
 
     /// Count a successful write against its spec.
