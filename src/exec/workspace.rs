@@ -192,6 +192,26 @@ impl WorkspaceRoot {
         })
     }
 
+    /// Open an existing directory beneath the root (a command's working
+    /// directory) and return its real workspace-relative path (`""` for the
+    /// root itself). A file is refused as not a directory.
+    pub fn open_dir(&self, user_path: &str) -> Result<(OwnedFd, String), ConfineError> {
+        let rel = self.relativize(user_path)?;
+        let (fd, rel_path) = self
+            .open_resolved(
+                &rel,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                user_path,
+            )
+            .map_err(|e| match e {
+                ConfineError::NotADirectory(_) => {
+                    ConfineError::NotADirectory(user_path.to_string())
+                }
+                other => other,
+            })?;
+        Ok((fd, rel_path))
+    }
+
     /// Work out where a write to `user_path` would land without changing anything.
     ///
     /// An existing file is resolved through symlinks that stay inside the root, so
@@ -535,6 +555,24 @@ mod tests {
         assert_eq!(
             root.open_for_read("sub/../a.txt").unwrap().rel_path,
             "a.txt"
+        );
+    }
+
+    #[test]
+    fn open_dir_resolves_working_directories_beneath_the_root() {
+        let (b, root) = setup();
+        assert_eq!(root.open_dir(".").unwrap().1, "");
+        assert_eq!(root.open_dir("sub").unwrap().1, "sub");
+        assert_eq!(root.open_dir("sub/").unwrap().1, "sub");
+        assert_eq!(root.open_dir("..").unwrap_err().rule_id(), "CONFINE-001");
+        assert_eq!(root.open_dir("a.txt").unwrap_err().rule_id(), "FILE-001");
+        assert_eq!(root.open_dir("nope").unwrap_err().rule_id(), "FILE-001");
+        symlink(b.path(), root.path().join("up")).unwrap();
+        assert_eq!(root.open_dir("up").unwrap_err().rule_id(), "CONFINE-001");
+        std::fs::create_dir(root.path().join(".arbiter")).unwrap();
+        assert_eq!(
+            root.open_dir(".arbiter").unwrap_err().rule_id(),
+            "CONFINE-002"
         );
     }
 

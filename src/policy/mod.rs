@@ -14,6 +14,7 @@ pub mod command;
 pub mod file;
 #[cfg(test)]
 mod proptests;
+pub mod sandbox;
 pub mod spec;
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 
 use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
 use file::{Access, Examples, PolicyError, PolicyFile, Problems, SpecSection};
+use sandbox::SandboxSettings;
 use spec::Tiers;
 
 /// What a tool is about to do. Paths are workspace-relative; the executor
@@ -207,6 +209,7 @@ pub struct Policy {
     content_owner: Vec<usize>,
     tiers: Tiers,
     spec: SpecSection,
+    sandbox: SandboxSettings,
     examples: Vec<RuleExamples>,
     effective: Value,
 }
@@ -247,6 +250,11 @@ impl Policy {
 
     pub fn shell_options(&self) -> ShellOptions {
         self.shell
+    }
+
+    /// How commands run: sandbox mode, network, limits, paths, environment.
+    pub fn sandbox(&self) -> &SandboxSettings {
+        &self.sandbox
     }
 
     pub fn rule_count(&self) -> usize {
@@ -433,6 +441,7 @@ impl Policy {
             RegexSet::empty()
         });
 
+        let sandbox = SandboxSettings::compile(&file.sandbox, problems);
         let effective = effective_policy(file, source);
         Policy {
             source: source.to_string(),
@@ -459,6 +468,7 @@ impl Policy {
             content_owner,
             tiers: file.tiers.clone(),
             spec: file.spec.clone(),
+            sandbox,
             examples,
             effective,
         }
@@ -735,6 +745,7 @@ fn effective_policy(file: &PolicyFile, source: &str) -> Value {
         },
         "tiers": file.tiers,
         "spec": file.spec,
+        "sandbox": file.sandbox,
     })
 }
 

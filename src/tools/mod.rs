@@ -11,6 +11,7 @@ pub mod check;
 pub mod edit;
 pub mod files;
 pub mod spec_gate;
+pub mod terminal;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -38,6 +39,9 @@ pub struct Toolbox {
     pub store: Arc<LazyStore>,
     /// The active CAWS working spec, re-read when its file changes.
     pub spec: SpecCache,
+    /// Cancelled when the server shuts down: running commands and background
+    /// jobs are stopped (and recorded) instead of being abandoned.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Bounds on what one reply may carry.
@@ -68,6 +72,7 @@ impl Toolbox {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             locks: FileLocks::default(),
             limits: Limits::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -262,6 +267,8 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "file_write" => check::<files::FileWriteInput>(args),
         "file_search_replace" => check::<files::FileSearchReplaceInput>(args),
         "arbiter_validate" => check::<caws::ArbiterValidateInput>(args),
+        "run_terminal_cmd" => check::<terminal::RunTerminalCmdInput>(args),
+        "terminal_get_status" => check::<terminal::TerminalGetStatusInput>(args),
         _ => return None,
     })
 }
