@@ -74,6 +74,15 @@ async fn policy_check_and_the_live_server_agree_on_a_table_of_cases() {
             "file_search_replace",
             json!({"file_path": "src/lib.rs", "old_string": "h()", "new_string": "h() /* -----BEGIN PRIVATE KEY----- */"}),
         ),
+        ("run_terminal_cmd", json!({"command": "echo hi"})),
+        ("run_terminal_cmd", json!({"command": "sudo id"})),
+        ("run_terminal_cmd", json!({"command": "ls; id"})),
+        (
+            "run_terminal_cmd",
+            json!({"command": "git push origin main"}),
+        ),
+        ("run_terminal_cmd", json!({"command": "ls", "cwd": "src"})),
+        ("run_terminal_cmd", json!({"command": "ls", "cwd": "../"})),
     ];
     let client = start(&ws).await;
     for (tool, args) in &cases {

@@ -155,19 +155,10 @@ fn default_search_path() -> Vec<String> {
 }
 
 /// The sandbox section, checked and compiled.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxSettings {
     pub section: SandboxSection,
     network_commands: Vec<CommandPattern>,
-}
-
-impl Default for SandboxSettings {
-    fn default() -> Self {
-        Self {
-            section: SandboxSection::default(),
-            network_commands: Vec::new(),
-        }
-    }
 }
 
 /// Names the environment may carry: what a shell would accept.

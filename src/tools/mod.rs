@@ -236,6 +236,22 @@ pub fn note_error(err: &ToolError) {
     });
 }
 
+/// Note a failure that came after the policy allowed the call (a command
+/// that could not run, timed out, ...): its rule joins the matched rules.
+pub fn note_failure(err: &ToolError) {
+    let _ = CALL_NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if !n.rule_ids.split(',').any(|r| r == err.rule_id) {
+            if !n.rule_ids.is_empty() {
+                n.rule_ids.push(',');
+            }
+            n.rule_ids.push_str(&err.rule_id);
+        }
+        n.outcome = Some(err.outcome);
+        n.detail = err.render();
+    });
+}
+
 /// A malformed argument, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgumentError {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Outcome, ToolError, Toolbox, note_error};
+use super::{Outcome, ToolError, Toolbox, note_error, note_failure};
 use crate::exec::cgroup::{self, PidsCgroup};
 use crate::exec::jobs::{JobStatus, JobTable};
 use crate::exec::output::CapturedText;
@@ -204,6 +204,12 @@ fn reject(e: impl Into<ToolError>) -> ToolError {
     e
 }
 
+/// A failure after the policy said yes.
+fn fail(e: ToolError) -> ToolError {
+    note_failure(&e);
+    e
+}
+
 fn sandbox_refused(layer: &str, detail: &str) -> ToolError {
     ToolError {
         outcome: Outcome::Refused,
@@ -268,7 +274,7 @@ impl Toolbox {
             })
             .clamp(1, limits.max_timeout_ms);
         if background && session.jobs.running() >= limits.max_background_jobs {
-            return Err(reject(ToolError::failed(
+            return Err(fail(ToolError::failed(
                 "JOB-002",
                 format!(
                     "this session already has {} background jobs running",
@@ -336,7 +342,7 @@ impl Toolbox {
         match end_error(&ended, &input.command, timeout_ms, limits.kill_grace_ms) {
             None => Ok(out),
             Some(error) => {
-                note_error(&error);
+                note_failure(&error);
                 let output = (out.state != "failed").then(|| Box::new(out));
                 Err(CommandError { error, output })
             }
@@ -366,7 +372,7 @@ impl Toolbox {
                 std::fs::create_dir(d.path().join("tmp"))?;
                 Ok(d)
             })
-            .map_err(|e| reject(sandbox_failed("private directory", &e.to_string())))?;
+            .map_err(|e| fail(sandbox_failed("private directory", &e.to_string())))?;
         let mut cgroup = None;
         if facts.is_root {
             let made = match cgroup::hierarchy() {
@@ -377,7 +383,7 @@ impl Toolbox {
             match made {
                 Ok(c) => cgroup = Some(c),
                 Err(detail) if strict => {
-                    return Err(reject(sandbox_refused("cgroup_pids", &detail)));
+                    return Err(fail(sandbox_refused("cgroup_pids", &detail)));
                 }
                 Err(detail) => missing.push(format!("cgroup_pids: {detail}")),
             }
@@ -400,10 +406,7 @@ impl Toolbox {
             Ok(spawned) => Ok((spawned, missing)),
             Err((e, cleanup)) => {
                 cleanup.run().await;
-                Err(reject(sandbox_failed(
-                    "starting the helper",
-                    &e.to_string(),
-                )))
+                Err(fail(sandbox_failed("starting the helper", &e.to_string())))
             }
         }
     }
