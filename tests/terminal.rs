@@ -220,36 +220,45 @@ async fn a_policy_can_give_one_command_the_network() {
 
 #[tokio::test]
 async fn a_fork_bomb_is_contained_and_the_server_still_answers() {
-    let s = Scratch::new();
-    let policy = policy_file(&s, "  limits: {pids_max: 64}");
-    let (c, _) = start_server(
-        (),
-        &s.ws(),
-        ServerOptions {
-            args: vec!["--policy", &policy],
-            ..Default::default()
-        },
-    )
-    .await;
-    // Count how many processes one command gets.
-    let count = "import os, time\nn = 0\ntry:\n    while n < 1000:\n        if os.fork() == 0:\n            time.sleep(10)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)";
-    let out = run_ok(&c, json!({"command": python(count)})).await;
-    let forked: u64 = out["stdout"].as_str().unwrap().trim().parse().unwrap();
-    assert!(forked < 64, "{forked} processes");
-    // A real bomb: every process forks forever.
-    let marker = format!("bomb{}", unique());
-    let bomb = format!(
-        "import os\n{marker} = 1\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    );
-    let started = Instant::now();
-    let r = run(&c, json!({"command": python(&bomb), "timeout_ms": 2000})).await;
-    assert_eq!(r.is_error, Some(true));
-    assert!(text(&r).contains("EXEC-004"), "{}", text(&r));
-    assert!(started.elapsed() < Duration::from_secs(15));
-    let out = run_ok(&c, json!({"command": "echo alive"})).await;
-    assert_eq!(out["stdout"], "alive\n");
-    assert!(processes_with(&marker).is_empty());
-    c.cancel().await.unwrap();
+    let root = rustix::process::geteuid().is_root();
+    // As root: the PID namespace's pid_max (a bound of pids_max + 299), and
+    // the exact pids cgroup; otherwise RLIMIT_NPROC, exact.
+    for (mechanism, bound) in [("auto", if root { 64 + 300 } else { 64 }), ("cgroup", 64)] {
+        let s = Scratch::new();
+        let policy = policy_file(
+            &s,
+            &format!("  limits: {{pids_max: 64, pids_mechanism: {mechanism}}}"),
+        );
+        let (c, _) = start_server(
+            (),
+            &s.ws(),
+            ServerOptions {
+                args: vec!["--policy", &policy],
+                ..Default::default()
+            },
+        )
+        .await;
+        // Count how many processes one command gets.
+        let count = "import os, time\nn = 0\ntry:\n    while n < 1000:\n        if os.fork() == 0:\n            time.sleep(10)\n            os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(n)";
+        let out = run_ok(&c, json!({"command": python(count)})).await;
+        let forked: u64 = out["stdout"].as_str().unwrap().trim().parse().unwrap();
+        assert!(forked < bound, "{mechanism}: {forked} processes");
+        assert!(forked > 32, "{mechanism}: only {forked} processes");
+        // A real bomb: every process forks forever.
+        let marker = format!("bomb{}", unique());
+        let bomb = format!(
+            "import os\n{marker} = 1\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+        );
+        let started = Instant::now();
+        let r = run(&c, json!({"command": python(&bomb), "timeout_ms": 2000})).await;
+        assert_eq!(r.is_error, Some(true));
+        assert!(text(&r).contains("EXEC-004"), "{}", text(&r));
+        assert!(started.elapsed() < Duration::from_secs(15));
+        let out = run_ok(&c, json!({"command": "echo alive"})).await;
+        assert_eq!(out["stdout"], "alive\n");
+        assert!(processes_with(&marker).is_empty());
+        c.cancel().await.unwrap();
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

@@ -30,6 +30,10 @@ pub const DEVICE_PATHS: &[&str] = &[
 ];
 /// Private shared memory (a fresh tmpfs when the mount namespace is there).
 pub const SHM_DIR: &str = "/dev/shm";
+/// Pids below this are not handed out again once a PID namespace's counter
+/// has wrapped (the kernel's RESERVED_PIDS), so a namespace whose `pid_max`
+/// is `n + PID_RESERVED` always has room for `n` processes.
+pub const PID_RESERVED: u64 = 300;
 /// Size of the private `/dev/shm`.
 pub const SHM_SIZE: &str = "size=256m,mode=1777";
 
@@ -49,6 +53,9 @@ pub struct SandboxPlan {
     pub server_pid: u32,
     /// The pids cgroup to join before anything else (a root server).
     pub cgroup: Option<PathBuf>,
+    /// `pid_max` to set in the new PID namespace (a root server without a cgroup).
+    #[serde(default)]
+    pub pid_max: Option<u64>,
     pub namespaces: Namespaces,
     /// In the new mount namespace, in order.
     pub mounts: Vec<Mount>,
@@ -164,6 +171,8 @@ pub enum Report {
 pub struct HostFacts {
     pub is_root: bool,
     pub server_pid: u32,
+    /// The kernel keeps `pid_max` per PID namespace (Linux 6.14+).
+    pub pid_max_per_namespace: bool,
     /// The server user's home, for `~/` in the policy.
     pub home: Option<PathBuf>,
     /// `<workspace>/.arbiter` exists as a real directory.
@@ -213,6 +222,7 @@ impl HostFacts {
         Self {
             is_root: rustix::process::geteuid().is_root(),
             server_pid: std::process::id(),
+            pid_max_per_namespace: kernel_at_least(6, 14),
             home,
             state_dir: is_dir(&workspace.join(crate::exec::workspace::STATE_DIR)),
             git_dir,
@@ -223,6 +233,17 @@ impl HostFacts {
             server_env,
         }
     }
+}
+
+/// The running kernel is this version or newer.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version >= (major, minor)
 }
 
 /// `~/x` under `home`; other paths as they are; `None` for `~/` without a home.
@@ -402,9 +423,13 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> SandboxPlan {
     limit(RlimitKind::OpenFiles, limits.open_files, true);
     limit(RlimitKind::Core, 0, false);
     if !facts.is_root {
-        // Root is exempt from RLIMIT_NPROC; it gets the pids cgroup instead.
+        // Root is exempt from RLIMIT_NPROC; it gets its PID namespace's
+        // pid_max or a pids cgroup instead.
         limit(RlimitKind::Processes, limits.pids_max, true);
     }
+    let pid_max =
+        (facts.is_root && cgroup.is_none() && facts.pid_max_per_namespace && limits.pids_max > 0)
+            .then(|| limits.pids_max + PID_RESERVED);
 
     SandboxPlan {
         argv: line.argv.clone(),
@@ -414,6 +439,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> SandboxPlan {
         strict: settings.mode() == SandboxMode::Strict,
         server_pid: facts.server_pid,
         cgroup: cgroup.map(Path::to_path_buf),
+        pid_max,
         namespaces,
         mounts,
         landlock,
@@ -447,6 +473,7 @@ mod tests {
         HostFacts {
             is_root: true,
             server_pid: 42,
+            pid_max_per_namespace: true,
             home: Some(PathBuf::from("/home/u")),
             state_dir: true,
             git_dir: true,
@@ -545,11 +572,60 @@ mod tests {
     }
 
     #[test]
+    fn root_without_a_cgroup_gets_pid_max_in_its_pid_namespace() {
+        let line = analyze("true", &ShellOptions::default()).unwrap();
+        let s = settings("limits: {pids_max: 64}");
+        let f = facts();
+        let inputs = PlanInputs {
+            line: &line,
+            settings: &s,
+            network: false,
+            workspace: Path::new("/ws"),
+            cwd: Path::new("/ws"),
+            private_dir: Path::new("/tmp/p"),
+            cgroup: None,
+            facts: &f,
+        };
+        assert_eq!(build_plan(&inputs).pid_max, Some(64 + PID_RESERVED));
+        let old_kernel = HostFacts {
+            pid_max_per_namespace: false,
+            ..facts()
+        };
+        assert_eq!(
+            build_plan(&PlanInputs {
+                facts: &old_kernel,
+                ..inputs.clone()
+            })
+            .pid_max,
+            None
+        );
+        let user = HostFacts {
+            is_root: false,
+            ..facts()
+        };
+        assert_eq!(
+            build_plan(&PlanInputs {
+                facts: &user,
+                ..inputs
+            })
+            .pid_max,
+            None
+        );
+    }
+
+    #[test]
+    fn kernel_versions_compare_numerically() {
+        assert!(kernel_at_least(2, 6));
+        assert!(!kernel_at_least(999, 0));
+    }
+
+    #[test]
     fn root_gets_the_cgroup_and_others_a_user_namespace_and_rlimit_nproc() {
         let s = settings("limits: {pids_max: 64}");
         let root = plan_with("true", &s, false, &facts());
         assert!(!root.namespaces.user);
         assert!(root.cgroup.is_some());
+        assert_eq!(root.pid_max, None, "the cgroup does the counting");
         assert!(!root.rlimits.iter().any(|r| r.kind == RlimitKind::Processes));
         let user = plan_with(
             "true",

@@ -54,18 +54,30 @@ pub type SharedStreams = Arc<Mutex<Streams>>;
 pub struct Cleanup {
     pub cgroup: Option<PidsCgroup>,
     pub private_dir: Option<tempfile::TempDir>,
+    /// Where the private directory is removed after the reply (the server
+    /// waits for the tracker at shutdown); without one, before it.
+    pub tracker: Option<tokio_util::task::TaskTracker>,
 }
 
 impl Cleanup {
     pub async fn run(self) {
+        // The cgroup first: in a sandbox without a PID namespace, it is what
+        // kills a process that escaped.
         if let Some(cgroup) = self.cgroup {
             cgroup.remove().await;
         }
         if let Some(dir) = self.private_dir {
-            let path: PathBuf = dir.path().to_path_buf();
-            let removed = tokio::task::spawn_blocking(move || dir.close()).await;
-            if !matches!(removed, Ok(Ok(()))) {
-                tracing::warn!(dir = %path.display(), "could not remove a command's private directory");
+            let remove = move || {
+                let path: PathBuf = dir.path().to_path_buf();
+                if dir.close().is_err() {
+                    tracing::warn!(dir = %path.display(), "could not remove a command's private directory");
+                }
+            };
+            match self.tracker {
+                Some(tracker) => drop(tracker.spawn_blocking(remove)),
+                None => {
+                    let _ = tokio::task::spawn_blocking(remove).await;
+                }
             }
         }
     }
@@ -121,17 +133,18 @@ impl std::fmt::Debug for Spawned {
     }
 }
 
-/// Start the helper for `plan`. On error the cleanup has been done.
-pub async fn spawn(
-    plan: &SandboxPlan,
-    output_cap: usize,
-    cleanup: Cleanup,
-) -> Result<Spawned, (std::io::Error, Cleanup)> {
-    let started = Instant::now();
-    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => return Err((e, cleanup)),
-    };
+/// A helper started ahead of time, blocked reading its plan: starting one
+/// (spawn, exec, runtime start-up) is the largest fixed cost of a command,
+/// so the server keeps one ready and starts the next while a command runs.
+/// It is an ordinary child of the server, supervised like any other.
+#[derive(Debug)]
+struct Waiting {
+    child: tokio::process::Child,
+    socket: std::os::unix::net::UnixStream,
+}
+
+fn start_helper() -> std::io::Result<Waiting> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = std::process::Command::new(SELF_EXE);
     command
         .arg0("arbiter-sandbox")
@@ -143,8 +156,87 @@ pub async fn spawn(
         .process_group(0);
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    Ok(Waiting {
+        child: command.spawn()?,
+        socket: ours,
+    })
+}
+
+/// Helpers kept ready (see [`Waiting`]).
+#[derive(Debug)]
+pub struct HelperPool {
+    ready: Mutex<Vec<Waiting>>,
+    keep: usize,
+    refilling: std::sync::atomic::AtomicBool,
+}
+
+impl HelperPool {
+    /// Keep `keep` helpers ready once the first command has run (0: start each on demand).
+    pub fn new(keep: usize) -> Arc<Self> {
+        Arc::new(Self {
+            ready: Mutex::new(Vec::new()),
+            keep,
+            refilling: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn take(self: &Arc<Self>) -> std::io::Result<Waiting> {
+        let mut found = None;
+        {
+            let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(mut w) = ready.pop() {
+                // One that died while waiting (killed from outside) is no use.
+                if matches!(w.child.try_wait(), Ok(None)) {
+                    found = Some(w);
+                    break;
+                }
+            }
+        }
+        self.refill();
+        match found {
+            Some(w) => Ok(w),
+            None => start_helper(),
+        }
+    }
+
+    /// Start helpers in the background until `keep` are ready.
+    fn refill(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.keep == 0 || self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let missing = pool
+                    .keep
+                    .saturating_sub(pool.ready.lock().map(|r| r.len()).unwrap_or(0));
+                if missing == 0 {
+                    break;
+                }
+                match start_helper() {
+                    Ok(w) => pool.ready.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not start a sandbox helper ahead of time");
+                        break;
+                    }
+                }
+            }
+            pool.refilling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Run `plan` in a helper. On error the cleanup has been done.
+pub async fn spawn(
+    pool: &Arc<HelperPool>,
+    plan: &SandboxPlan,
+    output_cap: usize,
+    cleanup: Cleanup,
+) -> Result<Spawned, (std::io::Error, Cleanup)> {
+    let started = Instant::now();
+    let Waiting { mut child, socket } = match pool.take() {
+        Ok(w) => w,
         Err(e) => return Err((e, cleanup)),
     };
     let streams = Arc::new(Mutex::new(Streams {
@@ -160,8 +252,8 @@ pub async fn spawn(
     }
     let plan_json = serde_json::to_vec(plan).unwrap_or_default();
     let sent = async {
-        ours.set_nonblocking(true)?;
-        let mut socket = tokio::net::UnixStream::from_std(ours)?;
+        socket.set_nonblocking(true)?;
+        let mut socket = tokio::net::UnixStream::from_std(socket)?;
         socket.write_all(&plan_json).await?;
         socket.shutdown().await?;
         Ok::<_, std::io::Error>(socket)

@@ -82,6 +82,24 @@ pub struct NetworkSection {
     pub commands: Vec<Vec<String>>,
 }
 
+/// How a root server limits the processes of a command (a server that is
+/// not root always uses `RLIMIT_NPROC`, counted in the command's own user
+/// namespace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PidsMechanism {
+    /// `pid_namespace` when the kernel has it (Linux 6.14+), else `cgroup`.
+    #[default]
+    Auto,
+    /// `pid_max` of the command's PID namespace: free, but a bound between
+    /// `pids_max` and `pids_max + 299` (pids below 300 are not reused once
+    /// the namespace's counter has wrapped).
+    PidNamespace,
+    /// A pids cgroup per command: exact, but joining a cgroup-v1 hierarchy
+    /// costs a kernel RCU grace period (about 10 ms) per command.
+    Cgroup,
+}
+
 /// Limits on one command. Sizes of 0 mean "no limit" (not recommended).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,6 +114,8 @@ pub struct SandboxLimits {
     pub output_max_bytes: usize,
     /// Processes and threads of one command, all descendants included.
     pub pids_max: u64,
+    /// How a root server enforces `pids_max`.
+    pub pids_mechanism: PidsMechanism,
     /// RLIMIT_AS of each process, MiB.
     pub address_space_mb: u64,
     /// RLIMIT_FSIZE: largest file a process may write, MiB.
@@ -116,6 +136,7 @@ impl Default for SandboxLimits {
             kill_grace_ms: 1_000,
             output_max_bytes: 1024 * 1024,
             pids_max: 512,
+            pids_mechanism: PidsMechanism::Auto,
             address_space_mb: 16 * 1024,
             file_size_mb: 4 * 1024,
             cpu_seconds: 600,

@@ -42,6 +42,8 @@ pub struct Toolbox {
     /// Cancelled when the server shuts down: running commands and background
     /// jobs are stopped (and recorded) instead of being abandoned.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Sandbox helpers started ahead of commands.
+    pub helpers: Arc<crate::exec::process::HelperPool>,
 }
 
 /// Bounds on what one reply may carry.
@@ -73,6 +75,7 @@ impl Toolbox {
             locks: FileLocks::default(),
             limits: Limits::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            helpers: crate::exec::process::HelperPool::new(1),
         }
     }
 

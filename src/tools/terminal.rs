@@ -29,7 +29,7 @@ use crate::exec::plan::{HostFacts, PlanInputs, build_plan};
 use crate::exec::process::{self, Cleanup, Ended, Failure, Spawned, signal_name};
 use crate::policy::Action;
 use crate::policy::command::{CommandLine, analyze};
-use crate::policy::sandbox::SandboxMode;
+use crate::policy::sandbox::{PidsMechanism, SandboxMode};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunTerminalCmdInput {
@@ -285,7 +285,13 @@ impl Toolbox {
             .into());
         }
         let (spawned, missing) = self
-            .spawn_sandboxed(&line, network, &cwd, limits.output_max_bytes)
+            .spawn_sandboxed(
+                &line,
+                network,
+                &cwd,
+                limits.output_max_bytes,
+                session.tracker,
+            )
             .await?;
         let timeout = Duration::from_millis(timeout_ms);
         let grace = Duration::from_millis(limits.kill_grace_ms);
@@ -358,6 +364,7 @@ impl Toolbox {
         network: bool,
         cwd: &std::path::Path,
         output_cap: usize,
+        tracker: &TaskTracker,
     ) -> Result<(Spawned, Vec<String>), ToolError> {
         let policy = self.policy.load();
         let settings = policy.sandbox();
@@ -374,7 +381,23 @@ impl Toolbox {
             })
             .map_err(|e| fail(sandbox_failed("private directory", &e.to_string())))?;
         let mut cgroup = None;
-        if facts.is_root {
+        let limits = settings.limits();
+        let cgroup_wanted = match limits.pids_mechanism {
+            _ if limits.pids_max == 0 => false,
+            PidsMechanism::Auto => !facts.pid_max_per_namespace,
+            PidsMechanism::Cgroup => true,
+            PidsMechanism::PidNamespace => {
+                if facts.is_root && !facts.pid_max_per_namespace {
+                    let detail = "this kernel keeps no pid_max per PID namespace (Linux 6.14+)";
+                    if strict {
+                        return Err(fail(sandbox_refused("pid_max", detail)));
+                    }
+                    missing.push(format!("pid_max: {detail}"));
+                }
+                false
+            }
+        };
+        if facts.is_root && cgroup_wanted {
             let made = match cgroup::hierarchy() {
                 Some(h) => PidsCgroup::create(&h, settings.limits().pids_max)
                     .map_err(|e| format!("cannot create a pids cgroup under {}: {e}", h.display())),
@@ -401,8 +424,9 @@ impl Toolbox {
         let cleanup = Cleanup {
             cgroup,
             private_dir: Some(private_dir),
+            tracker: Some(tracker.clone()),
         };
-        match process::spawn(&plan, output_cap, cleanup).await {
+        match process::spawn(&self.helpers, &plan, output_cap, cleanup).await {
             Ok(spawned) => Ok((spawned, missing)),
             Err((e, cleanup)) => {
                 cleanup.run().await;

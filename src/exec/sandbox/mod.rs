@@ -242,6 +242,17 @@ fn init(plan: &SandboxPlan, ns: Namespaces, life: RawFd, layers: &Layers) -> ! {
             layers.check(&format!("mount:{}", m.path().display()), mounts::apply(m));
         }
     }
+    if let Some(max) = plan.pid_max {
+        // Only in a PID namespace of our own: elsewhere (or on a kernel
+        // before 6.14) this file is the whole machine's limit.
+        let set = if sys::getpid() == 1 {
+            sys::write_file("/proc/sys/kernel/pid_max", &max.to_string())
+                .map_err(|e| format!("cannot set pid_max in the PID namespace: {e}"))
+        } else {
+            Err("there is no PID namespace to limit".to_string())
+        };
+        layers.check("pid_max", set);
+    }
     // Compiled here, once, rather than in the command's process.
     let filters = seccomp::build(&plan.seccomp);
     let command_pid = match sys::fork() {
