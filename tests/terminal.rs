@@ -766,6 +766,49 @@ async fn long_commands_report_progress() {
     c.cancel().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_missing_layer_refuses_in_strict_mode_and_is_reported_in_best_effort() {
+    // /proc/self/fdinfo is the server's own, so it cannot be found in the
+    // command's fresh /proc: that mount of the plan always fails.
+    for (mode, runs) in [("strict", false), ("best_effort", true)] {
+        let s = Scratch::new();
+        let policy = policy_file(
+            &s,
+            &format!("  mode: {mode}\n  hide_paths: [/proc/self/fdinfo]"),
+        );
+        let (c, _) = start_server(
+            (),
+            &s.ws(),
+            ServerOptions {
+                args: vec!["--policy", &policy],
+                ..Default::default()
+            },
+        )
+        .await;
+        let r = run(&c, json!({"command": "touch ran"})).await;
+        if runs {
+            assert_ne!(r.is_error, Some(true), "{}", text(&r));
+            let out = r.structured_content.clone().unwrap();
+            let missing = out["sandbox_missing"].as_array().unwrap();
+            assert!(
+                missing[0].as_str().unwrap().starts_with("mount:/proc/"),
+                "{out}"
+            );
+            assert!(text(&r).contains("sandbox layers missing"), "{}", text(&r));
+        } else {
+            assert_eq!(r.is_error, Some(true));
+            assert!(
+                text(&r).starts_with("Refused [SANDBOX-001]"),
+                "{}",
+                text(&r)
+            );
+            assert!(text(&r).contains("best_effort"), "{}", text(&r));
+        }
+        assert_eq!(s.ws().join("ran").exists(), runs, "{mode}");
+        c.cancel().await.unwrap();
+    }
+}
+
 /// The same guarantees for a server that is not root: a user namespace
 /// instead of root's cgroup, RLIMIT_NPROC counted inside it.
 #[tokio::test]

@@ -56,6 +56,10 @@ pub struct SandboxPlan {
     /// `pid_max` to set in the new PID namespace (a root server without a cgroup).
     #[serde(default)]
     pub pid_max: Option<u64>,
+    /// An empty network namespace to join instead of creating one (a root
+    /// server's shared one, as `/proc/<server>/fd/<n>`).
+    #[serde(default)]
+    pub join_net: Option<PathBuf>,
     pub namespaces: Namespaces,
     /// In the new mount namespace, in order.
     pub mounts: Vec<Mount>,
@@ -173,6 +177,8 @@ pub struct HostFacts {
     pub server_pid: u32,
     /// The kernel keeps `pid_max` per PID namespace (Linux 6.14+).
     pub pid_max_per_namespace: bool,
+    /// The server's empty network namespace, when it has one (root).
+    pub offline_netns: Option<PathBuf>,
     /// The server user's home, for `~/` in the policy.
     pub home: Option<PathBuf>,
     /// `<workspace>/.arbiter` exists as a real directory.
@@ -223,6 +229,7 @@ impl HostFacts {
             is_root: rustix::process::geteuid().is_root(),
             server_pid: std::process::id(),
             pid_max_per_namespace: kernel_at_least(6, 14),
+            offline_netns: None,
             home,
             state_dir: is_dir(&workspace.join(crate::exec::workspace::STATE_DIR)),
             git_dir,
@@ -440,6 +447,10 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> SandboxPlan {
         server_pid: facts.server_pid,
         cgroup: cgroup.map(Path::to_path_buf),
         pid_max,
+        join_net: facts
+            .offline_netns
+            .clone()
+            .filter(|_| namespaces.net && facts.is_root),
         namespaces,
         mounts,
         landlock,
@@ -474,6 +485,7 @@ mod tests {
             is_root: true,
             server_pid: 42,
             pid_max_per_namespace: true,
+            offline_netns: Some(PathBuf::from("/proc/42/fd/7")),
             home: Some(PathBuf::from("/home/u")),
             state_dir: true,
             git_dir: true,
@@ -567,8 +579,23 @@ mod tests {
         let s = settings("{}");
         let off = plan_with("cargo test", &s, false, &facts());
         assert!(off.namespaces.net && off.landlock.deny_tcp && !off.seccomp.allow_inet);
+        assert_eq!(off.join_net, Some(PathBuf::from("/proc/42/fd/7")));
         let on = plan_with("cargo fetch", &s, true, &facts());
         assert!(!on.namespaces.net && !on.landlock.deny_tcp && on.seccomp.allow_inet);
+        assert_eq!(on.join_net, None);
+        // A server that is not root cannot join a namespace of the initial
+        // user namespace: each command gets its own.
+        let user = plan_with(
+            "cargo test",
+            &s,
+            false,
+            &HostFacts {
+                is_root: false,
+                ..facts()
+            },
+        );
+        assert!(user.namespaces.net);
+        assert_eq!(user.join_net, None);
     }
 
     #[test]

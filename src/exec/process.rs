@@ -34,6 +34,29 @@ const DRAIN_TIME: Duration = Duration::from_millis(500);
 /// Read size of the output pumps.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A network namespace with no interface up, for a root server's commands
+/// to share: creating one per command costs about 0.4 ms (and as much again
+/// to tear it down), joining one costs a `setns`. A thread of its own moves
+/// into a new namespace (this affects that thread only), opens it and
+/// exits; the descriptor keeps the namespace alive. Commands cannot reach
+/// each other through it: its loopback is down, inet sockets are refused by
+/// seccomp, and Landlock scopes abstract Unix sockets to each command.
+pub fn empty_network_namespace() -> std::io::Result<OwnedFd> {
+    std::thread::spawn(|| {
+        // SAFETY: a network namespace change affects this thread only, which
+        // does nothing else and exits; no other thread's view changes.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET)? };
+        let fd = rustix::fs::open(
+            "/proc/thread-self/ns/net",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(fd)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+}
+
 /// Both streams of a command, shared with the pumps that fill them.
 #[derive(Debug)]
 pub struct Streams {
@@ -150,6 +173,7 @@ fn start_helper() -> std::io::Result<Waiting> {
         .arg0("arbiter-sandbox")
         .arg(HELPER_ARG)
         .env_clear()
+        .current_dir("/")
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -192,7 +216,6 @@ impl HelperPool {
                 }
             }
         }
-        self.refill();
         match found {
             Some(w) => Ok(w),
             None => start_helper(),
@@ -264,6 +287,9 @@ pub async fn spawn(
         // The helper is gone already; its end says why.
         Err(_) => tokio::spawn(async { Vec::new() }),
     };
+    // Start the next helper while this command runs (not before its plan
+    // went out: starting one holds the runtime's thread for a while).
+    pool.refill();
     Ok(Spawned {
         child,
         streams,

@@ -44,6 +44,9 @@ pub struct Toolbox {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Sandbox helpers started ahead of commands.
     pub helpers: Arc<crate::exec::process::HelperPool>,
+    /// A root server's empty network namespace, shared by offline commands
+    /// (made on first use; `None` inside when it could not be made).
+    pub offline_netns: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
 }
 
 /// Bounds on what one reply may carry.
@@ -76,6 +79,7 @@ impl Toolbox {
             limits: Limits::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             helpers: crate::exec::process::HelperPool::new(1),
+            offline_netns: std::sync::OnceLock::new(),
         }
     }
 

@@ -369,7 +369,10 @@ impl Toolbox {
         let policy = self.policy.load();
         let settings = policy.sandbox();
         let strict = settings.mode() == SandboxMode::Strict;
-        let facts = HostFacts::gather(self.root.path(), settings);
+        let mut facts = HostFacts::gather(self.root.path(), settings);
+        if facts.is_root {
+            facts.offline_netns = self.offline_netns_path();
+        }
         let mut missing = Vec::new();
         let private_dir = tempfile::Builder::new()
             .prefix("arbiter-run-")
@@ -433,6 +436,23 @@ impl Toolbox {
                 Err(fail(sandbox_failed("starting the helper", &e.to_string())))
             }
         }
+    }
+
+    /// `/proc/<server>/fd/<n>` of the shared empty network namespace (root).
+    fn offline_netns_path(&self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let fd = self.offline_netns.get_or_init(|| {
+            process::empty_network_namespace()
+                .inspect_err(|e| tracing::warn!(error = %e, "no shared network namespace; each command creates its own"))
+                .ok()
+        });
+        fd.as_ref().map(|fd| {
+            PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                fd.as_raw_fd()
+            ))
+        })
     }
 
     /// `terminal_get_status`: a background job's state and new output.

@@ -124,7 +124,7 @@ fn helper() -> i32 {
     if let Some(cgroup) = &plan.cgroup {
         layers.check("cgroup_pids", join_cgroup(cgroup));
     }
-    let ns = unshare(&plan.namespaces, &layers);
+    let ns = unshare(&plan.namespaces, plan.join_net.as_deref(), &layers);
 
     let events = sys::event_signals();
     sys::block_signals(&events);
@@ -150,13 +150,15 @@ fn join_cgroup(dir: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("cannot join {}: {e}", dir.display()))
 }
 
-/// Create the namespaces of the plan; those that fail are missing layers.
-fn unshare(want: &Namespaces, layers: &Layers) -> Namespaces {
+/// Create the namespaces of the plan (or join the server's empty network
+/// namespace); those that fail are missing layers.
+fn unshare(want: &Namespaces, join_net: Option<&std::path::Path>, layers: &Layers) -> Namespaces {
     let (uid, gid) = (sys::getuid(), sys::getgid());
+    let joined = want.net && join_net.is_some_and(|p| sys::join_network_namespace(p).is_ok());
     let wanted = [
         (want.user, libc::CLONE_NEWUSER, "user_namespace"),
         (want.pid, libc::CLONE_NEWPID, "pid_namespace"),
-        (want.net, libc::CLONE_NEWNET, "network_namespace"),
+        (want.net && !joined, libc::CLONE_NEWNET, "network_namespace"),
         (want.mount, libc::CLONE_NEWNS, "mount_namespace"),
     ];
     let all = wanted
@@ -189,6 +191,7 @@ fn unshare(want: &Namespaces, layers: &Layers) -> Namespaces {
             }
         }
     }
+    got.net |= joined;
     if got.user {
         let maps = sys::write_file("/proc/self/setgroups", "deny")
             .and_then(|()| sys::write_file("/proc/self/uid_map", &format!("{uid} {uid} 1\n")))

@@ -19,7 +19,8 @@
 //! `clone3` answers `ENOSYS`: its flags are in memory a filter cannot read,
 //! and the C library then falls back to `clone`, whose flags it can.
 //! On x86-64 the x32 system-call numbers are refused outright, so no call
-//! slips past under its other number.
+//! slips past under its other number. seccompiler returns one action for
+//! every rule, so these two are a short hand-written prefix of its program.
 
 use std::collections::BTreeMap;
 
@@ -87,7 +88,7 @@ fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, Strin
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
 }
 
-/// The filters to install, in order: the EPERM filter and the clone3 one.
+/// The filter to install (one program, so one attach in the command).
 pub fn build(plan: &SeccompPlan) -> Result<Vec<BpfProgram>, String> {
     let err = |e: seccompiler::BackendError| e.to_string();
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
@@ -120,44 +121,50 @@ pub fn build(plan: &SeccompPlan) -> Result<Vec<BpfProgram>, String> {
         ARCH,
     )
     .map_err(err)?;
-    let mut deny: BpfProgram = deny.try_into().map_err(err)?;
-    prepend_x32_refusal(&mut deny);
-
-    let clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, vec![])].into_iter().collect(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        ARCH,
-    )
-    .map_err(err)?;
-    Ok(vec![deny, clone3.try_into().map_err(err)?])
+    let mut program: BpfProgram = deny.try_into().map_err(err)?;
+    program.splice(0..0, prefix());
+    Ok(vec![program])
 }
 
-/// Refuse x32 system calls (numbers with bit 30 set) before the per-call
-/// rules, which only know the x86-64 numbers.
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+fn ins(code: u16, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
+}
+
+/// Before seccompiler's rules (which can return one action only): on this
+/// architecture, `clone3` answers ENOSYS and, on x86-64, x32 numbers are
+/// refused. Any other architecture goes on to seccompiler's own arch check.
 #[cfg(target_arch = "x86_64")]
-fn prepend_x32_refusal(program: &mut BpfProgram) {
-    use seccompiler::sock_filter;
+fn prefix() -> Vec<seccompiler::sock_filter> {
     const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
     const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let ins = |code: u16, jt: u8, jf: u8, k: u32| sock_filter { code, jt, jf, k };
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    let prefix = [
+    vec![
         ins(LD_W_ABS, 0, 0, 4),              // A = seccomp_data.arch
-        ins(JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // not x86-64: on to the filter (which refuses it)
+        ins(JEQ_K, 0, 5, AUDIT_ARCH_X86_64), // another arch: on to the filter proper
         ins(LD_W_ABS, 0, 0, 0),              // A = seccomp_data.nr
         ins(JGE_K, 0, 1, X32_SYSCALL_BIT),   // an x32 number?
         ins(RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::EPERM as u32),
-    ];
-    program.splice(0..0, prefix);
+        ins(JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+        ins(RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+    ]
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn prepend_x32_refusal(_program: &mut BpfProgram) {}
+#[cfg(target_arch = "aarch64")]
+fn prefix() -> Vec<seccompiler::sock_filter> {
+    const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
+    vec![
+        ins(LD_W_ABS, 0, 0, 4),
+        ins(JEQ_K, 0, 3, AUDIT_ARCH_AARCH64),
+        ins(LD_W_ABS, 0, 0, 0),
+        ins(JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+        ins(RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+    ]
+}
 
 /// Install the filters on this process (they pass to everything it runs).
 pub fn apply(filters: &[BpfProgram]) -> Result<(), String> {
@@ -172,24 +179,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_filters_compile_with_and_without_network() {
+    fn the_filter_compiles_with_and_without_network() {
         for allow_inet in [false, true] {
             let filters = build(&SeccompPlan { allow_inet }).unwrap();
-            assert_eq!(filters.len(), 2);
+            assert_eq!(filters.len(), 1);
             assert!(filters.iter().all(|f| !f.is_empty() && f.len() < 4096));
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_x32_prefix_jumps_into_the_filter_proper() {
+    fn the_prefix_jumps_land_inside_it_or_on_the_filter_proper() {
+        let p = prefix();
         let f = &build(&SeccompPlan::default()).unwrap()[0];
-        // The arch test skips the three instructions after it, landing on
-        // the first instruction of seccompiler's program.
-        assert_eq!((f[1].jt, f[1].jf), (0, 3));
-        assert_eq!(
-            f[5].code, 0x20,
-            "seccompiler's program starts by loading the arch"
-        );
+        for (i, ins) in p.iter().enumerate() {
+            if ins.code & 0x07 == 0x05 {
+                // A conditional jump: both targets stay within the prefix or
+                // land exactly on the first instruction after it.
+                for off in [ins.jt, ins.jf] {
+                    assert!(i + 1 + off as usize <= p.len(), "instruction {i}");
+                }
+            }
+        }
+        // Another architecture goes to seccompiler's program, which loads the arch again.
+        assert_eq!(1 + 1 + p[1].jf as usize, p.len());
+        assert_eq!((f[p.len()].code, f[p.len()].k), (LD_W_ABS, 4));
+        // clone3 is answered before the rules, with ENOSYS.
+        let clone3 = p
+            .iter()
+            .position(|i| i.code == JEQ_K && i.k == libc::SYS_clone3 as u32)
+            .unwrap();
+        assert_eq!(p[clone3 + 1].k, SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
     }
 }

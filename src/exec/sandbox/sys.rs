@@ -160,6 +160,22 @@ pub fn unshare(flags: libc::c_int) -> SysResult<()> {
     check(unsafe { libc::unshare(flags) }).map(drop)
 }
 
+/// Move into the network namespace behind `path` (a namespace file).
+pub fn join_network_namespace(path: &Path) -> SysResult<()> {
+    let c = cstring(path)?;
+    // SAFETY: a valid C string.
+    let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: a namespace descriptor we own.
+    let rc = unsafe { libc::setns(fd, libc::CLONE_NEWNET) };
+    let result = if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    close(fd);
+    result
+}
+
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     // SAFETY: plain syscall.
     unsafe { libc::kill(pid, sig) };
