@@ -374,6 +374,32 @@ async fn a_command_past_its_timeout_is_killed_with_everything_it_started() {
 }
 
 #[tokio::test]
+async fn daemons_left_behind_die_with_the_call_and_do_not_hold_it() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let marker = unique().to_string();
+    // Start the daemons (they keep stdout open) and exit soon after,
+    // without waiting for them.
+    let program = family(&marker, false).replace("time.sleep(1000)", "time.sleep(0.3)");
+    let started = Instant::now();
+    let (r, seen) = run_watching(&c, json!({"command": python(&program)}), &marker).await;
+    let out = r.structured_content.clone().unwrap();
+    assert_eq!(
+        (out["exit_code"].clone(), out["stdout"].clone()),
+        (json!(0), json!("started\n")),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(seen >= 3, "saw {seen}");
+    assert!(processes_with(&marker).is_empty());
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_command_that_ignores_sigterm_is_killed() {
     let s = Scratch::new();
     let c = start(&s.ws()).await;
