@@ -87,6 +87,15 @@ async fn policy_check_and_the_live_server_agree_on_a_table_of_cases() {
         ("list_dir", json!({"relative_workspace_path": "src"})),
         ("grep_search", json!({"query": "TOKEN"})),
         ("file_search", json!({"query": "env"})),
+        ("run_terminal_cmd", json!({"command": "echo hi"})),
+        ("run_terminal_cmd", json!({"command": "sudo id"})),
+        ("run_terminal_cmd", json!({"command": "ls; id"})),
+        (
+            "run_terminal_cmd",
+            json!({"command": "git push origin main"}),
+        ),
+        ("run_terminal_cmd", json!({"command": "ls", "cwd": "src"})),
+        ("run_terminal_cmd", json!({"command": "ls", "cwd": "../"})),
     ];
     let client = start(&ws).await;
     for (tool, args) in &cases {

@@ -24,7 +24,9 @@ pub async fn run(setup: &super::Setup, tool: &str, args: Option<&str>) -> anyhow
     };
     let (toolbox, audit) = super::open_workspace(setup)?;
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let shutdown = toolbox.shutdown.clone();
     let server = ArbiterServer::new(toolbox, audit);
+    let in_flight = server.in_flight();
     let server_task = tokio::spawn(async move {
         if let Ok(service) = server.serve(server_io).await {
             let _ = service.waiting().await;
@@ -42,6 +44,10 @@ pub async fn run(setup: &super::Setup, tool: &str, args: Option<&str>) -> anyhow
         .await;
     let _ = client.cancel().await;
     let _ = server_task.await;
+    // As `serve` does: stop background jobs, let cleanups finish.
+    shutdown.cancel();
+    in_flight.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), in_flight.wait()).await;
     match outcome {
         Ok(result) => {
             println!("{}", serde_json::to_string_pretty(&result)?);

@@ -22,6 +22,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<()> {
         setup.protected_paths(),
         toolbox.policy.clone(),
     ));
+    let shutdown = toolbox.shutdown.clone();
     let server = ArbiterServer::new(toolbox, audit);
     let in_flight = server.in_flight();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
@@ -37,7 +38,9 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
     }
-    // Let running calls finish and record themselves before the process exits.
+    // Stop running commands and background jobs (they record themselves as
+    // cancelled), let the other calls finish, then exit.
+    shutdown.cancel();
     in_flight.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, in_flight.wait())
         .await

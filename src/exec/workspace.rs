@@ -725,6 +725,24 @@ mod tests {
     }
 
     #[test]
+    fn open_dir_resolves_working_directories_beneath_the_root() {
+        let (b, root) = setup();
+        assert_eq!(root.open_dir(".").unwrap().1, "");
+        assert_eq!(root.open_dir("sub").unwrap().1, "sub");
+        assert_eq!(root.open_dir("sub/").unwrap().1, "sub");
+        assert_eq!(root.open_dir("..").unwrap_err().rule_id(), "CONFINE-001");
+        assert_eq!(root.open_dir("a.txt").unwrap_err().rule_id(), "FILE-002");
+        assert_eq!(root.open_dir("nope").unwrap_err().rule_id(), "FILE-001");
+        symlink(b.path(), root.path().join("up")).unwrap();
+        assert_eq!(root.open_dir("up").unwrap_err().rule_id(), "CONFINE-001");
+        std::fs::create_dir(root.path().join(".arbiter")).unwrap();
+        assert_eq!(
+            root.open_dir(".arbiter").unwrap_err().rule_id(),
+            "CONFINE-002"
+        );
+    }
+
+    #[test]
     fn dotdot_escape_is_refused() {
         let (_b, root) = setup();
         assert_eq!(

@@ -41,6 +41,8 @@ pub struct PolicyFile {
     pub tiers: Tiers,
     #[serde(default)]
     pub spec: SpecSection,
+    #[serde(default)]
+    pub sandbox: super::sandbox::SandboxSection,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ pub mod command;
 pub mod file;
 #[cfg(test)]
 mod proptests;
+pub mod sandbox;
 pub mod spec;
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 
 use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
 use file::{Access, Examples, PolicyError, PolicyFile, Problems, SpecSection};
+use sandbox::SandboxSettings;
 use spec::Tiers;
 
 /// What a tool is about to do. Paths are workspace-relative; the executor
@@ -217,6 +219,7 @@ pub struct Policy {
     content_owner: Vec<usize>,
     tiers: Tiers,
     spec: SpecSection,
+    sandbox: SandboxSettings,
     examples: Vec<RuleExamples>,
     effective: Value,
     /// Workspace paths no write may touch: the policy file itself when it
@@ -264,6 +267,11 @@ impl Policy {
 
     pub fn shell_options(&self) -> ShellOptions {
         self.shell
+    }
+
+    /// How commands run: sandbox mode, network, limits, paths, environment.
+    pub fn sandbox(&self) -> &SandboxSettings {
+        &self.sandbox
     }
 
     pub fn rule_count(&self) -> usize {
@@ -470,6 +478,7 @@ impl Policy {
             RegexSet::empty()
         });
 
+        let sandbox = SandboxSettings::compile(&file.sandbox, problems);
         let effective = effective_policy(file);
         Policy {
             source: source.to_string(),
@@ -503,6 +512,7 @@ impl Policy {
             content_owner,
             tiers: file.tiers.clone(),
             spec: file.spec.clone(),
+            sandbox,
             examples,
             effective,
             protected: Vec::new(),
@@ -839,6 +849,7 @@ fn effective_policy(file: &PolicyFile) -> Value {
         },
         "tiers": file.tiers,
         "spec": file.spec,
+        "sandbox": file.sandbox,
     })
 }
 

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
+use crate::exec::jobs::JobTable;
 use crate::store::AuditChain;
 use crate::store::audit::{AuditEntry, arguments_sha256, redact_arguments};
 use crate::tools::caws::{ArbiterValidateInput, ArbiterValidateOutput};
@@ -35,6 +36,10 @@ use crate::tools::files::{
 use crate::tools::find::{
     FileSearchInput, FileSearchOutput, GrepSearchInput, GrepSearchOutput, ListDirInput,
     ListDirOutput,
+};
+use crate::tools::terminal::{
+    CommandError, CommandOutput, CommandSession, ProgressFn, RunTerminalCmdInput,
+    TerminalGetStatusInput,
 };
 use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note};
 
@@ -49,8 +54,11 @@ struct SessionState {
     audit: AuditChain,
     session_id: String,
     tool_router: ToolRouter<ArbiterServer>,
-    /// Calls still running; see `call_tool` and [`ArbiterServer::in_flight`].
+    /// Calls still running, and background jobs; see `call_tool` and
+    /// [`ArbiterServer::in_flight`].
     in_flight: TaskTracker,
+    /// This session's background commands; they end with it.
+    jobs: JobTable,
 }
 
 /// A successful tool result: readable text for the model, the typed object as
@@ -65,6 +73,34 @@ fn tool_failure(error: &ToolError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.render())])
 }
 
+/// A command that could not run or did not end by itself: the error, and
+/// what it printed (also as `structuredContent`) when it ran.
+fn command_failure(e: &CommandError) -> CallToolResult {
+    let mut result = CallToolResult::error(vec![ContentBlock::text(e.render())]);
+    if let Some(out) = &e.output {
+        result.structured_content = serde_json::to_value(out).ok();
+    }
+    result
+}
+
+/// Progress notifications for a request that asked for them (it carried a
+/// progress token): bytes of output so far, and the time.
+fn command_progress(ctx: &RequestContext<RoleServer>) -> Option<ProgressFn> {
+    let token = ctx.meta.get_progress_token()?;
+    let peer = ctx.peer.clone();
+    Some(Box::new(move |bytes: u64, elapsed: std::time::Duration| {
+        let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), bytes as f64);
+        param.message = Some(format!(
+            "{bytes} bytes of output after {:.0} s",
+            elapsed.as_secs_f64()
+        ));
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.notify_progress(param).await;
+        });
+    }))
+}
+
 fn json_text<T: Serialize>(output: &T) -> String {
     serde_json::to_string_pretty(output).unwrap_or_default()
 }
@@ -72,8 +108,10 @@ fn json_text<T: Serialize>(output: &T) -> String {
 #[tool_router]
 impl ArbiterServer {
     pub fn new(toolbox: Arc<Toolbox>, audit: AuditChain) -> Self {
+        let jobs = JobTable::new(toolbox.shutdown.child_token());
         Self {
             inner: Arc::new(SessionState {
+                jobs,
                 toolbox,
                 audit,
                 session_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -242,6 +280,59 @@ impl ArbiterServer {
                 crate::tools::note_error(&e);
                 tool_failure(&e)
             }
+        }
+    }
+    #[tool(
+        name = "run_terminal_cmd",
+        description = "Run a command in the workspace, in a sandbox: it can write only inside the workspace and a private temporary directory ($HOME and $TMPDIR), has no network unless the policy gives it, sees none of the server's environment or state, and is killed with everything it started at its timeout (default 60 s). The command is split into words like a shell does but runs WITHOUT a shell: no pipes, redirections, `;`, `&&`, `$VAR` or globs (write them into `sh -c '...'` only where the policy allows shell syntax). Returns the exit code (a non-zero exit is not an error), stdout and stderr (each capped, keeping the first and last parts). With is_background: true, returns a job_id at once; follow it with terminal_get_status.",
+        annotations(
+            title = "Run command",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        ),
+        output_schema = schema_for_output::<CommandOutput>()
+    )]
+    async fn run_terminal_cmd(
+        &self,
+        Parameters(input): Parameters<RunTerminalCmdInput>,
+        ctx: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let session = CommandSession {
+            jobs: &self.inner.jobs,
+            tracker: &self.inner.in_flight,
+            cancel: ctx.ct.clone(),
+        };
+        let progress = command_progress(&ctx);
+        match self
+            .inner
+            .toolbox
+            .run_terminal_cmd(input, session, progress)
+            .await
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => command_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_get_status",
+        description = "State of a background command started by run_terminal_cmd with is_background: true in this session: running or how it ended (exit code, signal, timed out), and the output it printed since the previous terminal_get_status call.",
+        annotations(title = "Background command status", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<CommandOutput>()
+    )]
+    async fn terminal_get_status(
+        &self,
+        Parameters(input): Parameters<TerminalGetStatusInput>,
+    ) -> CallToolResult {
+        match self
+            .inner
+            .toolbox
+            .terminal_get_status(input, &self.inner.jobs)
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
         }
     }
 }

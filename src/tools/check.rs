@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::delete_move::{DeleteFileInput, MoveFileInput};
 use super::files::{FileReadInput, FileSearchReplaceInput, FileWriteInput};
 use super::find::ListDirInput;
+use super::terminal::RunTerminalCmdInput;
 use super::{ToolError, Toolbox, check_arguments};
 use crate::exec::ConfineError;
 use crate::policy::{Action, Decision};
@@ -23,12 +24,6 @@ pub enum CheckError {
     Refused(ToolError),
 }
 
-/// Arguments of `run_terminal_cmd` that the policy looks at.
-#[derive(serde::Deserialize)]
-struct CommandInput {
-    command: String,
-}
-
 impl Toolbox {
     /// Decide `tool` with `args` as the server would, without doing it.
     pub async fn decide(
@@ -37,20 +32,15 @@ impl Toolbox {
         args: &Map<String, Value>,
     ) -> Result<Decision, CheckError> {
         let policy = self.policy.load();
-        let parse = |args: &Map<String, Value>| {
-            if tool == "run_terminal_cmd" {
-                return Ok(());
-            }
-            match check_arguments(tool, args) {
-                None => Err(CheckError::Invalid(format!(
-                    "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search, arbiter_validate and run_terminal_cmd"
-                ))),
-                Some(Err(e)) => Err(CheckError::Invalid(format!(
-                    "invalid arguments for `{tool}`: field `{}`: {}",
-                    e.field, e.message
-                ))),
-                Some(Ok(())) => Ok(()),
-            }
+        let parse = |args: &Map<String, Value>| match check_arguments(tool, args) {
+            None => Err(CheckError::Invalid(format!(
+                "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search, arbiter_validate and run_terminal_cmd"
+            ))),
+            Some(Err(e)) => Err(CheckError::Invalid(format!(
+                "invalid arguments for `{tool}`: field `{}`: {}",
+                e.field, e.message
+            ))),
+            Some(Ok(())) => Ok(()),
         };
         parse(args)?;
         let value = Value::Object(args.clone());
@@ -146,12 +136,19 @@ impl Toolbox {
             // Searches are not refused: what the policy hides is left out of their results.
             "grep_search" | "file_search" => {}
             "run_terminal_cmd" => {
-                let input: CommandInput = serde_json::from_value(value).map_err(invalid)?;
+                let input: RunTerminalCmdInput = serde_json::from_value(value).map_err(invalid)?;
+                // The working directory is resolved first, as the tool does.
+                self.command_cwd(input.cwd.as_deref())
+                    .map_err(CheckError::Refused)?;
                 decision.merge(policy.evaluate(&Action::RunCommand {
                     command: &input.command,
                 }));
             }
-            _ => unreachable!("parse() accepted only known tools"),
+            _ => {
+                return Err(CheckError::Invalid(format!(
+                    "policy check knows file_read, file_write, file_search_replace and run_terminal_cmd; `{tool}` is not judged by the policy"
+                )));
+            }
         }
         Ok(decision)
     }

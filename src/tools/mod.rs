@@ -13,6 +13,7 @@ pub mod edit;
 pub mod files;
 pub mod find;
 pub mod spec_gate;
+pub mod terminal;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -40,6 +41,14 @@ pub struct Toolbox {
     pub store: Arc<LazyStore>,
     /// The active CAWS working spec, re-read when its file changes.
     pub spec: SpecCache,
+    /// Cancelled when the server shuts down: running commands and background
+    /// jobs are stopped (and recorded) instead of being abandoned.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Sandbox helpers started ahead of commands.
+    pub helpers: Arc<crate::exec::process::HelperPool>,
+    /// A root server's empty network namespace, shared by offline commands
+    /// (made on first use; `None` inside when it could not be made).
+    pub offline_netns: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
 }
 
 /// Bounds on what one reply may carry.
@@ -70,6 +79,9 @@ impl Toolbox {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             locks: FileLocks::default(),
             limits: Limits::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            helpers: crate::exec::process::HelperPool::new(1),
+            offline_netns: std::sync::OnceLock::new(),
         }
     }
 
@@ -237,6 +249,22 @@ pub fn note_error(err: &ToolError) {
     });
 }
 
+/// Note a failure that came after the policy allowed the call (a command
+/// that could not run, timed out, ...): its rule joins the matched rules.
+pub fn note_failure(err: &ToolError) {
+    let _ = CALL_NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if !n.rule_ids.split(',').any(|r| r == err.rule_id) {
+            if !n.rule_ids.is_empty() {
+                n.rule_ids.push(',');
+            }
+            n.rule_ids.push_str(&err.rule_id);
+        }
+        n.outcome = Some(err.outcome);
+        n.detail = err.render();
+    });
+}
+
 /// A malformed argument, naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArgumentError {
@@ -273,6 +301,8 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "file_search" => check::<find::FileSearchInput>(args),
         "delete_file" => check::<delete_move::DeleteFileInput>(args),
         "move_file" => check::<delete_move::MoveFileInput>(args),
+        "run_terminal_cmd" => check::<terminal::RunTerminalCmdInput>(args),
+        "terminal_get_status" => check::<terminal::TerminalGetStatusInput>(args),
         _ => return None,
     })
 }
