@@ -3,6 +3,7 @@
 
 mod audit;
 mod call;
+mod doctor;
 mod policy;
 mod serve;
 
@@ -57,6 +58,9 @@ enum Command {
         /// Arguments as a JSON object, e.g. '{"target_file":"README.md"}'. Default: {}.
         args: Option<String>,
     },
+    /// Check the policy, the store, the command sandbox (by running a command in it)
+    /// and the disk; exit 1 with a fix for each failure.
+    Doctor,
     /// Check, test and show the policy.
     Policy {
         #[command(subcommand)]
@@ -111,6 +115,7 @@ pub fn main() -> ExitCode {
             Command::Serve => serve::run(&setup).await.map(|()| ExitCode::SUCCESS),
             Command::Call { tool, args } => call::run(&setup, &tool, args.as_deref()).await,
             Command::Policy { command } => policy::run(&setup, command).await,
+            Command::Doctor => doctor::run(&setup).await,
             Command::Audit { command } => audit::run(&setup.workspace, command).await,
         }
     });

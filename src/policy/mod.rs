@@ -527,7 +527,7 @@ impl Policy {
     }
 
     /// Run every rule's examples; each failure names the rule and the example's place.
-    fn check_examples(&self) -> Vec<PolicyError> {
+    pub fn check_examples(&self) -> Vec<PolicyError> {
         let mut problems = Problems::new(&self.source);
         for entry in &self.examples {
             for (example, should_match) in entry
