@@ -66,6 +66,11 @@ pub struct SandboxPlan {
     pub landlock: LandlockPlan,
     pub seccomp: SeccompPlan,
     pub rlimits: Vec<Rlimit>,
+    /// An interactive session: the helper's stdout is a terminal (the slave
+    /// side of a PTY the server opened); the command gets it as stdin too,
+    /// and as its controlling terminal (see `src/exec/README.md`, *Sessions*).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -458,6 +463,7 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> SandboxPlan {
             allow_inet: *network,
         },
         rlimits,
+        tty: false,
     }
 }
 

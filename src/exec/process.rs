@@ -167,6 +167,13 @@ struct Waiting {
 }
 
 fn start_helper() -> std::io::Result<Waiting> {
+    start_helper_with(None)
+}
+
+/// A helper whose stdout and stderr are `terminal` (a PTY slave) instead of
+/// pipes. The caller's copy of the slave is closed when this returns, so the
+/// master sees end-of-file (EIO) once the sandbox is gone.
+fn start_helper_with(terminal: Option<OwnedFd>) -> std::io::Result<Waiting> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let mut command = std::process::Command::new(SELF_EXE);
     command
@@ -175,13 +182,22 @@ fn start_helper() -> std::io::Result<Waiting> {
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0);
+    match terminal {
+        Some(slave) => {
+            let copy = slave.try_clone()?;
+            command.stdout(Stdio::from(slave)).stderr(Stdio::from(copy));
+        }
+        None => {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
     let mut command = tokio::process::Command::from(command);
     command.kill_on_drop(true);
+    let child = command.spawn()?;
+    drop(command);
     Ok(Waiting {
-        child: command.spawn()?,
+        child,
         socket: ours,
     })
 }
@@ -257,8 +273,35 @@ pub async fn spawn(
     output_cap: usize,
     cleanup: Cleanup,
 ) -> Result<Spawned, (std::io::Error, Cleanup)> {
+    spawn_in(pool, plan, output_cap, cleanup, None).await
+}
+
+/// Run `plan` (with `tty: true`) in a fresh helper whose stdout and stderr
+/// are `slave`; the command's output is read from the PTY's master side by
+/// the caller, so the returned streams stay empty.
+pub async fn spawn_on_terminal(
+    pool: &Arc<HelperPool>,
+    plan: &SandboxPlan,
+    slave: OwnedFd,
+    cleanup: Cleanup,
+) -> Result<Spawned, (std::io::Error, Cleanup)> {
+    spawn_in(pool, plan, 0, cleanup, Some(slave)).await
+}
+
+async fn spawn_in(
+    pool: &Arc<HelperPool>,
+    plan: &SandboxPlan,
+    output_cap: usize,
+    cleanup: Cleanup,
+    terminal: Option<OwnedFd>,
+) -> Result<Spawned, (std::io::Error, Cleanup)> {
     let started = Instant::now();
-    let Waiting { mut child, socket } = match pool.take() {
+    let is_terminal = terminal.is_some();
+    let taken = match terminal {
+        Some(slave) => start_helper_with(Some(slave)),
+        None => pool.take(),
+    };
+    let Waiting { mut child, socket } = match taken {
         Ok(w) => w,
         Err(e) => return Err((e, cleanup)),
     };
@@ -289,7 +332,9 @@ pub async fn spawn(
     };
     // Start the next helper while this command runs (not before its plan
     // went out: starting one holds the runtime's thread for a while).
-    pool.refill();
+    if !is_terminal {
+        pool.refill();
+    }
     Ok(Spawned {
         child,
         streams,
@@ -342,6 +387,11 @@ impl Spawned {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The helper's process id (in the server's PID namespace).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Wait for the command to end; stop it at `deadline` or when `cancel`

@@ -126,6 +126,10 @@ pub struct SandboxLimits {
     pub open_files: u64,
     /// Background jobs one session may have running at once.
     pub max_background_jobs: usize,
+    /// Interactive terminal sessions one MCP session (client) may have open.
+    pub max_sessions: usize,
+    /// An interactive terminal session unused this long is closed.
+    pub session_idle_ms: u64,
 }
 
 impl Default for SandboxLimits {
@@ -142,6 +146,8 @@ impl Default for SandboxLimits {
             cpu_seconds: 600,
             open_files: 4096,
             max_background_jobs: 8,
+            max_sessions: 8,
+            session_idle_ms: 15 * 60 * 1000,
         }
     }
 }

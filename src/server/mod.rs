@@ -37,6 +37,10 @@ use crate::tools::find::{
     FileSearchInput, FileSearchOutput, GrepSearchInput, GrepSearchOutput, ListDirInput,
     ListDirOutput,
 };
+use crate::tools::sessions::{
+    CreateSessionInput, ExecuteCommandInput, SendInputInput, SessionIdInput, SessionOutput,
+    SessionTable,
+};
 use crate::tools::terminal::{
     CommandError, CommandOutput, CommandSession, ProgressFn, RunTerminalCmdInput,
     TerminalGetStatusInput,
@@ -59,6 +63,8 @@ struct SessionState {
     in_flight: TaskTracker,
     /// This session's background commands; they end with it.
     jobs: JobTable,
+    /// This session's interactive terminal sessions; they end with it.
+    sessions: SessionTable,
 }
 
 /// A successful tool result: readable text for the model, the typed object as
@@ -112,6 +118,7 @@ impl ArbiterServer {
         Self {
             inner: Arc::new(SessionState {
                 jobs,
+                sessions: SessionTable::new(toolbox.shutdown.child_token()),
                 toolbox,
                 audit,
                 session_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -318,7 +325,7 @@ impl ArbiterServer {
 
     #[tool(
         name = "terminal_get_status",
-        description = "State of a background command started by run_terminal_cmd with is_background: true in this session: running or how it ended (exit code, signal, timed out), and the output it printed since the previous terminal_get_status call.",
+        description = "With job_id: state of a background command started by run_terminal_cmd with is_background: true in this session: running or how it ended (exit code, signal, timed out), and the output it printed since the previous terminal_get_status call. With session_id: state of a terminal session (running, exited, closed, expired) and how many bytes of output are unread.",
         annotations(title = "Background command status", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<CommandOutput>()
     )]
@@ -329,7 +336,112 @@ impl ArbiterServer {
         match self
             .inner
             .toolbox
-            .terminal_get_status(input, &self.inner.jobs)
+            .terminal_get_status(input, &self.inner.jobs, &self.inner.sessions)
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_create_session",
+        description = "Start an interactive shell (default /bin/sh) on a terminal, in the same sandbox as run_terminal_cmd (writes only inside the workspace, no network unless the policy gives it). The shell is judged by the policy like a command. Returns a session_id for terminal_execute_command, terminal_send_input, terminal_read_output, terminal_get_status and terminal_close_session. Sessions belong to this MCP session, end when closed, after the policy's idle time (15 min by default), or with the MCP session.",
+        annotations(title = "Create terminal session", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_create_session(
+        &self,
+        Parameters(input): Parameters<CreateSessionInput>,
+    ) -> CallToolResult {
+        let inner = &self.inner;
+        match inner
+            .toolbox
+            .terminal_create_session(input, &inner.sessions, &inner.in_flight)
+            .await
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_execute_command",
+        description = "Run one command line in a terminal session's shell and wait (timeout_ms, 1000 to 300000) for it to finish: returns its output (control sequences stripped, capped) and exit status. The command is judged by the policy exactly like run_terminal_cmd's before it is typed. State such as the working directory (cd) and shell variables persists between calls. On timeout the command keeps running.",
+        annotations(title = "Run command in session", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_execute_command(
+        &self,
+        Parameters(input): Parameters<ExecuteCommandInput>,
+    ) -> CallToolResult {
+        match self
+            .inner
+            .toolbox
+            .terminal_execute_command(input, &self.inner.sessions)
+            .await
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_send_input",
+        description = "Type text into a terminal session (answers to a prompt, input to a running program). Every complete line is judged by the policy as a command. A control character must be sent alone (\"\\u0003\" interrupts, \"\\u0004\" ends input). Read what follows with terminal_read_output.",
+        annotations(title = "Send input to session", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_send_input(
+        &self,
+        Parameters(input): Parameters<SendInputInput>,
+    ) -> CallToolResult {
+        match self
+            .inner
+            .toolbox
+            .terminal_send_input(input, &self.inner.sessions)
+            .await
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_read_output",
+        description = "The output a terminal session printed since it was last read (control sequences stripped, capped), and its state.",
+        annotations(title = "Read session output", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_read_output(
+        &self,
+        Parameters(input): Parameters<SessionIdInput>,
+    ) -> CallToolResult {
+        match self
+            .inner
+            .toolbox
+            .terminal_read_output(input, &self.inner.sessions)
+            .await
+        {
+            Ok(out) => tool_success(out.render(), &out),
+            Err(e) => tool_failure(&e),
+        }
+    }
+
+    #[tool(
+        name = "terminal_close_session",
+        description = "Close a terminal session: its shell and every process it started are stopped (SIGTERM, then SIGKILL). Returns the output not yet read.",
+        annotations(title = "Close terminal session", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_close_session(
+        &self,
+        Parameters(input): Parameters<SessionIdInput>,
+    ) -> CallToolResult {
+        match self
+            .inner
+            .toolbox
+            .terminal_close_session(input, &self.inner.sessions)
+            .await
         {
             Ok(out) => tool_success(out.render(), &out),
             Err(e) => tool_failure(&e),

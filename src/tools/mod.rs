@@ -12,6 +12,7 @@ pub mod delete_move;
 pub mod edit;
 pub mod files;
 pub mod find;
+pub mod sessions;
 pub mod spec_gate;
 pub mod terminal;
 
@@ -303,6 +304,12 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "move_file" => check::<delete_move::MoveFileInput>(args),
         "run_terminal_cmd" => check::<terminal::RunTerminalCmdInput>(args),
         "terminal_get_status" => check::<terminal::TerminalGetStatusInput>(args),
+        "terminal_create_session" => check::<sessions::CreateSessionInput>(args),
+        "terminal_execute_command" => check::<sessions::ExecuteCommandInput>(args),
+        "terminal_send_input" => check::<sessions::SendInputInput>(args),
+        "terminal_read_output" | "terminal_close_session" => {
+            check::<sessions::SessionIdInput>(args)
+        }
         _ => return None,
     })
 }

@@ -52,7 +52,11 @@ pub struct RunTerminalCmdInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TerminalGetStatusInput {
     /// The `job_id` run_terminal_cmd returned for a background command.
-    pub job_id: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
+    /// Or the `session_id` terminal_create_session returned: the session's state, and how much output is unread (read it with terminal_read_output).
+    #[serde(default)]
+    pub session_id: Option<String>,
 }
 
 /// A command's result (or, for a background job, its state so far).
@@ -61,6 +65,9 @@ pub struct CommandOutput {
     /// The background job's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The terminal session's id (terminal_get_status with a session_id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
     /// `running`, `exited` (see exit_code), `signaled` (see signal), `timed_out`, `cancelled`, or `failed` (it could not run; see error).
     pub state: String,
     /// Exit code, when it exited.
@@ -98,6 +105,16 @@ impl CommandOutput {
     pub fn render(&self) -> String {
         let secs = self.duration_ms as f64 / 1000.0;
         let mut text = match self.state.as_str() {
+            "running" if self.session_id.is_some() => format!(
+                "Session {} is running; {} bytes of output unread (terminal_read_output); last used {secs:.1} s ago.",
+                self.session_id.as_deref().unwrap_or("?"),
+                self.stdout_bytes
+            ),
+            "closed" | "expired" => format!(
+                "Session {} has ended ({}).",
+                self.session_id.as_deref().unwrap_or("?"),
+                self.state
+            ),
             "running" => format!(
                 "Job {} is running ({secs:.1} s so far); call terminal_get_status with job_id `{}` for more output.",
                 self.job_id.as_deref().unwrap_or("?"),
@@ -291,12 +308,14 @@ impl Toolbox {
                 &cwd,
                 limits.output_max_bytes,
                 session.tracker,
+                None,
             )
             .await?;
         let timeout = Duration::from_millis(timeout_ms);
         let grace = Duration::from_millis(limits.kill_grace_ms);
         let mut out = CommandOutput {
             job_id: None,
+            session_id: None,
             state: "running".to_string(),
             exit_code: None,
             signal: None,
@@ -358,13 +377,14 @@ impl Toolbox {
     /// Everything between the policy's yes and a running helper: facts,
     /// private directory, cgroup, plan, spawn. Returns the missing layers
     /// already known (best-effort mode).
-    async fn spawn_sandboxed(
+    pub(crate) async fn spawn_sandboxed(
         &self,
         line: &CommandLine,
         network: bool,
         cwd: &std::path::Path,
         output_cap: usize,
         tracker: &TaskTracker,
+        terminal: Option<std::os::fd::OwnedFd>,
     ) -> Result<(Spawned, Vec<String>), ToolError> {
         let policy = self.policy.load();
         let settings = policy.sandbox();
@@ -414,7 +434,7 @@ impl Toolbox {
                 Err(detail) => missing.push(format!("cgroup_pids: {detail}")),
             }
         }
-        let plan = build_plan(&PlanInputs {
+        let mut plan = build_plan(&PlanInputs {
             line,
             settings,
             network,
@@ -429,7 +449,18 @@ impl Toolbox {
             private_dir: Some(private_dir),
             tracker: Some(tracker.clone()),
         };
-        match process::spawn(&self.helpers, &plan, output_cap, cleanup).await {
+        let spawned = match terminal {
+            Some(slave) => {
+                plan.tty = true;
+                // No prompt: output read back is the commands' own.
+                plan.env.retain(|(k, _)| k != "PS1" && k != "PS2");
+                plan.env.push(("PS1".to_string(), String::new()));
+                plan.env.push(("PS2".to_string(), String::new()));
+                process::spawn_on_terminal(&self.helpers, &plan, slave, cleanup).await
+            }
+            None => process::spawn(&self.helpers, &plan, output_cap, cleanup).await,
+        };
+        match spawned {
             Ok(spawned) => Ok((spawned, missing)),
             Err((e, cleanup)) => {
                 cleanup.run().await;
@@ -460,11 +491,47 @@ impl Toolbox {
         &self,
         input: TerminalGetStatusInput,
         jobs: &JobTable,
+        sessions: &super::sessions::SessionTable,
     ) -> Result<CommandOutput, ToolError> {
-        let Some(status) = jobs.status(&input.job_id) else {
+        let job_id = match (input.job_id, input.session_id) {
+            (Some(job_id), None) => job_id,
+            (None, Some(session_id)) => {
+                let s = self.terminal_session_status(&session_id, sessions)?;
+                return Ok(CommandOutput {
+                    job_id: None,
+                    session_id: Some(s.session_id),
+                    state: s.state,
+                    exit_code: s.exit_code,
+                    signal: s.signal,
+                    timed_out: false,
+                    duration_ms: s.duration_ms,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    stdout_bytes: s.output_bytes,
+                    stderr_bytes: 0,
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    cwd: s.cwd,
+                    network: false,
+                    timeout_ms: 0,
+                    error: None,
+                    sandbox_missing: Vec::new(),
+                });
+            }
+            _ => {
+                return Err(reject(ToolError {
+                    outcome: Outcome::Invalid,
+                    rule_id: "JOB-001".to_string(),
+                    message: "give exactly one of job_id and session_id".to_string(),
+                    advice: "job_id for a background command, session_id for a terminal session"
+                        .to_string(),
+                }));
+            }
+        };
+        let Some(status) = jobs.status(&job_id) else {
             return Err(reject(ToolError::failed(
                 "JOB-001",
-                format!("this session has no job `{}`", input.job_id),
+                format!("this session has no job `{job_id}`"),
                 "use the job_id run_terminal_cmd returned in this session; jobs end with their session",
             )));
         };
@@ -482,6 +549,7 @@ fn job_output(status: JobStatus) -> CommandOutput {
     } = status;
     let mut out = CommandOutput {
         job_id: Some(job.id.clone()),
+        session_id: None,
         state: "running".to_string(),
         exit_code: None,
         signal: None,
@@ -624,6 +692,7 @@ mod tests {
     fn output() -> CommandOutput {
         CommandOutput {
             job_id: None,
+            session_id: None,
             state: "running".into(),
             exit_code: None,
             signal: None,

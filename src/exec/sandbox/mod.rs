@@ -106,12 +106,19 @@ fn helper() -> i32 {
         Ok(plan) => plan,
         Err(e) => Reporter.setup_failed("plan", format!("cannot read the sandbox plan: {e}")),
     };
-    match sys::open_dev_null() {
-        Ok(null) => {
-            let _ = sys::dup2(null, 0);
-            sys::close(null);
+    if plan.tty {
+        // An interactive session: stdin is the terminal on stdout.
+        if let Err(e) = sys::dup2(1, 0) {
+            Reporter.setup_failed("stdin", format!("cannot use the terminal as stdin: {e}"));
         }
-        Err(e) => Reporter.setup_failed("stdin", format!("cannot open /dev/null: {e}")),
+    } else {
+        match sys::open_dev_null() {
+            Ok(null) => {
+                let _ = sys::dup2(null, 0);
+                sys::close(null);
+            }
+            Err(e) => Reporter.setup_failed("stdin", format!("cannot open /dev/null: {e}")),
+        }
     }
     sys::close_from(REPORT_FD + 1);
     // Die with the server; and if it is already gone, do nothing.
@@ -310,6 +317,13 @@ fn command(
     sys::reset_signals();
     if let Err(e) = sys::setsid() {
         Reporter.setup_failed("setsid", e.to_string());
+    }
+    if plan.tty {
+        // The session's terminal becomes the controlling terminal of the new
+        // session, so job control and ^C work in the shell.
+        if let Err(e) = sys::set_controlling_terminal(0) {
+            Reporter.setup_failed("terminal", e.to_string());
+        }
     }
     if let Err(e) = sys::chdir(&plan.cwd) {
         Reporter.setup_failed("cwd", format!("cannot enter {}: {e}", plan.cwd.display()));

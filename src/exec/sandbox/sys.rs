@@ -268,6 +268,12 @@ pub fn setsid() -> SysResult<()> {
     check(unsafe { libc::setsid() }).map(drop)
 }
 
+/// `TIOCSCTTY`: make `fd` (a terminal) the controlling terminal of this session.
+pub fn set_controlling_terminal(fd: RawFd) -> SysResult<()> {
+    // SAFETY: plain ioctl on a descriptor we own; the argument is an int.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
 pub fn chdir(path: &Path) -> SysResult<()> {
     let c = cstring(path)?;
     // SAFETY: a valid C string.

@@ -1,0 +1,285 @@
+//! Interactive terminal sessions (`terminal_create_session` and friends)
+//! through the real binary and the rmcp client: a shell on a PTY in the
+//! command sandbox, judged by the policy, owned by the MCP session that made
+//! it, capped, and killed with everything it started when closed or when the
+//! client goes away. Processes are found by a marker in their command line
+//! in the host's `/proc` (the session has its own PID namespace).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (u64::from(std::process::id()) << 20) ^ (nanos << 4) ^ N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Host pids whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(marker)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn create(c: &Client) -> String {
+    let out = ok(c, "terminal_create_session", json!({})).await;
+    out["session_id"].as_str().unwrap().to_string()
+}
+
+async fn exec(c: &Client, id: &str, command: &str) -> Value {
+    ok(
+        c,
+        "terminal_execute_command",
+        json!({"session_id": id, "command": command, "timeout_ms": 10_000}),
+    )
+    .await
+}
+
+/// Start `sleep` with a marker in the session (it keeps running past the
+/// call's timeout) and return its host pid.
+async fn start_marked_sleep(c: &Client, id: &str) -> i32 {
+    let marker = format!("1000.{}", unique());
+    let out = ok(
+        c,
+        "terminal_execute_command",
+        json!({"session_id": id, "command": format!("sleep {marker}"), "timeout_ms": 1000}),
+    )
+    .await;
+    assert_eq!(out["timed_out"], true, "{out}");
+    let mut pid = 0;
+    eventually("the marked sleep", Duration::from_secs(5), || {
+        pid = processes_with(&marker).first().copied().unwrap_or(0);
+        pid != 0
+    })
+    .await;
+    pid
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+}
+
+#[tokio::test]
+async fn a_session_runs_echo_and_returns_output_and_exit_status() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    let out = exec(&c, &id, "echo hello-session").await;
+    assert_eq!(out["output"], "hello-session\n", "{out}");
+    assert_eq!(out["exit_code"], 0, "{out}");
+    assert_eq!(out["timed_out"], false, "{out}");
+    let out = exec(&c, &id, "ls no-such-file").await;
+    assert_ne!(out["exit_code"], 0, "{out}");
+    // The shell keeps its state between commands.
+    std::fs::create_dir(s.ws().join("sub")).unwrap();
+    exec(&c, &id, "cd sub").await;
+    let out = exec(&c, &id, "pwd").await;
+    assert!(out["output"].as_str().unwrap().ends_with("/sub\n"), "{out}");
+    let status = ok(&c, "terminal_get_status", json!({"session_id": id})).await;
+    assert_eq!(status["state"], "running", "{status}");
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_command_never_reaches_the_shell() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    let t = refused(
+        &c,
+        "terminal_execute_command",
+        json!({"session_id": id, "command": "sudo id", "timeout_ms": 5000}),
+    )
+    .await;
+    assert!(t.contains("CMD-100"), "{t}");
+    // Typed line by line, or split across calls, it is judged the same.
+    let t = refused(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "sudo id\n"}),
+    )
+    .await;
+    assert!(t.contains("CMD-100"), "{t}");
+    ok(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "sud"}),
+    )
+    .await;
+    let t = refused(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "o id\n"}),
+    )
+    .await;
+    assert!(t.contains("CMD-100"), "{t}");
+    // Line editing mixed with text is refused outright.
+    let t = refused(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "\u{15}sudx\u{7f}o id\n"}),
+    )
+    .await;
+    assert!(t.contains("SESSION-003"), "{t}");
+    // Nothing reached the shell: discard the pending "sud", and no output came.
+    ok(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "\u{3}"}),
+    )
+    .await;
+    let out = ok(&c, "terminal_read_output", json!({"session_id": id})).await;
+    assert!(!out["output"].as_str().unwrap().contains("sudo"), "{out}");
+    let out = exec(&c, &id, "echo still-here").await;
+    assert!(
+        out["output"].as_str().unwrap().contains("still-here"),
+        "{out}"
+    );
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_cannot_write_outside_the_workspace() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    let beside = s.outside().join(format!("beside-{}", unique()));
+    let out = exec(&c, &id, &format!("touch {}", beside.display())).await;
+    assert_ne!(out["exit_code"], 0, "{out}");
+    assert!(
+        out["output"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{out}"
+    );
+    assert!(!beside.exists());
+    // A script the policy never sees fares no better: the sandbox holds.
+    s.write(
+        "escape.sh",
+        &format!(
+            "echo x > {}\necho x > /tmp/escape-{}\n",
+            beside.display(),
+            unique()
+        ),
+    );
+    let out = exec(&c, &id, "sh escape.sh").await;
+    assert_ne!(out["exit_code"], 0, "{out}");
+    assert!(!beside.exists());
+    let out = exec(&c, &id, "touch inside.txt").await;
+    assert_eq!(out["exit_code"], 0, "{out}");
+    assert!(s.ws().join("inside.txt").exists());
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_client_cannot_use_or_close_a_session() {
+    let s = Scratch::new();
+    let a = start(&s.ws()).await;
+    let b = start(&s.ws()).await;
+    let id = create(&a).await;
+    for (tool, args) in [
+        (
+            "terminal_execute_command",
+            json!({"session_id": id, "command": "echo hi", "timeout_ms": 2000}),
+        ),
+        (
+            "terminal_send_input",
+            json!({"session_id": id, "data": "echo hi\n"}),
+        ),
+        ("terminal_read_output", json!({"session_id": id})),
+        ("terminal_get_status", json!({"session_id": id})),
+        ("terminal_close_session", json!({"session_id": id})),
+    ] {
+        let t = refused(&b, tool, args).await;
+        assert!(t.contains("SESSION-001"), "{tool}: {t}");
+    }
+    let out = exec(&a, &id, "echo mine").await;
+    assert_eq!(out["output"], "mine\n", "{out}");
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_session_cap_is_enforced() {
+    let s = Scratch::new();
+    let policy = s.outside().join(format!("policy-{}.yaml", unique()));
+    std::fs::write(
+        &policy,
+        "version: 1\nsandbox:\n  limits:\n    max_sessions: 2\n",
+    )
+    .unwrap();
+    let c = start_with(&s.ws(), &["--policy", policy.to_str().unwrap()]).await;
+    let first = create(&c).await;
+    create(&c).await;
+    let t = refused(&c, "terminal_create_session", json!({})).await;
+    assert!(t.contains("SESSION-002"), "{t}");
+    assert!(t.contains("2 terminal sessions"), "{t}");
+    ok(&c, "terminal_close_session", json!({"session_id": first})).await;
+    create(&c).await;
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_a_session_kills_its_processes() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    let pid = start_marked_sleep(&c, &id).await;
+    assert!(alive(pid));
+    let out = ok(&c, "terminal_close_session", json!({"session_id": id})).await;
+    assert_eq!(out["state"], "closed", "{out}");
+    assert!(!alive(pid), "pid {pid} survived the close");
+    let helper = out["pid"].as_i64().unwrap() as i32;
+    assert!(!alive(helper), "the helper {helper} survived the close");
+    let t = refused(&c, "terminal_read_output", json!({"session_id": id})).await;
+    assert!(t.contains("SESSION-001"), "{t}");
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sessions_processes_die_when_the_client_disconnects() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    let pid = start_marked_sleep(&c, &id).await;
+    c.cancel().await.unwrap();
+    eventually(
+        "the session's processes to die",
+        Duration::from_secs(10),
+        || !alive(pid),
+    )
+    .await;
+    assert!(!Path::new(&format!("/proc/{pid}/cmdline")).exists() || !alive(pid));
+}
