@@ -170,6 +170,29 @@ async fn a_refused_command_never_reaches_the_shell() {
 }
 
 #[tokio::test]
+async fn a_program_cannot_type_into_the_sessions_shell() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    // TIOCSTI would put a line into the shell's input that the policy never saw.
+    let out = exec(
+        &c,
+        &id,
+        "/usr/bin/python3 -c 'import fcntl, termios; fcntl.ioctl(0, termios.TIOCSTI, b\"x\")'",
+    )
+    .await;
+    assert_ne!(out["exit_code"], 0, "{out}");
+    assert!(
+        out["output"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
+        "{out}"
+    );
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_session_cannot_write_outside_the_workspace() {
     let s = Scratch::new();
     let c = start(&s.ws()).await;
@@ -248,6 +271,38 @@ async fn the_session_cap_is_enforced() {
     assert!(t.contains("2 terminal sessions"), "{t}");
     ok(&c, "terminal_close_session", json!({"session_id": first})).await;
     create(&c).await;
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_session_expires_with_its_processes() {
+    let s = Scratch::new();
+    let policy = s.outside().join(format!("policy-{}.yaml", unique()));
+    std::fs::write(
+        &policy,
+        "version: 1\nsandbox:\n  limits:\n    session_idle_ms: 1500\n    kill_grace_ms: 200\n",
+    )
+    .unwrap();
+    let c = start_with(&s.ws(), &["--policy", policy.to_str().unwrap()]).await;
+    let id = create(&c).await;
+    let pid = start_marked_sleep(&c, &id).await;
+    eventually(
+        "the idle session to expire",
+        Duration::from_secs(10),
+        || !alive(pid),
+    )
+    .await;
+    // The shell itself gets SIGKILL after the grace period; then the session is gone.
+    let start = Instant::now();
+    loop {
+        let r = call(&c, "terminal_get_status", json!({"session_id": id})).await;
+        if r.is_error == Some(true) {
+            assert!(text(&r).contains("SESSION-001"), "{}", text(&r));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&r));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.cancel().await.unwrap();
 }
 

@@ -34,7 +34,7 @@ impl Toolbox {
         let policy = self.policy.load();
         let parse = |args: &Map<String, Value>| match check_arguments(tool, args) {
             None => Err(CheckError::Invalid(format!(
-                "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search, arbiter_validate and run_terminal_cmd"
+                "unknown tool `{tool}`; policy check knows file_read, file_write, file_search_replace, delete_file, move_file, list_dir, grep_search, file_search, arbiter_validate, run_terminal_cmd, terminal_create_session and terminal_execute_command"
             ))),
             Some(Err(e)) => Err(CheckError::Invalid(format!(
                 "invalid arguments for `{tool}`: field `{}`: {}",
@@ -144,9 +144,26 @@ impl Toolbox {
                     command: &input.command,
                 }));
             }
+            // A session's shell, and each command typed into it, are judged like run_terminal_cmd's.
+            "terminal_create_session" => {
+                let input: crate::tools::sessions::CreateSessionInput =
+                    serde_json::from_value(value).map_err(invalid)?;
+                self.command_cwd(input.cwd.as_deref())
+                    .map_err(CheckError::Refused)?;
+                decision.merge(policy.evaluate(&Action::RunCommand {
+                    command: input.shell.as_deref().unwrap_or("/bin/sh"),
+                }));
+            }
+            "terminal_execute_command" => {
+                let input: crate::tools::sessions::ExecuteCommandInput =
+                    serde_json::from_value(value).map_err(invalid)?;
+                decision.merge(policy.evaluate(&Action::RunCommand {
+                    command: &input.command,
+                }));
+            }
             _ => {
                 return Err(CheckError::Invalid(format!(
-                    "policy check knows file_read, file_write, file_search_replace and run_terminal_cmd; `{tool}` is not judged by the policy"
+                    "policy check knows file_read, file_write, file_search_replace, run_terminal_cmd, terminal_create_session and terminal_execute_command; `{tool}` is not judged by the policy"
                 )));
             }
         }

@@ -16,6 +16,10 @@
 //!   `AF_INET6` when the command has the network): no raw packets, no
 //!   `AF_VSOCK` to the hypervisor, no exotic protocol code.
 //!
+//! - `ioctl(TIOCSTI)`: typing into the terminal. In an interactive session
+//!   a program could otherwise put a line into the shell's input that the
+//!   policy never judged (`dev.tty.legacy_tiocsti` is 1 on many kernels).
+//!
 //! `clone3` answers `ENOSYS`: its flags are in memory a filter cannot read,
 //! and the C library then falls back to `clone`, whose flags it can.
 //! On x86-64 the x32 system-call numbers are refused outright, so no call
@@ -113,6 +117,14 @@ pub fn build(plan: &SeccompPlan) -> Result<Vec<BpfProgram>, String> {
     rules.insert(
         libc::SYS_socket,
         vec![SeccompRule::new(not_allowed).map_err(err)?],
+    );
+    // ioctl(fd, TIOCSTI, ...): faking terminal input. (The request's type
+    // differs between C libraries.)
+    #[allow(clippy::unnecessary_cast)]
+    let tiocsti = libc::TIOCSTI as u64;
+    rules.insert(
+        libc::SYS_ioctl,
+        vec![SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, tiocsti)?]).map_err(err)?],
     );
     let deny = SeccompFilter::new(
         rules,
