@@ -144,6 +144,27 @@ async fn a_refused_command_never_reaches_the_shell() {
     )
     .await;
     assert!(t.contains("CMD-100"), "{t}");
+    // The same through terminal_execute_command after a partial line (^C
+    // discards the "sud" still in the terminal's line first).
+    ok(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "\u{3}"}),
+    )
+    .await;
+    ok(
+        &c,
+        "terminal_send_input",
+        json!({"session_id": id, "data": "sud"}),
+    )
+    .await;
+    let t = refused(
+        &c,
+        "terminal_execute_command",
+        json!({"session_id": id, "command": "o id", "timeout_ms": 5000}),
+    )
+    .await;
+    assert!(t.contains("CMD-100"), "{t}");
     // Line editing mixed with text is refused outright.
     let t = refused(
         &c,

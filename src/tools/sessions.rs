@@ -561,6 +561,18 @@ impl Toolbox {
             command: &input.command,
         }])
         .inspect_err(note_error)?;
+        // Text typed with send_input and not yet ended by a newline is still
+        // in the terminal's line: the shell will read it in front of this command.
+        let typed_before = session
+            .typed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !typed_before.is_empty() {
+            let joined = format!("{typed_before}{}", input.command);
+            self.enforce(&[Action::RunCommand { command: &joined }])
+                .inspect_err(note_error)?;
+        }
         let _busy = session.busy.lock().await;
         session.touch();
         let started = Instant::now();
@@ -645,7 +657,10 @@ impl Toolbox {
             .clone();
         let mut lines = Vec::new();
         for c in input.data.chars() {
-            if c == '\n' || c == '\r' {
+            if c == '\u{3}' || c == '\u{15}' {
+                // ^C and ^U discard the line (the terminal's and readline's).
+                typed.clear();
+            } else if c == '\n' || c == '\r' {
                 lines.push(std::mem::take(&mut typed));
             } else if !c.is_control() || c == '\t' {
                 typed.push(c);

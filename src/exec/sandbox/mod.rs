@@ -14,7 +14,8 @@
 //!    namespace, reports how the command ended and exits with it. When it
 //!    exits, the kernel kills whatever is left in the namespace (background
 //!    and `setsid` children included), so nothing outlives the call.
-//! 3. **command**: a new session (no terminal, stdin `/dev/null`), rlimits,
+//! 3. **command**: a new session (no terminal, stdin `/dev/null`; with
+//!    `plan.tty`, the session's terminal as stdin and controlling terminal), rlimits,
 //!    no capabilities, `no_new_privs`, Landlock, seccomp, then `execve`
 //!    (looking `argv[0]` up in the sandbox `PATH`). The status socket is
 //!    close-on-exec: a report from it means the exec failed.
