@@ -188,6 +188,23 @@ async fn a_refused_command_never_reaches_the_shell() {
         "{out}"
     );
     c.cancel().await.unwrap();
+    // Every call is on record, refusals with their rule.
+    let records = audit_records(&s.ws());
+    let denied = |tool: &str| {
+        records.iter().any(|r| {
+            r["tool"] == tool
+                && r["decision"] == "deny"
+                && r["rule_ids"].as_str().unwrap().contains("CMD-100")
+        })
+    };
+    assert!(denied("terminal_execute_command"), "{records:?}");
+    assert!(denied("terminal_send_input"), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["tool"] == "terminal_create_session" && r["outcome"] == "ok"),
+        "{records:?}"
+    );
 }
 
 #[tokio::test]
