@@ -96,6 +96,8 @@ async fn policy_check_and_the_live_server_agree_on_a_table_of_cases() {
         ),
         ("run_terminal_cmd", json!({"command": "ls", "cwd": "src"})),
         ("run_terminal_cmd", json!({"command": "ls", "cwd": "../"})),
+        ("terminal_create_session", json!({})),
+        ("terminal_create_session", json!({"shell": "sudo id"})),
     ];
     let client = start(&ws).await;
     for (tool, args) in &cases {
