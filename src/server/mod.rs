@@ -75,6 +75,17 @@ fn tool_success<T: Serialize>(text: String, output: &T) -> CallToolResult {
     result
 }
 
+/// A tool's result as the client sees it: its rendering and typed object, or the refusal.
+fn reply<T: Serialize>(
+    result: Result<T, ToolError>,
+    render: impl FnOnce(&T) -> String,
+) -> CallToolResult {
+    match result {
+        Ok(out) => tool_success(render(&out), &out),
+        Err(e) => tool_failure(&e),
+    }
+}
+
 fn tool_failure(error: &ToolError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.render())])
 }
@@ -141,10 +152,9 @@ impl ArbiterServer {
         output_schema = schema_for_output::<FileReadOutput>()
     )]
     async fn file_read(&self, Parameters(input): Parameters<FileReadInput>) -> CallToolResult {
-        match self.inner.toolbox.file_read(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.file_read(input).await, |out| {
+            out.render()
+        })
     }
 
     #[tool(
@@ -201,10 +211,7 @@ impl ArbiterServer {
         output_schema = schema_for_output::<ListDirOutput>()
     )]
     async fn list_dir(&self, Parameters(input): Parameters<ListDirInput>) -> CallToolResult {
-        match self.inner.toolbox.list_dir(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.list_dir(input).await, |out| out.render())
     }
 
     #[tool(
@@ -214,10 +221,9 @@ impl ArbiterServer {
         output_schema = schema_for_output::<GrepSearchOutput>()
     )]
     async fn grep_search(&self, Parameters(input): Parameters<GrepSearchInput>) -> CallToolResult {
-        match self.inner.toolbox.grep_search(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.grep_search(input).await, |out| {
+            out.render()
+        })
     }
 
     #[tool(
@@ -227,10 +233,9 @@ impl ArbiterServer {
         output_schema = schema_for_output::<FileSearchOutput>()
     )]
     async fn file_search(&self, Parameters(input): Parameters<FileSearchInput>) -> CallToolResult {
-        match self.inner.toolbox.file_search(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.file_search(input).await, |out| {
+            out.render()
+        })
     }
 
     #[tool(
@@ -246,10 +251,9 @@ impl ArbiterServer {
         output_schema = schema_for_output::<DeleteFileOutput>()
     )]
     async fn delete_file(&self, Parameters(input): Parameters<DeleteFileInput>) -> CallToolResult {
-        match self.inner.toolbox.delete_file(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.delete_file(input).await, |out| {
+            out.render()
+        })
     }
 
     #[tool(
@@ -265,10 +269,9 @@ impl ArbiterServer {
         output_schema = schema_for_output::<MoveFileOutput>()
     )]
     async fn move_file(&self, Parameters(input): Parameters<MoveFileInput>) -> CallToolResult {
-        match self.inner.toolbox.move_file(input).await {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(self.inner.toolbox.move_file(input).await, |out| {
+            out.render()
+        })
     }
 
     #[tool(
@@ -374,15 +377,13 @@ impl ArbiterServer {
         &self,
         Parameters(input): Parameters<ExecuteCommandInput>,
     ) -> CallToolResult {
-        match self
-            .inner
-            .toolbox
-            .terminal_execute_command(input, &self.inner.sessions)
-            .await
-        {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(
+            self.inner
+                .toolbox
+                .terminal_execute_command(input, &self.inner.sessions)
+                .await,
+            |out| out.render(),
+        )
     }
 
     #[tool(
@@ -395,15 +396,13 @@ impl ArbiterServer {
         &self,
         Parameters(input): Parameters<SendInputInput>,
     ) -> CallToolResult {
-        match self
-            .inner
-            .toolbox
-            .terminal_send_input(input, &self.inner.sessions)
-            .await
-        {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(
+            self.inner
+                .toolbox
+                .terminal_send_input(input, &self.inner.sessions)
+                .await,
+            |out| out.render(),
+        )
     }
 
     #[tool(
@@ -416,15 +415,13 @@ impl ArbiterServer {
         &self,
         Parameters(input): Parameters<SessionIdInput>,
     ) -> CallToolResult {
-        match self
-            .inner
-            .toolbox
-            .terminal_read_output(input, &self.inner.sessions)
-            .await
-        {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(
+            self.inner
+                .toolbox
+                .terminal_read_output(input, &self.inner.sessions)
+                .await,
+            |out| out.render(),
+        )
     }
 
     #[tool(
@@ -437,15 +434,13 @@ impl ArbiterServer {
         &self,
         Parameters(input): Parameters<SessionIdInput>,
     ) -> CallToolResult {
-        match self
-            .inner
-            .toolbox
-            .terminal_close_session(input, &self.inner.sessions)
-            .await
-        {
-            Ok(out) => tool_success(out.render(), &out),
-            Err(e) => tool_failure(&e),
-        }
+        reply(
+            self.inner
+                .toolbox
+                .terminal_close_session(input, &self.inner.sessions)
+                .await,
+            |out| out.render(),
+        )
     }
 }
 
