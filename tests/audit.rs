@@ -31,25 +31,15 @@ async fn every_call_leaves_one_record_whatever_its_outcome() {
     )
     .await;
     let records = audit_records(&s.ws());
-    let summary: Vec<(String, String, String, String)> = records
-        .iter()
-        .map(|r| {
-            let f = |k: &str| r[k].as_str().unwrap().to_string();
-            (f("tool"), f("outcome"), f("decision"), f("rule_ids"))
-        })
-        .collect();
-    let expect = |t: &str, o: &str, d: &str, r: &str| {
-        (t.to_string(), o.to_string(), d.to_string(), r.to_string())
-    };
     assert_eq!(
-        summary,
+        audit_summary(&s.ws()),
         vec![
-            expect("file_read", "ok", "allow", ""),
-            expect("file_read", "refused", "none", "CONFINE-001"),
-            expect("file_write", "refused", "deny", "PATH-002"),
-            expect("file_read", "failed", "none", "FILE-001"),
-            expect("file_read", "invalid", "none", ""),
-            expect("file_write", "ok", "allow", ""),
+            ["file_read", "ok", "allow", ""],
+            ["file_read", "refused", "none", "CONFINE-001"],
+            ["file_write", "refused", "deny", "PATH-002"],
+            ["file_read", "failed", "none", "FILE-001"],
+            ["file_read", "invalid", "none", ""],
+            ["file_write", "ok", "allow", ""],
         ]
     );
     let last = records.last().unwrap();

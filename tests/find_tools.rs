@@ -786,27 +786,17 @@ async fn every_call_leaves_an_audit_record() {
     refused(&c, "delete_file", json!({"target_file": "d"})).await;
     refused(&c, "grep_search", json!({"query": "("})).await;
     let records = audit_records(&s.ws());
-    let summary: Vec<(String, String, String, String)> = records
-        .iter()
-        .map(|r| {
-            let f = |k: &str| r[k].as_str().unwrap().to_string();
-            (f("tool"), f("outcome"), f("decision"), f("rule_ids"))
-        })
-        .collect();
-    let expect = |t: &str, o: &str, d: &str, r: &str| {
-        (t.to_string(), o.to_string(), d.to_string(), r.to_string())
-    };
     assert_eq!(
-        summary,
+        audit_summary(&s.ws()),
         vec![
-            expect("list_dir", "ok", "allow", ""),
-            expect("grep_search", "ok", "allow", ""),
-            expect("file_search", "ok", "allow", ""),
-            expect("move_file", "ok", "allow", ""),
-            expect("delete_file", "ok", "allow", ""),
-            expect("delete_file", "refused", "deny", "PATH-001"),
-            expect("delete_file", "refused", "deny", "DELETE-001"),
-            expect("grep_search", "failed", "none", "FIND-001"),
+            ["list_dir", "ok", "allow", ""],
+            ["grep_search", "ok", "allow", ""],
+            ["file_search", "ok", "allow", ""],
+            ["move_file", "ok", "allow", ""],
+            ["delete_file", "ok", "allow", ""],
+            ["delete_file", "refused", "deny", "PATH-001"],
+            ["delete_file", "refused", "deny", "DELETE-001"],
+            ["grep_search", "failed", "none", "FIND-001"],
         ]
     );
     assert!(

@@ -136,6 +136,17 @@ pub fn audit_records(ws: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Each audit record as `[tool, outcome, decision, rule_ids]`, oldest first.
+pub fn audit_summary(ws: &Path) -> Vec<[String; 4]> {
+    audit_records(ws)
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_str().unwrap().to_string();
+            [f("tool"), f("outcome"), f("decision"), f("rule_ids")]
+        })
+        .collect()
+}
+
 /// The binary driven with hand-written JSON-RPC lines, for what a well-behaved
 /// client library will not send (garbage lines) or for killing mid-stream.
 pub struct RawServer {
