@@ -35,6 +35,9 @@ struct ServerOptions<'a> {
     env: Vec<(&'a str, &'a str)>,
     /// Run the server as this (uid, gid).
     user: Option<(u32, u32)>,
+    /// The binary to start (default: the one cargo built, which another user
+    /// may not be able to reach, e.g. in a private clone).
+    program: Option<&'a Path>,
 }
 
 /// Start `arbiter serve` with a client handler; also returns the server's pid.
@@ -43,7 +46,7 @@ async fn start_server<H: ClientHandler>(
     ws: &Path,
     opts: ServerOptions<'_>,
 ) -> (RunningService<RoleClient, H>, u32) {
-    let mut cmd = tokio::process::Command::new(BIN);
+    let mut cmd = tokio::process::Command::new(opts.program.unwrap_or(Path::new(BIN)));
     cmd.arg("serve").arg("--workspace").arg(ws).args(&opts.args);
     for (k, v) in &opts.env {
         cmd.env(k, v);
@@ -809,12 +812,17 @@ async fn a_server_that_is_not_root_sandboxes_commands_too() {
     std::fs::set_permissions(s.outside(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(s.ws(), Some(NOBODY), Some(NOBODY)).unwrap();
     let home = s.outside().display().to_string();
+    // A copy `nobody` can execute: the build directory may be private.
+    let program = s.outside().join("arbiter");
+    std::fs::copy(BIN, &program).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (c, _) = start_server(
         (),
         &s.ws(),
         ServerOptions {
             env: vec![("HOME", &home), ("TMPDIR", "/tmp")],
             user: Some((NOBODY, NOBODY)),
+            program: Some(&program),
             ..Default::default()
         },
     )
