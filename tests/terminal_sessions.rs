@@ -27,6 +27,17 @@ async fn exec(c: &Client, id: &str, command: &str) -> Value {
     .await
 }
 
+/// Run `command` just after a ^C: the shell may take the ^C after it has
+/// read the command line and discard it (exit status 130), as at a real
+/// terminal when one types ahead of an interrupt; then it runs once more.
+async fn exec_after_interrupt(c: &Client, id: &str, command: &str) -> Value {
+    let out = exec(c, id, command).await;
+    if out["exit_code"] == 130 {
+        return exec(c, id, command).await;
+    }
+    out
+}
+
 /// Start `sleep` with a marker in the session (it keeps running past the
 /// call's timeout) and return its host pid.
 async fn start_marked_sleep(c: &Client, id: &str) -> i32 {
@@ -70,6 +81,27 @@ async fn a_session_runs_echo_and_returns_output_and_exit_status() {
     assert!(out["output"].as_str().unwrap().ends_with("/sub\n"), "{out}");
     let status = ok(&c, "terminal_get_status", json!({"session_id": id})).await;
     assert_eq!(status["state"], "running", "{status}");
+    c.cancel().await.unwrap();
+}
+
+/// A ^C typed at once must reach a shell that handles it: sent before the
+/// shell had installed its SIGINT handler, it killed the shell (seen in CI).
+#[tokio::test]
+async fn ctrl_c_right_after_create_leaves_the_shell_alive() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    // Six: within max_sessions (8), as closing a session takes its grace period.
+    for _ in 0..6 {
+        let id = create(&c).await;
+        ok(
+            &c,
+            "terminal_send_input",
+            json!({"session_id": id, "data": "\u{3}"}),
+        )
+        .await;
+        let out = exec_after_interrupt(&c, &id, "echo alive").await;
+        assert!(out["output"].as_str().unwrap().contains("alive"), "{out}");
+    }
     c.cancel().await.unwrap();
 }
 
@@ -144,7 +176,7 @@ async fn a_refused_command_never_reaches_the_shell() {
     .await;
     let out = ok(&c, "terminal_read_output", json!({"session_id": id})).await;
     assert!(!out["output"].as_str().unwrap().contains("sudo"), "{out}");
-    let out = exec(&c, &id, "echo still-here").await;
+    let out = exec_after_interrupt(&c, &id, "echo still-here").await;
     assert!(
         out["output"].as_str().unwrap().contains("still-here"),
         "{out}"

@@ -42,6 +42,8 @@ const REPLY_MAX: usize = 256 * 1024;
 /// Byte that starts and ends the end-of-command marker.
 const MARK: u8 = 0x1e;
 const MARK_TAG: &[u8] = b"ARB";
+/// How long terminal_create_session waits for the shell's first output.
+const SHELL_READY_MAX: Duration = Duration::from_secs(2);
 
 static OPEN_SESSIONS: AtomicUsize = AtomicUsize::new(0);
 
@@ -526,6 +528,17 @@ impl Toolbox {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&s.id);
         });
+        // A ^C typed before the shell has installed its SIGINT handler kills
+        // it (seen in CI): return once a process of the session other than
+        // the sandbox helpers handles or ignores SIGINT, once the shell has
+        // ended, or after a short wait (a program that never handles it).
+        let started = Instant::now();
+        while session.end().is_none()
+            && started.elapsed() < SHELL_READY_MAX
+            && !spawned_pid_handles_sigint(session.pid)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         Ok(session_output(&session, "running"))
     }
 
@@ -788,6 +801,48 @@ fn scopeguard_slot() -> SessionSlot {
 
 /// The terminal's reader: master to the pending buffer, until the last
 /// holder of the slave is gone (EIO).
+/// Whether a process under `pid` (the helper) that is no longer the helper
+/// itself, i.e. the session's program after exec, catches or ignores SIGINT.
+fn spawned_pid_handles_sigint(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return true };
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let mut todo = vec![pid];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > 64 {
+            break;
+        }
+        let helper = own.is_some() && std::fs::read_link(format!("/proc/{p}/exe")).ok() == own;
+        if !helper && handles_sigint(p) {
+            return true;
+        }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            todo.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    false
+}
+
+fn handles_sigint(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let sigint = 1u64 << (libc::SIGINT - 1);
+    (mask("SigCgt:") | mask("SigIgn:")) & sigint != 0
+}
+
 fn read_terminal(mut master: std::fs::File, pending: &Mutex<Pending>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
