@@ -4,6 +4,7 @@
 mod audit;
 mod call;
 mod doctor;
+mod overrides;
 mod policy;
 mod serve;
 
@@ -71,6 +72,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Decide on override requests: list, show, approve, deny, revoke.
+    Override {
+        #[command(subcommand)]
+        command: overrides::OverrideCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -117,6 +123,7 @@ pub fn main() -> ExitCode {
             Command::Policy { command } => policy::run(&setup, command).await,
             Command::Doctor => doctor::run(&setup).await,
             Command::Audit { command } => audit::run(&setup.workspace, command).await,
+            Command::Override { command } => overrides::run(&setup, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.

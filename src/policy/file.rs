@@ -43,6 +43,68 @@ pub struct PolicyFile {
     pub spec: SpecSection,
     #[serde(default)]
     pub sandbox: super::sandbox::SandboxSection,
+    #[serde(default)]
+    pub overrides: OverrideSettings,
+}
+
+/// How agents may ask for exceptions (`override_request`) and how long a
+/// person's approval lasts.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSettings {
+    /// Requests one agent may make in any hour.
+    #[serde(default = "five")]
+    pub max_requests_per_hour: u32,
+    /// Denials of one rule after which the agent may not ask for that rule
+    /// again until `denial_cooldown_minutes` have passed.
+    #[serde(default = "three")]
+    pub max_denials: u32,
+    #[serde(default = "sixty")]
+    pub denial_cooldown_minutes: u64,
+    /// How long an approval lasts when the approver does not say.
+    #[serde(default = "one_day")]
+    pub default_minutes: u64,
+    /// The longest an approval may last.
+    #[serde(default = "one_week")]
+    pub max_minutes: u64,
+    /// Ask the person at the client (MCP elicitation) when the client
+    /// supports it. Off by default: the agent's own client is the one asking.
+    #[serde(default)]
+    pub elicitation: bool,
+    /// Rule ids no override may waive (in addition to rules marked
+    /// `never_waivable: true` and the engine's own invariants).
+    #[serde(default)]
+    pub never_waivable: Vec<String>,
+}
+
+impl Default for OverrideSettings {
+    fn default() -> Self {
+        Self {
+            max_requests_per_hour: five(),
+            max_denials: three(),
+            denial_cooldown_minutes: sixty(),
+            default_minutes: one_day(),
+            max_minutes: one_week(),
+            elicitation: false,
+            never_waivable: Vec::new(),
+        }
+    }
+}
+
+fn five() -> u32 {
+    5
+}
+fn three() -> u32 {
+    3
+}
+fn sixty() -> u64 {
+    60
+}
+fn one_day() -> u64 {
+    24 * 60
+}
+fn one_week() -> u64 {
+    7 * 24 * 60
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +159,9 @@ pub struct PathRuleSpec {
     /// Default: false (Linux file names are case-sensitive).
     #[serde(default)]
     pub case_insensitive: bool,
+    /// No override may waive this rule.
+    #[serde(default)]
+    pub never_waivable: bool,
     pub justification: String,
     #[serde(default)]
     pub advice: Option<String>,
@@ -141,6 +206,9 @@ pub struct FindingRuleSpec {
     /// Which findings: `exec_flag`, `delete_flag`, `write_flag`, `interpreter`,
     /// `shell_escape`, `runs_project_code`, `exec_env`, `input_arguments`, `path_program`.
     pub kinds: Vec<FindingKind>,
+    /// No override may waive this rule.
+    #[serde(default)]
+    pub never_waivable: bool,
     pub justification: String,
     #[serde(default)]
     pub advice: Option<String>,
@@ -162,6 +230,9 @@ pub struct CommandRuleSpec {
     /// matches inside an argument, e.g. `system(` in an awk program).
     #[serde(default)]
     pub args_any: Vec<String>,
+    /// No override may waive this rule.
+    #[serde(default)]
+    pub never_waivable: bool,
     pub justification: String,
     #[serde(default)]
     pub advice: Option<String>,
@@ -183,6 +254,9 @@ pub struct ContentRuleSpec {
     pub decision: Verdict,
     /// Regular expressions (Rust `regex` syntax) that must not be written.
     pub patterns: Vec<Spanned<String>>,
+    /// No override may waive this rule.
+    #[serde(default)]
+    pub never_waivable: bool,
     pub justification: String,
     #[serde(default)]
     pub advice: Option<String>,

@@ -26,7 +26,7 @@ use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde_json::{Value, json};
 
 use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
-use file::{Access, Examples, PolicyError, PolicyFile, Problems, SpecSection};
+use file::{Access, Examples, OverrideSettings, PolicyError, PolicyFile, Problems, SpecSection};
 use sandbox::SandboxSettings;
 use spec::Tiers;
 
@@ -106,6 +106,11 @@ pub struct MatchedRule {
 }
 
 impl MatchedRule {
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str, verdict: Verdict) -> Self {
+        Self::new(id, verdict, "test", "test")
+    }
+
     fn new(id: &str, verdict: Verdict, justification: &str, advice: &str) -> Self {
         Self {
             id: id.into(),
@@ -122,6 +127,28 @@ pub struct Decision {
     #[serde(rename = "decision")]
     pub verdict: Verdict,
     pub matched: Vec<MatchedRule>,
+    /// Rules an active waiver lifted for this action (their verdict in
+    /// `matched` is then `allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<Waived>,
+}
+
+/// A rule lifted by a waiver: which rule, which waiver, and what it said before.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Waived {
+    pub rule_id: Arc<str>,
+    pub waiver_id: Arc<str>,
+    pub was: Verdict,
+}
+
+/// Whether an override may waive a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waivability {
+    Waivable,
+    /// Never; the reason says why.
+    Never(&'static str),
+    /// No rule of this policy or the engine has this id.
+    Unknown,
 }
 
 impl Decision {
@@ -129,6 +156,7 @@ impl Decision {
         Self {
             verdict: Verdict::Allow,
             matched: Vec::new(),
+            waived: Vec::new(),
         }
     }
 
@@ -163,6 +191,49 @@ impl Decision {
         for rule in other.matched {
             self.add(rule);
         }
+        for w in other.waived {
+            if !self.waived.contains(&w) {
+                self.waived.push(w);
+            }
+        }
+    }
+
+    /// Lift `rule_id` (when it matched with a verdict above allow) by
+    /// `waiver_id`; the verdict becomes the strictest of what remains.
+    /// Returns whether anything was lifted.
+    pub fn waive(&mut self, rule_id: &str, waiver_id: &str) -> bool {
+        let mut lifted = false;
+        for rule in &mut self.matched {
+            if &*rule.id == rule_id && rule.verdict > Verdict::Allow {
+                self.waived.push(Waived {
+                    rule_id: rule.id.clone(),
+                    waiver_id: waiver_id.into(),
+                    was: rule.verdict,
+                });
+                rule.verdict = Verdict::Allow;
+                lifted = true;
+            }
+        }
+        if lifted {
+            self.verdict = self
+                .matched
+                .iter()
+                .map(|r| r.verdict)
+                .max()
+                .unwrap_or(Verdict::Allow);
+        }
+        lifted
+    }
+
+    /// Comma-separated waiver ids that lifted rules, for the audit record.
+    pub fn waiver_ids(&self) -> String {
+        let mut ids: Vec<&str> = Vec::new();
+        for w in &self.waived {
+            if !ids.contains(&&*w.waiver_id) {
+                ids.push(&w.waiver_id);
+            }
+        }
+        ids.join(",")
     }
 }
 
@@ -225,6 +296,9 @@ pub struct Policy {
     /// Workspace paths no write may touch: the policy file itself when it
     /// lives inside the workspace (`POLICY-001`).
     protected: Vec<String>,
+    overrides: OverrideSettings,
+    /// Every rule id of the file, with whether it may be waived.
+    rule_waivable: std::collections::HashMap<String, bool>,
 }
 
 impl fmt::Debug for Policy {
@@ -480,6 +554,27 @@ impl Policy {
 
         let sandbox = SandboxSettings::compile(&file.sandbox, problems);
         let effective = effective_policy(file);
+        let never: std::collections::HashSet<&str> = file
+            .overrides
+            .never_waivable
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let mut rule_waivable = std::collections::HashMap::new();
+        let ids = (file.paths.rules.iter().map(|r| (&r.id.value, r.never_waivable)))
+            .chain(file.commands.rules.iter().map(|r| (&r.id.value, r.never_waivable)))
+            .chain(file.commands.findings.iter().map(|r| (&r.id.value, r.never_waivable)))
+            .chain(file.content.rules.iter().map(|r| (&r.id.value, r.never_waivable)));
+        for (id, never_flag) in ids {
+            rule_waivable.insert(id.clone(), !never_flag && !never.contains(id.as_str()));
+        }
+        for id in &file.overrides.never_waivable {
+            if !rule_waivable.contains_key(id) && !ENGINE_WAIVABLE.contains(&id.as_str()) && !is_reserved_id(id) {
+                problems.general(format!(
+                    "overrides.never_waivable names `{id}`, which is no rule of this policy or the engine"
+                ));
+            }
+        }
         Policy {
             source: source.to_string(),
             name: file.name.clone().unwrap_or_else(|| "unnamed".to_string()),
@@ -516,6 +611,8 @@ impl Policy {
             examples,
             effective,
             protected: Vec::new(),
+            overrides: file.overrides.clone(),
+            rule_waivable,
         }
     }
 
@@ -524,6 +621,38 @@ impl Policy {
     /// workspace, so no agent can rewrite the rules it is held to.
     pub fn protect(&mut self, paths: &[String]) {
         self.protected = paths.to_vec();
+    }
+
+    /// The rules for `override_request`: limits and durations.
+    pub fn override_settings(&self) -> &OverrideSettings {
+        &self.overrides
+    }
+
+    /// Whether an override may waive `rule_id`. Policy rules may, unless
+    /// marked `never_waivable`; of the engine's ids only the defaults, the
+    /// working spec's scope and budget and directory removal may.
+    pub fn waivability(&self, rule_id: &str) -> Waivability {
+        let listed_never = self.overrides.never_waivable.iter().any(|n| n == rule_id);
+        if let Some(&waivable) = self.rule_waivable.get(rule_id) {
+            return if waivable {
+                Waivability::Waivable
+            } else {
+                Waivability::Never("the policy marks this rule never_waivable")
+            };
+        }
+        if ENGINE_WAIVABLE.contains(&rule_id) {
+            return if listed_never {
+                Waivability::Never("the policy lists this rule under overrides.never_waivable")
+            } else {
+                Waivability::Waivable
+            };
+        }
+        if is_reserved_id(rule_id) {
+            return Waivability::Never(
+                "this is one of the engine's invariants (confinement, the policy file, waiver records, hard links, command analysis, audit), which no override lifts",
+            );
+        }
+        Waivability::Unknown
     }
 
     /// Run every rule's examples; each failure names the rule and the example's place.
@@ -762,6 +891,16 @@ fn compile_glob(glob: &str, case_insensitive: bool) -> Result<globset::Glob, glo
         .build()
 }
 
+/// Engine ids an override may lift: the defaults, directory removal, and the
+/// working spec's scope and budget (what CAWS waivers are for).
+const ENGINE_WAIVABLE: &[&str] = &[
+    "PATH-DEFAULT",
+    "CMD-DEFAULT",
+    "DELETE-001",
+    "SCOPE-001",
+    "BUDGET-001",
+];
+
 /// Ids the engine itself reports; a policy rule with one would make
 /// decisions and audit records ambiguous.
 fn is_reserved_id(id: &str) -> bool {
@@ -786,7 +925,19 @@ fn is_reserved_id(id: &str) -> bool {
         "NONFUNC-001",
     ];
     const PREFIXES: &[&str] = &[
-        "CONFINE-", "FILE-", "EDIT-", "AUDIT-", "BUDGET-", "SPEC-", "EXEC-", "FIND-", "MOVE-",
+        "CONFINE-",
+        "FILE-",
+        "EDIT-",
+        "AUDIT-",
+        "BUDGET-",
+        "SPEC-",
+        "EXEC-",
+        "FIND-",
+        "MOVE-",
+        "OVERRIDE-",
+        "WAIVER-",
+        "SESSION-",
+        "SANDBOX-",
     ];
     EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }
@@ -850,6 +1001,7 @@ fn effective_policy(file: &PolicyFile) -> Value {
         "tiers": file.tiers,
         "spec": file.spec,
         "sandbox": file.sandbox,
+        "overrides": file.overrides,
     })
 }
 

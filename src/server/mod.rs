@@ -37,6 +37,7 @@ use crate::tools::find::{
     FileSearchInput, FileSearchOutput, GrepSearchInput, GrepSearchOutput, ListDirInput,
     ListDirOutput,
 };
+use crate::tools::overrides::{OverrideOutput, OverrideRequestInput, OverrideStatusInput};
 use crate::tools::sessions::{
     CreateSessionInput, ExecuteCommandInput, SendInputInput, SessionIdInput, SessionOutput,
     SessionTable,
@@ -45,7 +46,7 @@ use crate::tools::terminal::{
     CommandError, CommandOutput, CommandSession, ProgressFn, RunTerminalCmdInput,
     TerminalGetStatusInput,
 };
-use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note};
+use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note, with_caller};
 
 /// One MCP session's server. Sessions share the toolbox and the audit chain.
 #[derive(Clone)]
@@ -442,6 +443,36 @@ impl ArbiterServer {
             |out| out.render(),
         )
     }
+
+    #[tool(
+        name = "override_request",
+        description = "Ask a person for an exception to one policy rule, after a refusal named it. Give the rule_id from the refusal, a reason a person can judge, and a scope that is as narrow as the work needs (paths or globs, a command prefix, or a task id). Returns the request id (state pending) and how a person approves it; you cannot approve it yourself. Follow it with override_status; once approved, retry the refused call. At most 5 requests per hour by default, and a rule denied 3 times cannot be asked for again until a cool-down ends.",
+        annotations(title = "Request an override", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<OverrideOutput>()
+    )]
+    async fn override_request(
+        &self,
+        Parameters(input): Parameters<OverrideRequestInput>,
+    ) -> CallToolResult {
+        reply(self.inner.toolbox.override_request(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "override_status",
+        description = "Where an override request stands: pending, approved (until when), denied, expired or revoked, with the decider's note.",
+        annotations(title = "Override status", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<OverrideOutput>()
+    )]
+    async fn override_status(
+        &self,
+        Parameters(input): Parameters<OverrideStatusInput>,
+    ) -> CallToolResult {
+        reply(self.inner.toolbox.override_status(input).await, |out| {
+            out.render()
+        })
+    }
 }
 
 #[tool_handler(router = self.inner.tool_router)]
@@ -530,7 +561,13 @@ impl ArbiterServer {
                     .inner
                     .tool_router
                     .call(ToolCallContext::new(self, request, context));
-                let (response, note) = with_call_note(call).await;
+                let caller = crate::overrides::Caller {
+                    tenant: crate::store::DEFAULT_TENANT.to_string(),
+                    agent: client_name.clone(),
+                    session_id: self.inner.session_id.clone(),
+                    task_id: None,
+                };
+                let (response, note) = with_caller(caller, with_call_note(call)).await;
                 (response, Some(note))
             }
         };
@@ -564,6 +601,10 @@ impl ArbiterServer {
             outcome: outcome.as_str().to_string(),
             detail,
             duration_us: started.elapsed().as_micros() as i64,
+            waiver_ids: note
+                .as_ref()
+                .map(|n| n.waiver_ids.clone())
+                .unwrap_or_default(),
         };
         tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
         if let Err(e) = self.inner.audit.append(entry).await {

@@ -42,6 +42,8 @@ pub struct AuditEntry {
     pub outcome: String,
     pub detail: String,
     pub duration_us: i64,
+    /// Waivers that lifted a rule for this call (comma-separated ids).
+    pub waiver_ids: String,
 }
 
 /// A committed record.
@@ -60,6 +62,9 @@ pub struct AuditRecord {
     pub outcome: String,
     pub detail: String,
     pub duration_us: i64,
+    /// Waivers that lifted a rule for this call; absent from older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiver_ids: String,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -87,6 +92,9 @@ struct HashedFields<'a> {
     outcome: &'a str,
     detail: &'a str,
     duration_us: i64,
+    // Skipped when empty, so records written before waivers hash as they did.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    waiver_ids: &'a str,
     prev_hash: &'a str,
 }
 
@@ -106,6 +114,7 @@ impl AuditRecord {
             outcome: e.outcome.clone(),
             detail: cap(&e.detail, MAX_DETAIL_BYTES),
             duration_us: e.duration_us,
+            waiver_ids: e.waiver_ids.clone(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -129,6 +138,7 @@ impl AuditRecord {
             outcome: &self.outcome,
             detail: &self.detail,
             duration_us: self.duration_us,
+            waiver_ids: &self.waiver_ids,
             prev_hash: &self.prev_hash,
         };
         let bytes = serde_json::to_vec(&fields).expect("plain fields serialize");

@@ -68,6 +68,72 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         path: &str,
         lines: u64,
     ) -> Result<(), StoreError>;
+    /// Store a new pending request (and its first event); returns it.
+    async fn override_create(
+        &self,
+        new: &NewOverride<'_>,
+    ) -> Result<crate::overrides::OverrideRecord, StoreError>;
+    /// One request, by id; `tenant` None: any tenant (the operator's CLI).
+    async fn override_get(
+        &self,
+        tenant: Option<&str>,
+        id: i64,
+    ) -> Result<Option<crate::overrides::OverrideRecord>, StoreError>;
+    /// Requests, newest first: of a tenant (or all), with a stored state (or all).
+    async fn override_list(
+        &self,
+        tenant: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<crate::overrides::OverrideRecord>, StoreError>;
+    /// An agent's requests made, or decided, after `since` (for the limits).
+    async fn override_recent(
+        &self,
+        tenant: &str,
+        agent: &str,
+        since: i64,
+    ) -> Result<Vec<crate::overrides::OverrideRecord>, StoreError>;
+    /// Approved requests of an agent that have not expired at `now`.
+    async fn override_active(
+        &self,
+        tenant: &str,
+        agent: &str,
+        now: i64,
+    ) -> Result<Vec<crate::overrides::OverrideRecord>, StoreError>;
+    /// Change a request's state if it is in one of `decision.from`, with an
+    /// event; returns the record after the change, or `None` when the
+    /// request was not in such a state (it is left as it was).
+    async fn override_decide(
+        &self,
+        decision: &OverrideDecision<'_>,
+    ) -> Result<Option<crate::overrides::OverrideRecord>, StoreError>;
+}
+
+/// A new override request, as the agent made it.
+#[derive(Debug, Clone)]
+pub struct NewOverride<'a> {
+    pub tenant: &'a str,
+    pub agent: &'a str,
+    pub session_id: &'a str,
+    pub rule_id: &'a str,
+    pub reason: &'a str,
+    pub scope: &'a crate::overrides::Scope,
+    pub requested_minutes: Option<u64>,
+    pub now: i64,
+}
+
+/// A person's decision on a request.
+#[derive(Debug, Clone)]
+pub struct OverrideDecision<'a> {
+    pub id: i64,
+    /// The states the request must be in for the change to apply.
+    pub from: &'a [&'a str],
+    pub to: &'a str,
+    pub actor: &'a str,
+    pub note: Option<&'a str>,
+    /// Set on approval.
+    pub expires_at: Option<i64>,
+    pub now: i64,
 }
 
 /// A store opened on first use and shared by everyone who needs it (the

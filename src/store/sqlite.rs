@@ -16,7 +16,41 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::audit::{AuditRecord, ChainHead};
-use super::{BudgetUsage, Store, StoreError};
+use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
+use crate::overrides::{OverrideRecord, Scope};
+
+/// `SELECT <every override column> FROM overrides ` followed by the rest.
+macro_rules! select_overrides {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant, agent, session_id, rule_id, reason, scope, requested_minutes, \
+             state, created_at, decided_at, decided_by, note, expires_at FROM overrides ",
+            $rest
+        )
+    };
+}
+
+fn override_from_row(row: &SqliteRow) -> Result<OverrideRecord, sqlx::Error> {
+    let scope: String = row.try_get("scope")?;
+    Ok(OverrideRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        agent: row.try_get("agent")?,
+        session_id: row.try_get("session_id")?,
+        rule_id: row.try_get("rule_id")?,
+        reason: row.try_get("reason")?,
+        scope: serde_json::from_str::<Scope>(&scope).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        requested_minutes: row
+            .try_get::<Option<i64>, _>("requested_minutes")?
+            .map(|m| m.max(0) as u64),
+        stored_state: row.try_get("state")?,
+        created_at: row.try_get("created_at")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+        note: row.try_get("note")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -26,7 +60,7 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-                       decision, rule_ids, outcome, detail, duration_us, prev_hash, hash";
+                       decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash";
 
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply migrations.
@@ -93,6 +127,7 @@ fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
         outcome: row.try_get("outcome")?,
         detail: row.try_get("detail")?,
         duration_us: row.try_get("duration_us")?,
+        waiver_ids: row.try_get("waiver_ids")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
@@ -138,6 +173,7 @@ impl Store for SqliteStore {
                 .push_bind(&r.outcome)
                 .push_bind(&r.detail)
                 .push_bind(r.duration_us)
+                .push_bind(&r.waiver_ids)
                 .push_bind(&r.prev_hash)
                 .push_bind(&r.hash);
         });
@@ -153,7 +189,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, prev_hash, hash \
+             decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash \
              FROM audit_records WHERE tenant = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(tenant)
@@ -167,7 +203,7 @@ impl Store for SqliteStore {
     async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, prev_hash, hash \
+             decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash \
              FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(tenant)
@@ -223,6 +259,166 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn override_create(&self, new: &NewOverride<'_>) -> Result<OverrideRecord, StoreError> {
+        let scope = serde_json::to_string(new.scope)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO overrides (tenant, agent, session_id, rule_id, reason, scope, \
+             requested_minutes, state, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?) \
+             RETURNING id",
+        )
+        .bind(new.tenant)
+        .bind(new.agent)
+        .bind(new.session_id)
+        .bind(new.rule_id)
+        .bind(new.reason)
+        .bind(&scope)
+        .bind(new.requested_minutes.map(|m| m.min(i64::MAX as u64) as i64))
+        .bind(new.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO override_events (override_id, at, state, actor, note) VALUES (?, ?, 'pending', ?, ?)",
+        )
+        .bind(id)
+        .bind(new.now)
+        .bind(format!("agent:{}", new.agent))
+        .bind(new.reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.override_by_id(id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("override {id} vanished after insert")))
+    }
+
+    async fn override_get(
+        &self,
+        tenant: Option<&str>,
+        id: i64,
+    ) -> Result<Option<OverrideRecord>, StoreError> {
+        Ok(self
+            .override_by_id(id)
+            .await?
+            .filter(|r| tenant.is_none_or(|t| t == r.tenant)))
+    }
+
+    async fn override_list(
+        &self,
+        tenant: Option<&str>,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OverrideRecord>, StoreError> {
+        let rows = sqlx::query(select_overrides!("\
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR state = ?2) \
+             ORDER BY id DESC LIMIT ?3"))
+        .bind(tenant)
+        .bind(state)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn override_recent(
+        &self,
+        tenant: &str,
+        agent: &str,
+        since: i64,
+    ) -> Result<Vec<OverrideRecord>, StoreError> {
+        let rows = sqlx::query(select_overrides!("WHERE tenant = ? AND agent = ? \
+             AND (created_at > ?3 OR decided_at > ?3) ORDER BY id"))
+        .bind(tenant)
+        .bind(agent)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn override_active(
+        &self,
+        tenant: &str,
+        agent: &str,
+        now: i64,
+    ) -> Result<Vec<OverrideRecord>, StoreError> {
+        let rows = sqlx::query(select_overrides!("WHERE tenant = ? AND agent = ? \
+             AND state = 'approved' AND expires_at > ? ORDER BY id"))
+        .bind(tenant)
+        .bind(agent)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn override_decide(
+        &self,
+        d: &OverrideDecision<'_>,
+    ) -> Result<Option<OverrideRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT state, expires_at FROM overrides WHERE id = ?")
+                .bind(d.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((state, expires_at)) = current else {
+            return Ok(None);
+        };
+        // An approval past its end is expired: it can no longer be revoked.
+        let expired = state == "approved" && expires_at.is_some_and(|e| e <= d.now);
+        if !d.from.contains(&state.as_str()) || expired {
+            return Ok(None);
+        }
+        if d.to == "approved" {
+            sqlx::query(
+                "UPDATE overrides SET state = ?, decided_at = ?, decided_by = ?, note = ?, expires_at = ? WHERE id = ?",
+            )
+            .bind(d.to)
+            .bind(d.now)
+            .bind(d.actor)
+            .bind(d.note)
+            .bind(d.expires_at)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE overrides SET state = ?, decided_at = ?, decided_by = ?, note = COALESCE(?, note) WHERE id = ?",
+            )
+            .bind(d.to)
+            .bind(d.now)
+            .bind(d.actor)
+            .bind(d.note)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO override_events (override_id, at, state, actor, note) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(d.id)
+        .bind(d.now)
+        .bind(d.to)
+        .bind(d.actor)
+        .bind(d.note)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.override_by_id(d.id).await
+    }
+}
+
+impl SqliteStore {
+    async fn override_by_id(&self, id: i64) -> Result<Option<OverrideRecord>, StoreError> {
+        let row = sqlx::query(select_overrides!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(override_from_row).transpose()?)
     }
 }
 

@@ -189,7 +189,7 @@ impl Toolbox {
             is_dir,
         };
         // The directory itself first: a refusal should not wait for a walk.
-        let mut decision = self.enforce(&[top]).inspect_err(note_error)?;
+        let mut decision = self.enforce(&[top]).await.inspect_err(note_error)?;
         let inside = if is_dir {
             tree::collect_subtree(&self.root, &path, MAX_TREE_ENTRIES)
                 .map_err(|e| tree_failed(&path, e))?
@@ -203,7 +203,7 @@ impl Toolbox {
                     is_dir: m.kind == EntryKind::Dir,
                 }))
                 .collect();
-            decision = self.enforce(&actions).inspect_err(note_error)?;
+            decision = self.enforce(&actions).await.inspect_err(note_error)?;
         }
         // What the budget counts: every file removed, with its lines.
         let counting = self.spec_active();
@@ -294,7 +294,7 @@ impl Toolbox {
             self.enforce(&[Action::DeleteFile {
                 path: &from,
                 is_dir: true,
-            }])
+            }]).await
             .inspect_err(note_error)?;
             tree::collect_subtree(&self.root, &from, MAX_TREE_ENTRIES)
                 .map_err(|e| tree_failed(&from, e))?
@@ -330,7 +330,7 @@ impl Toolbox {
                 added: "",
             });
         }
-        let decision = self.enforce(&actions).inspect_err(note_error)?;
+        let decision = self.enforce(&actions).await.inspect_err(note_error)?;
         // The budget: both ends of every file moved; an overwritten file loses its lines.
         let lost = match replaced {
             Some(m) if m.kind == EntryKind::File && self.spec_active() => {

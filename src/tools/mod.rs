@@ -12,6 +12,7 @@ pub mod delete_move;
 pub mod edit;
 pub mod files;
 pub mod find;
+pub mod overrides;
 pub mod sessions;
 pub mod spec_gate;
 pub mod terminal;
@@ -26,7 +27,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::policy::{Action, Decision, Policy, Verdict};
+use crate::overrides::{Caller, Waiver};
+use crate::policy::{Action, Decision, Policy, Verdict, Waivability};
 use crate::store::LazyStore;
 use spec_gate::SpecCache;
 
@@ -86,21 +88,113 @@ impl Toolbox {
         }
     }
 
-    /// Ask the policy about `actions`; the strictest verdict wins. The decision
-    /// is noted for the audit record, and a refusal becomes a [`ToolError`].
-    pub fn enforce(&self, actions: &[Action<'_>]) -> Result<Decision, ToolError> {
+    /// Ask the policy about `actions`; the strictest verdict wins, after
+    /// lifting what an active waiver covers. The decision is noted for the
+    /// audit record, and a refusal becomes a [`ToolError`].
+    pub async fn enforce(&self, actions: &[Action<'_>]) -> Result<Decision, ToolError> {
         let policy = self.policy.load();
+        let mut judged: Vec<(Action<'_>, Decision)> =
+            actions.iter().map(|a| (*a, policy.evaluate(a))).collect();
+        self.lift_waived(&policy, &mut judged).await;
         let mut decision = Decision::allow();
-        for action in actions {
-            decision.merge(policy.evaluate(action));
+        for (_, d) in judged {
+            decision.merge(d);
         }
+        self.settle(&policy, decision, actions[0].subject())
+    }
+
+    /// Note `decision` for the audit record and turn a refusal into an error.
+    pub(crate) fn settle(
+        &self,
+        policy: &Policy,
+        decision: Decision,
+        subject: &str,
+    ) -> Result<Decision, ToolError> {
         note_decision(&decision);
         if decision.is_allowed() {
-            Ok(decision)
-        } else {
-            Err(ToolError::from_decision(&decision, actions[0].subject()))
+            return Ok(decision);
+        }
+        let waivable = decision
+            .deciding_rules()
+            .all(|r| policy.waivability(&r.id) == Waivability::Waivable);
+        Err(ToolError::from_decision(&decision, subject, waivable))
+    }
+
+    /// Lift, from each action's decision, the rules an active waiver for the
+    /// current caller covers. Waivers are looked up only when a rule that may
+    /// be waived refused something, so allowed calls cost nothing here.
+    pub(crate) async fn lift_waived(&self, policy: &Policy, judged: &mut [(Action<'_>, Decision)]) {
+        let waivable_refusal = judged.iter().any(|(_, d)| {
+            d.deciding_rules()
+                .any(|r| policy.waivability(&r.id) == Waivability::Waivable)
+        });
+        if !waivable_refusal {
+            return;
+        }
+        let caller = current_caller();
+        let now = crate::overrides::now_unix();
+        let waivers: Vec<Waiver> = self
+            .active_waivers(&caller, now)
+            .await
+            .into_iter()
+            // A rule marked never_waivable after the approval stays refused.
+            .filter(|w| policy.waivability(&w.rule_id) == Waivability::Waivable)
+            .collect();
+        if waivers.is_empty() {
+            return;
+        }
+        for (action, decision) in judged.iter_mut() {
+            crate::overrides::apply(decision, action, &waivers, &caller, now);
         }
     }
+
+    /// Waivers in force for `caller`: approved overrides from the store and
+    /// the workspace's CAWS waiver files. A store that cannot be read grants
+    /// nothing (the refusal stands) and is logged.
+    pub(crate) async fn active_waivers(&self, caller: &Caller, now: i64) -> Vec<Waiver> {
+        let mut waivers = Vec::new();
+        match self.store.get().await {
+            Ok(store) => match store.override_active(&caller.tenant, &caller.agent, now).await {
+                Ok(records) => waivers.extend(records.iter().filter_map(|r| r.waiver_at(now))),
+                Err(e) => tracing::error!(error = %e, "cannot read overrides; no waiver applies"),
+            },
+            Err(e) => tracing::error!(error = %e, "cannot open the store; no waiver applies"),
+        }
+        let (caws, problems) = crate::overrides::caws::read_dir(&self.root);
+        for (file, problem) in problems {
+            tracing::warn!(file = %file, problem = %problem, "CAWS waiver file ignored");
+        }
+        for w in caws {
+            // A waiver with a budget delta raises the budget (see the spec
+            // gate) instead of lifting BUDGET-001 outright.
+            for waiver in w.waivers_at(now) {
+                if !(w.delta.is_some() && waiver.rule_id == "BUDGET-001") {
+                    waivers.push(waiver);
+                }
+            }
+        }
+        waivers
+    }
+}
+
+tokio::task_local! {
+    static CALLER: Caller;
+}
+
+/// Run `f` as a call made by `caller`.
+pub async fn with_caller<F: Future>(caller: Caller, f: F) -> F::Output {
+    CALLER.scope(caller, f).await
+}
+
+/// Who the current call is from. Outside a server call (the CLI's
+/// `arbiter call`, `policy check`) it is the local operator.
+pub fn current_caller() -> Caller {
+    CALLER.try_with(Caller::clone).unwrap_or_else(|_| Caller {
+        tenant: crate::store::DEFAULT_TENANT.to_string(),
+        agent: "cli".to_string(),
+        session_id: "cli".to_string(),
+        task_id: None,
+    })
 }
 
 /// How a call ended, as the audit record names it.
@@ -146,7 +240,9 @@ impl ToolError {
         }
     }
 
-    pub fn from_decision(decision: &Decision, subject: &str) -> Self {
+    /// A refusal by the policy. `waivable`: every deciding rule may be waived,
+    /// so the advice may point at override_request.
+    pub fn from_decision(decision: &Decision, subject: &str, waivable: bool) -> Self {
         let rules: Vec<_> = decision.deciding_rules().collect();
         let ids: Vec<&str> = rules.iter().map(|r| &*r.id).collect();
         let why: Vec<String> = rules
@@ -165,7 +261,7 @@ impl ToolError {
             outcome: Outcome::Refused,
             rule_id: ids.join(","),
             message: format!("`{subject}` {verb} by policy ({})", why.join("; ")),
-            advice: if advice.contains("override_request") {
+            advice: if advice.contains("override_request") || !waivable {
                 advice.to_string()
             } else {
                 format!(
@@ -210,6 +306,8 @@ impl From<ConfineError> for ToolError {
 pub struct CallNote {
     pub verdict: Option<Verdict>,
     pub rule_ids: String,
+    /// Waivers that lifted a rule for the call.
+    pub waiver_ids: String,
     /// Set when the call was refused or failed.
     pub outcome: Option<Outcome>,
     pub detail: String,
@@ -235,6 +333,7 @@ fn note_decision(decision: &Decision) {
         let mut n = n.borrow_mut();
         n.verdict = Some(decision.verdict);
         n.rule_ids = decision.rule_ids();
+        n.waiver_ids = decision.waiver_ids();
     });
 }
 
@@ -307,6 +406,8 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "terminal_create_session" => check::<sessions::CreateSessionInput>(args),
         "terminal_execute_command" => check::<sessions::ExecuteCommandInput>(args),
         "terminal_send_input" => check::<sessions::SendInputInput>(args),
+        "override_request" => check::<overrides::OverrideRequestInput>(args),
+        "override_status" => check::<overrides::OverrideStatusInput>(args),
         "terminal_read_output" | "terminal_close_session" => {
             check::<sessions::SessionIdInput>(args)
         }
