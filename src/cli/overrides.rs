@@ -87,9 +87,8 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
                 }
             };
             let records = store.override_list(None, stored, 1000).await?;
-            let wanted = |r: &&OverrideRecord| {
-                state == "all" || r.state_at(now).as_str() == state.as_str()
-            };
+            let wanted =
+                |r: &&OverrideRecord| state == "all" || r.state_at(now).as_str() == state.as_str();
             let shown: Vec<&OverrideRecord> = records.iter().filter(wanted).collect();
             if json {
                 for r in &shown {
@@ -225,7 +224,10 @@ async fn decide(
             let state = record.state_at(now).as_str();
             (
                 "failed",
-                format!("{id} is {state}; only a request that is {} can be {to}", from.join(" or ")),
+                format!(
+                    "{id} is {state}; only a request that is {} can be {to}",
+                    from.join(" or ")
+                ),
                 ExitCode::from(1),
             )
         }

@@ -192,6 +192,9 @@ pub struct HostFacts {
     pub git_dir: bool,
     pub git_hooks: bool,
     pub git_config: bool,
+    /// `<workspace>/.caws` and `.caws/waivers` are real directories: the
+    /// waiver files are a person's record, so commands see them read-only.
+    pub caws_waivers: bool,
     /// Hide paths that exist, resolved (`/var/run` -> `/run`), with whether each is a directory.
     pub hide: Vec<(PathBuf, bool)>,
     /// The real file behind `/etc/resolv.conf`.
@@ -240,6 +243,8 @@ impl HostFacts {
             git_dir,
             git_hooks: git_dir && is_dir(&git.join("hooks")),
             git_config: git_dir && is_file(&git.join("config")),
+            caws_waivers: is_dir(&workspace.join(".caws"))
+                && is_dir(&workspace.join(crate::overrides::caws::WAIVER_DIR)),
             hide,
             resolv_conf: std::fs::canonicalize("/etc/resolv.conf").ok(),
             server_env,
@@ -408,6 +413,15 @@ pub fn build_plan(inputs: &PlanInputs<'_>) -> SandboxPlan {
             });
         }
     }
+    if facts.caws_waivers {
+        // Pinned, so `.caws` cannot be renamed away and recreated writable.
+        mounts.push(Mount::Pin {
+            path: workspace.join(".caws"),
+        });
+        mounts.push(Mount::ReadOnly {
+            path: workspace.join(crate::overrides::caws::WAIVER_DIR),
+        });
+    }
 
     let mut read: Vec<PathBuf> = SYSTEM_READ_PATHS.iter().map(PathBuf::from).collect();
     read.extend(expand(&section.read_paths));
@@ -497,6 +511,7 @@ mod tests {
             git_dir: true,
             git_hooks: true,
             git_config: true,
+            caws_waivers: true,
             hide: vec![
                 (PathBuf::from("/run"), true),
                 (PathBuf::from("/etc/shadow"), false),
@@ -692,7 +707,10 @@ mod tests {
         assert!(plan.mounts.contains(&Mount::Pin {
             path: PathBuf::from("/ws/.git")
         }));
-        for p in ["/ws/.git/hooks", "/ws/.git/config"] {
+        assert!(plan.mounts.contains(&Mount::Pin {
+            path: PathBuf::from("/ws/.caws")
+        }));
+        for p in ["/ws/.git/hooks", "/ws/.git/config", "/ws/.caws/waivers"] {
             assert!(
                 plan.mounts.contains(&Mount::ReadOnly {
                     path: PathBuf::from(p)
@@ -708,6 +726,7 @@ mod tests {
                 git_dir: false,
                 git_hooks: false,
                 git_config: false,
+                caws_waivers: false,
                 state_dir: false,
                 ..facts()
             },

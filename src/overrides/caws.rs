@@ -152,6 +152,25 @@ pub fn parse(text: &str, file_stem: &str) -> Result<CawsWaiver, String> {
     })
 }
 
+/// At server start: when the workspace uses CAWS (`.caws/` is a real
+/// directory), make sure `.caws/waivers/` exists so commands can be given it
+/// read-only, and say that waiver files are to be honoured. Without `.caws/`
+/// none are: a `.caws/` created later (by a command) grants nothing.
+pub fn prepare_dir(workspace: &std::path::Path) -> bool {
+    let is_dir = |p: &std::path::Path| p.symlink_metadata().is_ok_and(|m| m.is_dir());
+    let caws = workspace.join(".caws");
+    if !is_dir(&caws) {
+        return false;
+    }
+    let dir = workspace.join(WAIVER_DIR);
+    if dir.symlink_metadata().is_err()
+        && let Err(e) = std::fs::create_dir(&dir)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the CAWS waiver directory");
+    }
+    is_dir(&dir)
+}
+
 /// Read every `WV-*.yaml` file of the waiver directory under `root`, never
 /// following a symlink. Files that do not parse are returned as problems
 /// (file name, message); they waive nothing.

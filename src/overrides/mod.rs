@@ -515,13 +515,7 @@ mod tests {
             ("git", false),
         ] {
             let mut d = denied("R-1");
-            apply(
-                &mut d,
-                &Action::RunCommand { command },
-                &w,
-                &caller("a"),
-                0,
-            );
+            apply(&mut d, &Action::RunCommand { command }, &w, &caller("a"), 0);
             assert_eq!(d.is_allowed(), lifted, "{command}");
         }
         // A command scope never covers a file.

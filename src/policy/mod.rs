@@ -312,8 +312,15 @@ impl fmt::Debug for Policy {
 
 const NO_ADVICE: &str = "change the request, or call override_request with this rule id";
 
-fn advice_or_default(advice: &Option<String>) -> &str {
-    advice.as_deref().unwrap_or(NO_ADVICE)
+/// Advice for a rule that can never be waived and gives none of its own.
+const NO_ADVICE_NEVER_WAIVABLE: &str = "change the request; this rule cannot be waived";
+
+fn advice_or_default(advice: &Option<String>, never_waivable: bool) -> &str {
+    advice.as_deref().unwrap_or(if never_waivable {
+        NO_ADVICE_NEVER_WAIVABLE
+    } else {
+        NO_ADVICE
+    })
 }
 
 impl Policy {
@@ -427,7 +434,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    advice_or_default(&spec.advice),
+                    advice_or_default(&spec.advice, spec.never_waivable),
                 ),
                 read: spec.access.contains(&Access::Read),
                 write: spec.access.contains(&Access::Write),
@@ -473,7 +480,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    advice_or_default(&spec.advice),
+                    advice_or_default(&spec.advice, spec.never_waivable),
                 ),
                 patterns,
             });
@@ -498,7 +505,7 @@ impl Policy {
                     &spec.id.value,
                     spec.decision,
                     &spec.justification,
-                    advice_or_default(&spec.advice),
+                    advice_or_default(&spec.advice, spec.never_waivable),
                 ),
                 kinds: spec.kinds.clone(),
             });
@@ -524,7 +531,7 @@ impl Policy {
                 &spec.id.value,
                 spec.decision,
                 &spec.justification,
-                advice_or_default(&spec.advice),
+                advice_or_default(&spec.advice, spec.never_waivable),
             ));
             examples.push(RuleExamples {
                 kind: RuleKind::Content,
@@ -561,15 +568,37 @@ impl Policy {
             .map(String::as_str)
             .collect();
         let mut rule_waivable = std::collections::HashMap::new();
-        let ids = (file.paths.rules.iter().map(|r| (&r.id.value, r.never_waivable)))
-            .chain(file.commands.rules.iter().map(|r| (&r.id.value, r.never_waivable)))
-            .chain(file.commands.findings.iter().map(|r| (&r.id.value, r.never_waivable)))
-            .chain(file.content.rules.iter().map(|r| (&r.id.value, r.never_waivable)));
+        let ids = (file
+            .paths
+            .rules
+            .iter()
+            .map(|r| (&r.id.value, r.never_waivable)))
+        .chain(
+            file.commands
+                .rules
+                .iter()
+                .map(|r| (&r.id.value, r.never_waivable)),
+        )
+        .chain(
+            file.commands
+                .findings
+                .iter()
+                .map(|r| (&r.id.value, r.never_waivable)),
+        )
+        .chain(
+            file.content
+                .rules
+                .iter()
+                .map(|r| (&r.id.value, r.never_waivable)),
+        );
         for (id, never_flag) in ids {
             rule_waivable.insert(id.clone(), !never_flag && !never.contains(id.as_str()));
         }
         for id in &file.overrides.never_waivable {
-            if !rule_waivable.contains_key(id) && !ENGINE_WAIVABLE.contains(&id.as_str()) && !is_reserved_id(id) {
+            if !rule_waivable.contains_key(id)
+                && !ENGINE_WAIVABLE.contains(&id.as_str())
+                && !is_reserved_id(id)
+            {
                 problems.general(format!(
                     "overrides.never_waivable names `{id}`, which is no rule of this policy or the engine"
                 ));
@@ -730,6 +759,9 @@ impl Policy {
                         "ask a person to change the policy",
                     ));
                 }
+                if let Some(rule) = waiver_record_rule(path) {
+                    decision.add(rule);
+                }
                 if *hard_linked && !self.allow_hard_linked_writes {
                     decision.add(self.hard_link_rule.clone());
                 }
@@ -742,6 +774,9 @@ impl Policy {
             }
             Action::DeleteFile { path, is_dir } => {
                 let mut decision = self.evaluate_path(path, true);
+                if let Some(rule) = waiver_record_rule(path) {
+                    decision.add(rule);
+                }
                 if *is_dir && !self.allow_directory_delete {
                     decision.add(self.directory_delete_rule.clone());
                 }
@@ -889,6 +924,25 @@ fn compile_glob(glob: &str, case_insensitive: bool) -> Result<globset::Glob, glo
         .literal_separator(true)
         .case_insensitive(case_insensitive)
         .build()
+}
+
+/// `WAIVER-001` when `path` is the CAWS waiver directory or inside it: waiver
+/// files record what a person granted, so no agent writes or removes them.
+fn waiver_record_rule(path: &str) -> Option<MatchedRule> {
+    let path = normalize_path(path)?;
+    let dir = crate::overrides::caws::WAIVER_DIR;
+    let inside = path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'));
+    inside.then(|| {
+        MatchedRule::new(
+            "WAIVER-001",
+            Verdict::Deny,
+            "CAWS waiver files record exceptions a person granted; agents do not write them",
+            "ask for an exception with override_request; a person approves it",
+        )
+    })
 }
 
 /// Engine ids an override may lift: the defaults, directory removal, and the

@@ -352,6 +352,7 @@ mod tests {
             outcome: "ok".into(),
             detail: String::new(),
             duration_us: 5,
+            waiver_ids: String::new(),
         };
         let r = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
         assert_eq!(r.hash, r.compute_hash());

@@ -415,6 +415,7 @@ mod tests {
             outcome: "ok".into(),
             detail: String::new(),
             duration_us: 1,
+            waiver_ids: String::new(),
         };
         let r1 = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
         let r2 = AuditRecord::from_entry("default", 2, &r1.hash, &entry);

@@ -262,8 +262,8 @@ impl Store for SqliteStore {
     }
 
     async fn override_create(&self, new: &NewOverride<'_>) -> Result<OverrideRecord, StoreError> {
-        let scope = serde_json::to_string(new.scope)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let scope =
+            serde_json::to_string(new.scope).map_err(|e| StoreError::Database(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO overrides (tenant, agent, session_id, rule_id, reason, scope, \
@@ -312,15 +312,20 @@ impl Store for SqliteStore {
         state: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!("\
+        let rows = sqlx::query(select_overrides!(
+            "\
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR state = ?2) \
-             ORDER BY id DESC LIMIT ?3"))
+             ORDER BY id DESC LIMIT ?3"
+        ))
         .bind(tenant)
         .bind(state)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(override_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn override_recent(
@@ -329,14 +334,19 @@ impl Store for SqliteStore {
         agent: &str,
         since: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!("WHERE tenant = ? AND agent = ? \
-             AND (created_at > ?3 OR decided_at > ?3) ORDER BY id"))
+        let rows = sqlx::query(select_overrides!(
+            "WHERE tenant = ? AND agent = ? \
+             AND (created_at > ?3 OR decided_at > ?3) ORDER BY id"
+        ))
         .bind(tenant)
         .bind(agent)
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(override_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn override_active(
@@ -345,14 +355,19 @@ impl Store for SqliteStore {
         agent: &str,
         now: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!("WHERE tenant = ? AND agent = ? \
-             AND state = 'approved' AND expires_at > ? ORDER BY id"))
+        let rows = sqlx::query(select_overrides!(
+            "WHERE tenant = ? AND agent = ? \
+             AND state = 'approved' AND expires_at > ? ORDER BY id"
+        ))
         .bind(tenant)
         .bind(agent)
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(override_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(override_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn override_decide(
@@ -415,9 +430,9 @@ impl Store for SqliteStore {
 impl SqliteStore {
     async fn override_by_id(&self, id: i64) -> Result<Option<OverrideRecord>, StoreError> {
         let row = sqlx::query(select_overrides!("WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(override_from_row).transpose()?)
     }
 }

@@ -80,7 +80,8 @@ impl Toolbox {
             let opened = self.root.open_for_read(&input.spec)?;
             self.enforce(&[Action::ReadFile {
                 path: &opened.rel_path,
-            }]).await?;
+            }])
+            .await?;
             let source = opened.rel_path.clone();
             (
                 super::files::read_whole_text(opened, MAX_SPEC_BYTES as u64)?,

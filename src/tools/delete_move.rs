@@ -294,7 +294,8 @@ impl Toolbox {
             self.enforce(&[Action::DeleteFile {
                 path: &from,
                 is_dir: true,
-            }]).await
+            }])
+            .await
             .inspect_err(note_error)?;
             tree::collect_subtree(&self.root, &from, MAX_TREE_ENTRIES)
                 .map_err(|e| tree_failed(&from, e))?

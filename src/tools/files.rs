@@ -127,7 +127,8 @@ impl Toolbox {
             .map_err(reject)?;
         self.enforce(&[Action::ReadFile {
             path: &opened.rel_path,
-        }]).await
+        }])
+        .await
         .inspect_err(note_error)?;
         let offset = input.offset.unwrap_or(1).max(1);
         let limit = input
@@ -147,7 +148,8 @@ impl Toolbox {
                 path: &target.rel_path,
                 hard_linked: target.existing.is_some_and(|e| e.nlink > 1),
                 added: &input.contents,
-            }]).await
+            }])
+            .await
             .inspect_err(note_error)?;
         // Under a working spec the change is measured, so the old text is needed.
         let before = match self.active_spec().as_ref() {
@@ -214,7 +216,8 @@ impl Toolbox {
                     hard_linked: opened.meta.nlink > 1,
                     added: &input.new_string,
                 },
-            ]).await
+            ])
+            .await
             .inspect_err(note_error)?;
         let path = opened.rel_path.clone();
         let original = read_whole_text(opened, self.limits.edit_max_bytes).map_err(reject)?;

@@ -370,7 +370,8 @@ impl Toolbox {
         if base.is_empty() {
             note_decision(&Decision::allow());
         } else {
-            self.enforce(&[Action::ReadFile { path: &base }]).await
+            self.enforce(&[Action::ReadFile { path: &base }])
+                .await
                 .inspect_err(note_error)?;
         }
         let depth = input.depth.unwrap_or(1).clamp(1, LIST_MAX_DEPTH);

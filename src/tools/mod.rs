@@ -52,6 +52,10 @@ pub struct Toolbox {
     /// A root server's empty network namespace, shared by offline commands
     /// (made on first use; `None` inside when it could not be made).
     pub offline_netns: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
+    /// Whether CAWS waiver files are honoured: only when the workspace used
+    /// CAWS (had `.caws/`) when the server started, so a `.caws/` that a
+    /// command creates later grants nothing.
+    pub caws_waivers: bool,
 }
 
 /// Bounds on what one reply may carry.
@@ -75,6 +79,7 @@ impl Default for Limits {
 
 impl Toolbox {
     pub fn new(root: WorkspaceRoot, policy: Policy, store: Arc<LazyStore>) -> Self {
+        let root_path = root.path().to_path_buf();
         Self {
             store,
             spec: SpecCache::default(),
@@ -85,6 +90,7 @@ impl Toolbox {
             shutdown: tokio_util::sync::CancellationToken::new(),
             helpers: crate::exec::process::HelperPool::new(1),
             offline_netns: std::sync::OnceLock::new(),
+            caws_waivers: crate::overrides::caws::prepare_dir(root_path.as_path()),
         }
     }
 
@@ -154,13 +160,20 @@ impl Toolbox {
     pub(crate) async fn active_waivers(&self, caller: &Caller, now: i64) -> Vec<Waiver> {
         let mut waivers = Vec::new();
         match self.store.get().await {
-            Ok(store) => match store.override_active(&caller.tenant, &caller.agent, now).await {
+            Ok(store) => match store
+                .override_active(&caller.tenant, &caller.agent, now)
+                .await
+            {
                 Ok(records) => waivers.extend(records.iter().filter_map(|r| r.waiver_at(now))),
                 Err(e) => tracing::error!(error = %e, "cannot read overrides; no waiver applies"),
             },
             Err(e) => tracing::error!(error = %e, "cannot open the store; no waiver applies"),
         }
-        let (caws, problems) = crate::overrides::caws::read_dir(&self.root);
+        let (caws, problems) = if self.caws_waivers {
+            crate::overrides::caws::read_dir(&self.root)
+        } else {
+            Default::default()
+        };
         for (file, problem) in problems {
             tracing::warn!(file = %file, problem = %problem, "CAWS waiver file ignored");
         }

@@ -175,10 +175,7 @@ impl Toolbox {
             }
             Waivability::Unknown => {
                 return Err(invalid(
-                    format!(
-                        "the policy `{}` has no rule `{rule_id}`",
-                        policy.name()
-                    ),
+                    format!("the policy `{}` has no rule `{rule_id}`", policy.name()),
                     "give the rule id a refusal named (in its [brackets])",
                 ));
             }

@@ -413,7 +413,8 @@ impl Toolbox {
     ) -> Result<SessionOutput, ToolError> {
         let (cwd, cwd_rel) = self.command_cwd(input.cwd.as_deref()).map_err(reject)?;
         let shell = input.shell.unwrap_or_else(|| "/bin/sh".to_string());
-        self.enforce(&[Action::RunCommand { command: &shell }]).await
+        self.enforce(&[Action::RunCommand { command: &shell }])
+            .await
             .inspect_err(note_error)?;
         let policy = self.policy.load();
         let line = analyze(&shell, &policy.shell_options()).map_err(|refusal| {
@@ -572,7 +573,8 @@ impl Toolbox {
         }
         self.enforce(&[Action::RunCommand {
             command: &input.command,
-        }]).await
+        }])
+        .await
         .inspect_err(note_error)?;
         // Text typed with send_input and not yet ended by a newline is still
         // in the terminal's line: the shell will read it in front of this command.
@@ -583,7 +585,8 @@ impl Toolbox {
             .clone();
         if !typed_before.is_empty() {
             let joined = format!("{typed_before}{}", input.command);
-            self.enforce(&[Action::RunCommand { command: &joined }]).await
+            self.enforce(&[Action::RunCommand { command: &joined }])
+                .await
                 .inspect_err(note_error)?;
         }
         let _busy = session.busy.lock().await;
@@ -680,7 +683,8 @@ impl Toolbox {
             }
         }
         for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            self.enforce(&[Action::RunCommand { command: line }]).await
+            self.enforce(&[Action::RunCommand { command: line }])
+                .await
                 .inspect_err(note_error)?;
         }
         *session.typed.lock().unwrap_or_else(|p| p.into_inner()) = typed;

@@ -267,7 +267,8 @@ impl Toolbox {
         let (cwd, cwd_rel) = self.command_cwd(input.cwd.as_deref()).map_err(reject)?;
         self.enforce(&[Action::RunCommand {
             command: &input.command,
-        }]).await
+        }])
+        .await
         .inspect_err(note_error)?;
         let policy = self.policy.load();
         let line = analyze(&input.command, &policy.shell_options()).map_err(|refusal| {

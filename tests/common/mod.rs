@@ -9,7 +9,7 @@ use std::process::Stdio;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_arbiter");
@@ -46,6 +46,8 @@ impl Scratch {
 }
 
 pub type Client = RunningService<RoleClient, ()>;
+/// A client with a name of its own (see [`start_as`]).
+pub type NamedClient = RunningService<RoleClient, rmcp::model::ClientConfig>;
 
 /// Start `arbiter serve --workspace WS` and complete the MCP handshake.
 pub async fn start(ws: &Path) -> Client {
@@ -54,6 +56,24 @@ pub async fn start(ws: &Path) -> Client {
 
 /// Like [`start`], with more arguments for `serve` (e.g. `--policy FILE`).
 pub async fn start_with(ws: &Path, extra: &[&str]) -> Client {
+    ().serve(spawn_server(ws, extra))
+        .await
+        .expect("MCP handshake")
+}
+
+/// Like [`start_with`], as a client that calls itself `name` (the agent
+/// name the server records and grants overrides to).
+pub async fn start_as(ws: &Path, name: &str, extra: &[&str]) -> NamedClient {
+    rmcp::model::ClientConfig::new(
+        rmcp::model::ClientCapabilities::default(),
+        rmcp::model::Implementation::new(name, "1"),
+    )
+    .serve(spawn_server(ws, extra))
+    .await
+    .expect("MCP handshake")
+}
+
+fn spawn_server(ws: &Path, extra: &[&str]) -> TokioChildProcess {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("serve").arg("--workspace").arg(ws).args(extra);
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
@@ -64,11 +84,11 @@ pub async fn start_with(ws: &Path, extra: &[&str]) -> Client {
         })
         .spawn()
         .expect("spawn arbiter");
-    ().serve(transport).await.expect("MCP handshake")
+    transport
 }
 
-pub async fn try_call(
-    client: &Client,
+pub async fn try_call<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
     tool: &str,
     args: Value,
 ) -> Result<CallToolResult, ServiceError> {
@@ -79,21 +99,33 @@ pub async fn try_call(
 }
 
 /// Call a tool and return its result (tool errors included); protocol errors panic.
-pub async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+pub async fn call<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    args: Value,
+) -> CallToolResult {
     try_call(client, tool, args)
         .await
         .expect("tools/call answered")
 }
 
 /// Call a tool that must succeed; returns its structured content.
-pub async fn ok(client: &Client, tool: &str, args: Value) -> Value {
+pub async fn ok<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    args: Value,
+) -> Value {
     let r = call(client, tool, args.clone()).await;
     assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
     r.structured_content.expect("structuredContent")
 }
 
 /// Call a tool that must fail with `isError: true`; returns the error text.
-pub async fn refused(client: &Client, tool: &str, args: Value) -> String {
+pub async fn refused<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    args: Value,
+) -> String {
     let r = call(client, tool, args.clone()).await;
     assert_eq!(
         r.is_error,
