@@ -367,3 +367,131 @@ async fn caws_waiver_files_are_honoured_and_protected() {
         "{records:?}"
     );
 }
+
+/// A client whose person answers every elicitation with `answer`, and counts
+/// how often they were asked.
+#[derive(Clone)]
+struct PersonAtClient {
+    answer: Value,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl rmcp::ClientHandler for PersonAtClient {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        rmcp::model::ClientConfig::new(
+            rmcp::model::ClientCapabilities::builder()
+                .enable_elicitation()
+                .build(),
+            rmcp::model::Implementation::new(AGENT, "1"),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        assert!(format!("{request:?}").contains("PATH-002"), "{request:?}");
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(
+            rmcp::model::ElicitResult::new(rmcp::model::ElicitationAction::Accept)
+                .with_content(self.answer.clone()),
+        )
+    }
+}
+
+async fn start_with_person(
+    ws: &std::path::Path,
+    policy: &str,
+    answer: Value,
+) -> (
+    rmcp::service::RunningService<rmcp::RoleClient, PersonAtClient>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use rmcp::ServiceExt;
+    let person = PersonAtClient {
+        answer,
+        asked: Default::default(),
+    };
+    let asked = person.asked.clone();
+    let client = person
+        .serve(spawn_server(ws, &["--policy", policy]))
+        .await
+        .expect("MCP handshake");
+    (client, asked)
+}
+
+#[tokio::test]
+async fn the_person_at_the_client_decides_when_the_policy_enables_it() {
+    let s = Scratch::new();
+    let enabled = s.outside().join("elicit.yaml");
+    std::fs::write(
+        &enabled,
+        format!(
+            "{}overrides:\n  elicitation: true\n",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/policies/default.yaml"
+            ))
+            .unwrap()
+        ),
+    )
+    .unwrap();
+    let (c, asked) = start_with_person(
+        &s.ws(),
+        enabled.to_str().unwrap(),
+        json!({"approve": true, "note": "fine for today", "minutes": 30}),
+    )
+    .await;
+    let out = ok(
+        &c,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "local env", "scope": {"paths": ["config/.env"]}}),
+    )
+    .await;
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(out["state"], "approved", "{out}");
+    assert_eq!(out["note"], "fine for today", "{out}");
+    assert!(
+        out["decided_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("elicitation:"),
+        "{out}"
+    );
+    ok(&c, "file_write", write_env("config/.env")).await;
+    c.cancel().await.unwrap();
+
+    // A denial at the client is a denial.
+    let (c, _) = start_with_person(
+        &s.ws(),
+        enabled.to_str().unwrap(),
+        json!({"approve": false, "note": "no"}),
+    )
+    .await;
+    let out = ok(
+        &c,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "other env", "scope": {"paths": ["other/.env"]}}),
+    )
+    .await;
+    assert_eq!(out["state"], "denied", "{out}");
+    refused(&c, "file_write", write_env("other/.env")).await;
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_the_policy_the_client_is_never_asked() {
+    let s = Scratch::new();
+    let plain = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.yaml");
+    let (c, asked) = start_with_person(&s.ws(), plain, json!({"approve": true})).await;
+    let out = ok(
+        &c,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "local env"}),
+    )
+    .await;
+    assert_eq!(out["state"], "pending", "{out}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    c.cancel().await.unwrap();
+}

@@ -453,10 +453,15 @@ impl ArbiterServer {
     async fn override_request(
         &self,
         Parameters(input): Parameters<OverrideRequestInput>,
+        ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        reply(self.inner.toolbox.override_request(input).await, |out| {
-            out.render()
-        })
+        reply(
+            self.inner
+                .toolbox
+                .override_request(input, Some(ctx.peer.clone()))
+                .await,
+            |out| out.render(),
+        )
     }
 
     #[tool(
@@ -580,7 +585,10 @@ impl ArbiterServer {
             (Ok(CallToolResponse::Complete(r)), _) if r.is_error == Some(true) => {
                 (Outcome::Failed, String::new())
             }
-            (Ok(_), _) => (Outcome::Ok, String::new()),
+            (Ok(_), note) => (
+                Outcome::Ok,
+                note.as_ref().map(|n| n.detail.clone()).unwrap_or_default(),
+            ),
         };
         let entry = AuditEntry {
             ts,

@@ -362,6 +362,12 @@ pub fn note_error(err: &ToolError) {
     });
 }
 
+/// Note what a successful call did that the record should say (e.g. an
+/// override decided at the client).
+pub fn note_detail(detail: String) {
+    let _ = CALL_NOTE.try_with(|n| n.borrow_mut().detail = detail);
+}
+
 /// Note a failure that came after the policy allowed the call (a command
 /// that could not run, timed out, ...): its rule joins the matched rules.
 pub fn note_failure(err: &ToolError) {

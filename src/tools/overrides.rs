@@ -146,20 +146,124 @@ fn store_failed(e: impl std::fmt::Display) -> ToolError {
     )
 }
 
+/// The form shown to the person at the client when the policy enables
+/// elicitation.
+#[derive(Debug, Deserialize, JsonSchema)]
+struct PersonAnswer {
+    /// Check to approve the exception; leave unchecked to deny it.
+    approve: bool,
+    /// A note for the record (the agent sees it).
+    #[serde(default)]
+    note: String,
+    /// How long an approval lasts, in minutes (0: what the agent asked, else 24 hours).
+    #[serde(default)]
+    minutes: u32,
+}
+
+rmcp::elicit_safe!(PersonAnswer);
+
+/// How long the person at the client has to answer before the request stays
+/// pending for `arbiter override`.
+const ELICITATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Toolbox {
+    /// `peer`: the client, asked to show the person a form when the policy
+    /// enables elicitation and the client supports it.
     pub async fn override_request(
         &self,
         input: OverrideRequestInput,
+        peer: Option<rmcp::Peer<rmcp::RoleServer>>,
     ) -> Result<OverrideOutput, ToolError> {
-        self.override_request_inner(input)
+        let result = async {
+            let (record, now) = self.override_request_inner(input).await?;
+            let record = match peer {
+                Some(peer) if self.policy.load().override_settings().elicitation => {
+                    self.ask_person(&peer, record).await
+                }
+                _ => record,
+            };
+            Ok(OverrideOutput::new(&record, now))
+        }
+        .await;
+        result.inspect_err(note_error)
+    }
+
+    /// Ask the person at the client to decide now. Whatever goes wrong (no
+    /// support, declined, no answer in time), the request stays pending.
+    async fn ask_person(
+        &self,
+        peer: &rmcp::Peer<rmcp::RoleServer>,
+        record: OverrideRecord,
+    ) -> OverrideRecord {
+        let message = format!(
+            "The agent `{}` asks for an exception to {} ({}).\nReason: {}\nApprove or deny it.",
+            record.agent,
+            record.rule_id,
+            record.scope.describe(),
+            overrides::one_line(&record.reason, 500)
+        );
+        let answer = match peer
+            .elicit_with_timeout::<PersonAnswer>(message, Some(ELICITATION_TIMEOUT))
             .await
-            .inspect_err(note_error)
+        {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return record,
+            Err(e) => {
+                tracing::info!(override_id = %record.display_id(), error = %e, "no decision at the client; the request stays pending");
+                return record;
+            }
+        };
+        let settings = self.policy.load().override_settings().clone();
+        let now = overrides::now_unix();
+        let (to, expires_at) = if answer.approve {
+            let asked = (answer.minutes > 0).then_some(u64::from(answer.minutes));
+            match overrides::approval_minutes(asked, record.requested_minutes, &settings) {
+                Ok(m) => ("approved", Some(now + m as i64 * 60)),
+                Err(e) => {
+                    tracing::warn!(override_id = %record.display_id(), error = %e, "the answer at the client is out of bounds; the request stays pending");
+                    return record;
+                }
+            }
+        } else {
+            ("denied", None)
+        };
+        let actor = format!("elicitation:{}", record.agent);
+        let note = answer.note.trim();
+        let decided = match self.store.get().await {
+            Ok(store) => store
+                .override_decide(&crate::store::OverrideDecision {
+                    id: record.id,
+                    from: &["pending"],
+                    to,
+                    actor: &actor,
+                    note: (!note.is_empty()).then_some(note),
+                    expires_at,
+                    now,
+                })
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match decided {
+            Ok(Some(r)) => {
+                super::note_detail(format!(
+                    "{} {to} by the person at the client ({actor})",
+                    r.display_id()
+                ));
+                r
+            }
+            Ok(None) => record,
+            Err(e) => {
+                tracing::error!(override_id = %record.display_id(), error = %e, "cannot store the decision made at the client");
+                record
+            }
+        }
     }
 
     async fn override_request_inner(
         &self,
         input: OverrideRequestInput,
-    ) -> Result<OverrideOutput, ToolError> {
+    ) -> Result<(OverrideRecord, i64), ToolError> {
         let policy = self.policy.load();
         let settings = policy.override_settings().clone();
         let rule_id = input.rule_id.trim().to_string();
@@ -250,7 +354,7 @@ impl Toolbox {
             "override requested; approve with `arbiter override approve {}`",
             record.display_id()
         );
-        Ok(OverrideOutput::new(&record, now))
+        Ok((record, now))
     }
 
     pub async fn override_status(

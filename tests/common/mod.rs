@@ -73,7 +73,8 @@ pub async fn start_as(ws: &Path, name: &str, extra: &[&str]) -> NamedClient {
     .expect("MCP handshake")
 }
 
-fn spawn_server(ws: &Path, extra: &[&str]) -> TokioChildProcess {
+/// The server as a child process, for a client with a handler of its own.
+pub fn spawn_server(ws: &Path, extra: &[&str]) -> TokioChildProcess {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.arg("serve").arg("--workspace").arg(ws).args(extra);
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
