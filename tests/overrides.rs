@@ -427,16 +427,19 @@ async fn the_person_at_the_client_decides_when_the_policy_enables_it() {
     let enabled = s.outside().join("elicit.yaml");
     std::fs::write(
         &enabled,
-        format!(
-            "{}overrides:\n  elicitation: true\n",
-            std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/policies/default.yaml"
-            ))
-            .unwrap()
-        ),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/default.yaml"
+        ))
+        .unwrap()
+        .replace("elicitation: false", "elicitation: true"),
     )
     .unwrap();
+    assert!(
+        std::fs::read_to_string(&enabled)
+            .unwrap()
+            .contains("elicitation: true")
+    );
     let (c, asked) = start_with_person(
         &s.ws(),
         enabled.to_str().unwrap(),
@@ -494,4 +497,43 @@ async fn without_the_policy_the_client_is_never_asked() {
     assert_eq!(out["state"], "pending", "{out}");
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
     c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_caws_budget_waiver_with_a_delta_raises_the_budget_by_that_much() {
+    let s = Scratch::new();
+    s.write(
+        ".caws/working-spec.yaml",
+        "id: FEAT-7\ntitle: Export\nrisk_tier: 3\nmode: feature\n\
+         change_budget: {max_files: 1, max_loc: 100}\n\
+         blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
+         scope: {in: [src/]}\ninvariants: [exports keep their format]\n\
+         acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
+         non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n",
+    );
+    let c = start_as(&s.ws(), AGENT, &[]).await;
+    let write = |p: &str| json!({"file_path": p, "contents": "x\n"});
+    ok(&c, "file_write", write("src/a.rs")).await;
+    let t = refused(&c, "file_write", write("src/b.rs")).await;
+    assert!(t.contains("BUDGET-001"), "{t}");
+    // A person records a waiver the CAWS way while the server runs.
+    s.write(
+        ".caws/waivers/WV-0007.yaml",
+        "id: WV-0007\ntitle: one more file\nreason: scope_creep\nstatus: active\n\
+         gates: [budget_limit]\nexpires_at: 2099-01-01T00:00:00Z\napproved_by: '@lead'\n\
+         delta: {max_files: 1, max_loc: 0}\n",
+    );
+    ok(&c, "file_write", write("src/b.rs")).await;
+    let t = refused(&c, "file_write", write("src/c.rs")).await;
+    assert!(
+        t.contains("BUDGET-001") && t.contains("3 of 2 files"),
+        "{t}"
+    );
+    c.cancel().await.unwrap();
+    let (code, out, _) = run_cli(&s.ws(), &["override", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("WV-0007") && out.contains("in force") && out.contains("+1 files"),
+        "{out}"
+    );
 }

@@ -65,8 +65,13 @@ pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<Exit
                     } else {
                         &r.rule_ids
                     };
+                    let waived = if r.waiver_ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" waived-by:{}", r.waiver_ids)
+                    };
                     println!(
-                        "{:>6} {} {:<20} {:<8} {:<14} {:<24} {} {}",
+                        "{:>6} {} {:<20} {:<8} {:<14} {:<24} {} {}{waived}",
                         r.seq,
                         r.ts,
                         r.tool,

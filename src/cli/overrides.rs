@@ -94,12 +94,14 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
                 for r in &shown {
                     println!("{}", serde_json::to_string(&view(r, now))?);
                 }
-            } else if shown.is_empty() {
-                println!("no {state} override requests");
             } else {
+                if shown.is_empty() {
+                    println!("no {state} override requests");
+                }
                 for r in shown {
                     println!("{}", line(r, now));
                 }
+                print_caws_waivers(&toolbox, now);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -272,6 +274,47 @@ async fn decide(
         eprintln!("arbiter override {verb}: {detail}");
     }
     Ok(code)
+}
+
+/// The workspace's CAWS waiver files, and whether each lifts anything now.
+fn print_caws_waivers(toolbox: &crate::tools::Toolbox, now: i64) {
+    if !toolbox.caws_waivers {
+        return;
+    }
+    let (waivers, problems) = overrides::caws::read_dir(&toolbox.root);
+    if waivers.is_empty() && problems.is_empty() {
+        return;
+    }
+    println!("CAWS waiver files ({}):", overrides::caws::WAIVER_DIR);
+    for w in waivers {
+        let standing = if w.in_force(now) {
+            "in force"
+        } else if w.approvers.is_empty() {
+            "not honoured: no approvers"
+        } else if w.expires_at <= now {
+            "expired"
+        } else {
+            "not honoured: status is not active"
+        };
+        let delta = w
+            .delta
+            .map(|d| format!(" budget +{} files +{} lines", d.max_files, d.max_loc))
+            .unwrap_or_default();
+        println!(
+            "{:<8} {standing:<34} rules={} until {}{delta}  {}",
+            w.id,
+            if w.rule_ids.is_empty() {
+                "(none arbiter knows)".to_string()
+            } else {
+                w.rule_ids.join(",")
+            },
+            rfc3339(w.expires_at),
+            overrides::one_line(&w.title, 80)
+        );
+    }
+    for (file, problem) in problems {
+        println!("{file:<8} ignored: {problem}");
+    }
 }
 
 fn view(r: &OverrideRecord, now: i64) -> serde_json::Value {
