@@ -324,17 +324,23 @@ async fn an_idle_session_expires_with_its_processes() {
         || !alive(pid),
     )
     .await;
-    // The shell itself gets SIGKILL after the grace period; then the session is gone.
+    // The shell itself gets SIGKILL after the grace period; then the session
+    // is gone, and said to have expired.
     let start = Instant::now();
     loop {
-        let r = call(&c, "terminal_get_status", json!({"session_id": id})).await;
-        if r.is_error == Some(true) {
-            assert!(text(&r).contains("SESSION-001"), "{}", text(&r));
+        let r = ok(&c, "terminal_get_status", json!({"session_id": id})).await;
+        if r["state"] == "expired" {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{}", text(&r));
+        assert_eq!(r["state"], "running", "{r}");
+        assert!(start.elapsed() < Duration::from_secs(10), "{r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let t = refused(&c, "terminal_read_output", json!({"session_id": id})).await;
+    assert!(
+        t.contains("SESSION-001") && t.contains("was expired"),
+        "{t}"
+    );
     c.cancel().await.unwrap();
 }
 
@@ -369,4 +375,58 @@ async fn a_sessions_processes_die_when_the_client_disconnects() {
     )
     .await;
     assert!(!Path::new(&format!("/proc/{pid}/cmdline")).exists() || !alive(pid));
+}
+
+#[tokio::test]
+async fn a_session_whose_shell_exited_stays_readable_and_says_so() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    for line in ["echo bye\n", "exit 3\n"] {
+        ok(
+            &c,
+            "terminal_send_input",
+            json!({"session_id": id, "data": line}),
+        )
+        .await;
+    }
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = ok(&c, "terminal_get_status", json!({"session_id": id})).await;
+        if status["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status["state"], "exited", "{status}");
+    assert_eq!(status["exit_code"], 3, "{status}");
+    let out = ok(&c, "terminal_read_output", json!({"session_id": id})).await;
+    assert!(out["output"].as_str().unwrap().contains("bye"), "{out}");
+    assert_eq!(out["state"], "exited", "{out}");
+    c.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_session_is_reported_closed_not_unknown() {
+    let s = Scratch::new();
+    let c = start(&s.ws()).await;
+    let id = create(&c).await;
+    ok(&c, "terminal_close_session", json!({"session_id": id})).await;
+    let status = ok(&c, "terminal_get_status", json!({"session_id": id})).await;
+    assert_eq!(status["state"], "closed", "{status}");
+    let t = refused(
+        &c,
+        "terminal_execute_command",
+        json!({"session_id": id, "command": "echo hi", "timeout_ms": 2000}),
+    )
+    .await;
+    assert!(t.contains("SESSION-001") && t.contains("was closed"), "{t}");
+    let t = refused(
+        &c,
+        "terminal_get_status",
+        json!({"session_id": "term-never-was"}),
+    )
+    .await;
+    assert!(t.contains("no terminal session"), "{t}");
+    c.cancel().await.unwrap();
 }

@@ -15,7 +15,7 @@
 //! `session_idle_ms` is closed; all are stopped when the client's session
 //! ends or the server shuts down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -195,32 +195,109 @@ impl TerminalSession {
 /// The terminal sessions of one MCP session (client).
 #[derive(Debug)]
 pub struct SessionTable {
+    /// Running sessions, and sessions whose shell exited by itself (kept so
+    /// their last output and status can be read; see [`KEEP_EXITED`]).
     sessions: Arc<Mutex<HashMap<String, Arc<TerminalSession>>>>,
+    /// Sessions closed or expired, newest last: a later call is told so,
+    /// not that the id is unknown.
+    gone: Arc<Mutex<VecDeque<SessionOutput>>>,
     cancel: CancellationToken,
 }
+
+/// Sessions whose shell exited that are kept for reading; the oldest go first.
+const KEEP_EXITED: usize = 16;
+/// Ids of closed or expired sessions remembered.
+const KEEP_GONE: usize = 64;
 
 impl SessionTable {
     /// `cancel` ends every session (pass a child of the server's shutdown token).
     pub fn new(cancel: CancellationToken) -> Self {
         Self {
             sessions: Arc::new(Mutex::new(HashMap::new())),
+            gone: Arc::new(Mutex::new(VecDeque::new())),
             cancel,
         }
     }
 
-    fn get(&self, id: &str) -> Option<Arc<TerminalSession>> {
-        self.sessions
+    /// The session, or why there is none.
+    fn get(&self, id: &str) -> Result<Arc<TerminalSession>, ToolError> {
+        if let Some(s) = self
+            .sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
-            .cloned()
+        {
+            return Ok(s.clone());
+        }
+        Err(match self.gone(id) {
+            Some(last) => reject(ToolError::failed(
+                "SESSION-001",
+                format!("the terminal session `{id}` was {}", last.state),
+                "start a new one with terminal_create_session",
+            )),
+            None => no_session(id),
+        })
     }
 
-    fn len(&self) -> usize {
+    /// The last state of a session that is no longer kept (closed, expired).
+    fn gone(&self, id: &str) -> Option<SessionOutput> {
+        let gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        gone.iter().rev().find(|g| g.session_id == id).cloned()
+    }
+
+    /// Sessions whose shell is still running (what the caps count).
+    fn running(&self) -> usize {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
+            .values()
+            .filter(|s| s.end().is_none())
+            .count()
+    }
+}
+
+/// Forget a session that ended: closed or expired ones leave only their id
+/// and how they ended; one whose shell exited stays readable, within
+/// [`KEEP_EXITED`].
+fn retire(
+    sessions: &Mutex<HashMap<String, Arc<TerminalSession>>>,
+    gone: &Mutex<VecDeque<SessionOutput>>,
+    session: &TerminalSession,
+    how: &'static str,
+) {
+    let id = session.id.as_str();
+    let mut sessions = sessions.lock().unwrap_or_else(|p| p.into_inner());
+    if how.is_empty() {
+        let mut exited: Vec<(Instant, String)> = sessions
+            .values()
+            .filter(|s| s.end().is_some())
+            .map(|s| {
+                (
+                    *s.last_used.lock().unwrap_or_else(|p| p.into_inner()),
+                    s.id.clone(),
+                )
+            })
+            .collect();
+        if exited.len() > KEEP_EXITED {
+            exited.sort();
+            for (_, old) in exited.iter().take(exited.len() - KEEP_EXITED) {
+                sessions.remove(old);
+            }
+        }
+        return;
+    }
+    sessions.remove(id);
+    let mut gone = gone.lock().unwrap_or_else(|p| p.into_inner());
+    if gone.iter().any(|g| g.session_id == id) {
+        return;
+    }
+    let mut last = session_output(session, how);
+    if let Some((ended, _)) = session.end() {
+        apply_end(&mut last, &ended, how);
+    }
+    gone.push_back(last);
+    while gone.len() > KEEP_GONE {
+        gone.pop_front();
     }
 }
 
@@ -427,7 +504,7 @@ impl Toolbox {
         })?;
         let settings = policy.sandbox();
         let limits = settings.limits().clone();
-        if table.len() >= limits.max_sessions {
+        if table.running() >= limits.max_sessions {
             return Err(fail(ToolError::failed(
                 "SESSION-002",
                 format!(
@@ -499,6 +576,7 @@ impl Toolbox {
         let idle = Duration::from_millis(limits.session_idle_ms.max(1));
         let grace = Duration::from_millis(limits.kill_grace_ms);
         let sessions = table.sessions.clone();
+        let gone = table.gone.clone();
         let s = session.clone();
         slot.disarm();
         tracker.spawn(async move {
@@ -524,10 +602,7 @@ impl Toolbox {
             let ended = spawned.wait(far, grace, stop, &mut |_, _| {}).await;
             let reason = *s.stop_reason.lock().unwrap_or_else(|p| p.into_inner());
             *s.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some((ended, reason));
-            sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&s.id);
+            retire(&sessions, &gone, &s, reason);
         });
         // A ^C typed before the shell has installed its SIGINT handler kills
         // it (seen in CI): return once a process of the session other than
@@ -548,9 +623,7 @@ impl Toolbox {
         input: ExecuteCommandInput,
         table: &SessionTable,
     ) -> Result<SessionOutput, ToolError> {
-        let session = table
-            .get(&input.session_id)
-            .ok_or_else(|| no_session(&input.session_id))?;
+        let session = table.get(&input.session_id)?;
         if !(1_000..=300_000).contains(&input.timeout_ms) {
             return Err(reject(ToolError {
                 outcome: Outcome::Invalid,
@@ -660,9 +733,7 @@ impl Toolbox {
         input: SendInputInput,
         table: &SessionTable,
     ) -> Result<SessionOutput, ToolError> {
-        let session = table
-            .get(&input.session_id)
-            .ok_or_else(|| no_session(&input.session_id))?;
+        let session = table.get(&input.session_id)?;
         check_controls(&input.data)?;
         // Judge every line this input completes, with what was typed before
         // it on the same line.
@@ -711,9 +782,7 @@ impl Toolbox {
         input: SessionIdInput,
         table: &SessionTable,
     ) -> Result<SessionOutput, ToolError> {
-        let session = table
-            .get(&input.session_id)
-            .ok_or_else(|| no_session(&input.session_id))?;
+        let session = table.get(&input.session_id)?;
         session.touch();
         // Output that is on its way (a prompt, a command's last line).
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -730,9 +799,7 @@ impl Toolbox {
         input: SessionIdInput,
         table: &SessionTable,
     ) -> Result<SessionOutput, ToolError> {
-        let session = table
-            .get(&input.session_id)
-            .ok_or_else(|| no_session(&input.session_id))?;
+        let session = table.get(&input.session_id)?;
         session.stop("closed");
         // The session's task stops the sandbox (SIGTERM, then SIGKILL after
         // the grace period) and records the end.
@@ -745,11 +812,7 @@ impl Toolbox {
             apply_end(&mut out, &ended, "closed");
         }
         (out.output, out.output_bytes, out.truncated) = take_pending(&session.pending, None);
-        table
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&session.id);
+        retire(&table.sessions, &table.gone, &session, "closed");
         Ok(out)
     }
 
@@ -759,9 +822,10 @@ impl Toolbox {
         session_id: &str,
         table: &SessionTable,
     ) -> Result<SessionOutput, ToolError> {
-        let session = table
-            .get(session_id)
-            .ok_or_else(|| no_session(session_id))?;
+        if let Some(last) = table.gone(session_id) {
+            return Ok(last);
+        }
+        let session = table.get(session_id)?;
         let mut out = session_output(&session, "running");
         if let Some((ended, reason)) = session.end() {
             apply_end(&mut out, &ended, reason);
