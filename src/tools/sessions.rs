@@ -188,6 +188,24 @@ impl TerminalSession {
 
     fn stop(&self, reason: &'static str) {
         *self.stop_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+        // Hang up first, as a terminal closing would: an interactive shell
+        // ignores SIGTERM (the sandbox's stop) but ends on SIGHUP, so the
+        // session ends now instead of after the kill grace period. The
+        // terminal names its session leader (the shell) and foreground group
+        // in our PID namespace; TIOCSIG cannot send SIGHUP.
+        let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = master.as_raw_fd();
+        let (mut sid, mut pgrp): (libc::pid_t, libc::pid_t) = (0, 0);
+        // SAFETY: two ioctls on our own PTY master that fill one pid_t each.
+        unsafe {
+            if libc::ioctl(fd, libc::TIOCGPGRP, &mut pgrp) == 0 && pgrp > 1 {
+                libc::kill(-pgrp, libc::SIGHUP);
+            }
+            if libc::ioctl(fd, libc::TIOCGSID, &mut sid) == 0 && sid > 1 && sid != pgrp {
+                libc::kill(sid, libc::SIGHUP);
+            }
+        }
+        drop(master);
         self.cancel.cancel();
     }
 }
