@@ -4,6 +4,7 @@
 mod audit;
 mod call;
 mod doctor;
+mod init;
 mod overrides;
 mod policy;
 mod serve;
@@ -72,6 +73,14 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Put a shipped policy at <workspace>/.arbiter/policy.yaml and print each client's configuration.
+    Init {
+        #[arg(long, value_enum, default_value_t = init::Profile::Default)]
+        profile: init::Profile,
+        /// Replace an existing policy.
+        #[arg(long)]
+        force: bool,
+    },
     /// Decide on override requests: list, show, approve, deny, revoke.
     Override {
         #[command(subcommand)]
@@ -122,6 +131,7 @@ pub fn main() -> ExitCode {
             Command::Call { tool, args } => call::run(&setup, &tool, args.as_deref()).await,
             Command::Policy { command } => policy::run(&setup, command).await,
             Command::Doctor => doctor::run(&setup).await,
+            Command::Init { profile, force } => init::run(&setup.workspace, profile, force),
             Command::Audit { command } => audit::run(&setup.workspace, command).await,
             Command::Override { command } => overrides::run(&setup, command).await,
         }
