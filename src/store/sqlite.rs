@@ -177,7 +177,10 @@ impl Store for SqliteStore {
                 .push_bind(&r.prev_hash)
                 .push_bind(&r.hash);
         });
-        query.build().execute(&self.pool).await?;
+        // Not kept in the statement cache: each batch size is different SQL,
+        // and caching up to 100 of these large statements grew the server by
+        // ~250 bytes a call (measured RssAnon over 40,000 calls).
+        query.build().persistent(false).execute(&self.pool).await?;
         Ok(())
     }
 
