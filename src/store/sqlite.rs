@@ -557,3 +557,64 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
         .map_err(|e| io(e.into()))?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scratch_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_token_is_found_by_hash_and_keeps_its_first_revocation() {
+        let (_dir, store) = scratch_store().await;
+        let new = NewToken {
+            tenant: "acme",
+            agent: "bot",
+            hash: "h1",
+            prefix: "arb_abcdefgh",
+            now: 100,
+        };
+        let made = store.token_create(&new).await.unwrap();
+        assert_eq!(store.token_by_hash("h1").await.unwrap(), Some(made.clone()));
+        assert_eq!(store.token_by_hash("h2").await.unwrap(), None);
+        // The same secret twice is refused (the hash is unique).
+        assert!(store.token_create(&new).await.is_err());
+        let revoked = store.token_revoke(made.id, 200).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at, Some(200));
+        let again = store.token_revoke(made.id, 300).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(200));
+        assert!(
+            store
+                .token_revoke(made.id + 1, 300)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.token_list().await.unwrap(), vec![again]);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_name_or_workspace_is_registered_once() {
+        let (_dir, store) = scratch_store().await;
+        let acme = TenantRecord {
+            name: "acme".into(),
+            workspace: "/srv/acme".into(),
+            policy: None,
+            created_at: 1,
+        };
+        store.tenant_add(&acme).await.unwrap();
+        assert!(store.tenant_add(&acme).await.is_err());
+        let same_dir = TenantRecord {
+            name: "other".into(),
+            ..acme.clone()
+        };
+        assert!(store.tenant_add(&same_dir).await.is_err());
+        assert_eq!(store.tenant_get("acme").await.unwrap(), Some(acme.clone()));
+        assert_eq!(store.tenant_list().await.unwrap(), vec![acme]);
+        assert_eq!(store.tenant_get("nobody").await.unwrap(), None);
+    }
+}
