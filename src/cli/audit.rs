@@ -16,6 +16,10 @@ pub enum AuditCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Whose chain: `default` (local calls, stdio and tenant `default`) or
+        /// an HTTP tenant whose workspace this is.
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
     },
     /// Show the newest records.
     Tail {
@@ -25,17 +29,25 @@ pub enum AuditCommand {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Whose chain (see `audit verify --tenant`).
+        #[arg(long, default_value = DEFAULT_TENANT)]
+        tenant: String,
     },
 }
 
 pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let root = std::fs::canonicalize(workspace)?;
+    let tenant = match &command {
+        AuditCommand::Verify { tenant, .. } | AuditCommand::Tail { tenant, .. } => tenant.clone(),
+    };
+    crate::server::tenants::check_tenant_name(&tenant).map_err(anyhow::Error::msg)?;
     let store = super::open_store(&root).await?;
     // Records are committed to the journal first; bring the store up to date.
-    index_journal(store.as_ref(), DEFAULT_TENANT, &super::journal_path(&root)).await?;
+    let journal = super::tenant_journal_path(&root, &tenant);
+    index_journal(store.as_ref(), &tenant, &journal).await?;
     match command {
-        AuditCommand::Verify { json } => {
-            let report = verify_chain(store.as_ref(), DEFAULT_TENANT).await?;
+        AuditCommand::Verify { json, .. } => {
+            let report = verify_chain(store.as_ref(), &tenant).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if let Some(bad) = &report.first_bad {
@@ -55,8 +67,8 @@ pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<Exit
                 ExitCode::SUCCESS
             })
         }
-        AuditCommand::Tail { n, json } => {
-            for r in store.audit_tail(DEFAULT_TENANT, n.max(0)).await? {
+        AuditCommand::Tail { n, json, .. } => {
+            for r in store.audit_tail(&tenant, n.max(0)).await? {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {

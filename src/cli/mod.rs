@@ -8,6 +8,8 @@ mod init;
 mod overrides;
 mod policy;
 mod serve;
+mod tenant;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,8 +52,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve MCP over stdio (stdout carries the protocol; logs go to stderr).
-    Serve,
+    /// Serve MCP over stdio (stdout carries the protocol; logs go to stderr),
+    /// or over streamable HTTP with --http.
+    Serve(serve::ServeArgs),
     /// Run one tool call through the same policy and audit path, without an MCP client.
     /// Prints the result as JSON; exits 0 on success, 1 when the result is an error, 2 on bad usage.
     Call {
@@ -86,17 +89,27 @@ enum Command {
         #[command(subcommand)]
         command: overrides::OverrideCommand,
     },
+    /// Bearer tokens of the HTTP server: create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// Tenants of the HTTP server, each with its own workspace: add, list.
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs its own start-up; one-shot commands only say what went wrong.
     let default_level = match cli.command {
-        Command::Serve => "warn,arbiter=info",
+        Command::Serve(_) => "warn,arbiter=info",
         _ => "warn",
     };
     init_logging(cli.log_format, default_level);
-    if !matches!(cli.command, Command::Serve) {
+    if !matches!(cli.command, Command::Serve(_)) {
         // One-shot commands end quietly when their reader goes away
         // (`arbiter audit tail | head`), like any other command-line tool.
         // SAFETY: restoring the default disposition of one signal, before any thread starts.
@@ -127,13 +140,15 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve::run(&setup).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(args) => serve::run(&setup, args).await.map(|()| ExitCode::SUCCESS),
             Command::Call { tool, args } => call::run(&setup, &tool, args.as_deref()).await,
             Command::Policy { command } => policy::run(&setup, command).await,
             Command::Doctor => doctor::run(&setup).await,
             Command::Init { profile, force } => init::run(&setup.workspace, profile, force),
             Command::Audit { command } => audit::run(&setup.workspace, command).await,
             Command::Override { command } => overrides::run(&setup, command).await,
+            Command::Token { command } => token::run(&setup, command).await,
+            Command::Tenant { command } => tenant::run(&setup, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.
@@ -249,17 +264,31 @@ pub async fn open_store(root: &Path) -> Result<Arc<dyn Store>, StoreError> {
 
 /// Everything a server needs for one workspace: the toolbox and the audit writer.
 pub fn open_workspace(setup: &Setup) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
+    open_workspace_as(setup, DEFAULT_TENANT)
+}
+
+/// [`open_workspace`] for one tenant: its audit records carry its name and
+/// go to its own journal in the workspace.
+pub fn open_workspace_as(
+    setup: &Setup,
+    tenant: &str,
+) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
     let toolbox = Arc::new(open_toolbox(setup)?);
     let root_path = toolbox.root.path().to_path_buf();
     state_dir(&root_path)?;
-    let journal = journal_path(&root_path);
-    let audit = AuditChain::open(DEFAULT_TENANT.to_string(), &journal, toolbox.store.clone())
+    let journal = tenant_journal_path(&root_path, tenant);
+    let audit = AuditChain::open(tenant.to_string(), &journal, toolbox.store.clone())
         .with_context(|| format!("cannot open the audit journal {}", journal.display()))?;
     Ok((toolbox, audit))
 }
 
 /// The audit journal of a workspace (see `store::journal`).
 pub fn journal_path(root: &Path) -> PathBuf {
+    tenant_journal_path(root, DEFAULT_TENANT)
+}
+
+/// The audit journal of one tenant in a workspace.
+pub fn tenant_journal_path(root: &Path, tenant: &str) -> PathBuf {
     root.join(crate::exec::workspace::STATE_DIR)
-        .join("audit.journal")
+        .join(crate::server::tenants::journal_file_name(tenant))
 }

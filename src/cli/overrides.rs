@@ -134,6 +134,8 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             decide(
                 store.as_ref(),
                 &audit,
+                toolbox.root.path(),
+                &toolbox.store,
                 &record,
                 &["pending"],
                 "approved",
@@ -148,6 +150,8 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             decide(
                 store.as_ref(),
                 &audit,
+                toolbox.root.path(),
+                &toolbox.store,
                 &record,
                 &["pending"],
                 "denied",
@@ -162,6 +166,8 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             decide(
                 store.as_ref(),
                 &audit,
+                toolbox.root.path(),
+                &toolbox.store,
                 &record,
                 &["approved"],
                 "revoked",
@@ -186,6 +192,8 @@ async fn find(store: &dyn Store, id: &str) -> anyhow::Result<OverrideRecord> {
 async fn decide(
     store: &dyn Store,
     audit: &AuditChain,
+    store_root: &std::path::Path,
+    lazy: &std::sync::Arc<crate::store::LazyStore>,
     record: &OverrideRecord,
     from: &[&str],
     to: &str,
@@ -195,6 +203,15 @@ async fn decide(
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let actor = actor();
+    // The decision joins the chain of the tenant that asked.
+    let tenant_audit;
+    let audit = if record.tenant == audit.tenant() {
+        audit
+    } else {
+        let journal = super::tenant_journal_path(store_root, &record.tenant);
+        tenant_audit = AuditChain::open(record.tenant.clone(), &journal, lazy.clone())?;
+        &tenant_audit
+    };
     let changed = store
         .override_decide(&OverrideDecision {
             id: record.id,

@@ -6,7 +6,10 @@
 //! This module holds no file or process logic: the tools do that through the
 //! policy and the executor.
 
+pub mod auth;
 pub mod backpressure;
+pub mod http;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,6 +69,9 @@ struct SessionState {
     jobs: JobTable,
     /// This session's interactive terminal sessions; they end with it.
     sessions: SessionTable,
+    /// Who the session acts for when its transport says so (an HTTP token);
+    /// `None`: tenant `default`, under the name the client gives.
+    identity: Option<auth::SessionIdentity>,
 }
 
 /// A successful tool result: readable text for the model, the typed object as
@@ -136,6 +142,7 @@ impl ArbiterServer {
                 session_id: uuid::Uuid::new_v4().simple().to_string(),
                 tool_router: Self::tool_router(),
                 in_flight: TaskTracker::new(),
+                identity: None,
             }),
         }
     }
@@ -516,6 +523,20 @@ impl ServerHandler for ArbiterServer {
 }
 
 impl ArbiterServer {
+    /// A server whose calls act for `identity` (an HTTP session's token):
+    /// overrides, waivers and audit records name its tenant and agent.
+    pub fn acting_for(
+        toolbox: Arc<Toolbox>,
+        audit: AuditChain,
+        identity: auth::SessionIdentity,
+    ) -> Self {
+        let mut server = Self::new(toolbox, audit);
+        Arc::get_mut(&mut server.inner)
+            .expect("a new server is not shared yet")
+            .identity = Some(identity);
+        server
+    }
+
     /// Check the arguments, run the tool, and commit the audit record before the reply.
     async fn call_tool_audited(
         &self,
@@ -526,11 +547,18 @@ impl ArbiterServer {
         let ts = now_rfc3339();
         let tool = request.name.to_string();
         let args = request.arguments.clone().unwrap_or_default();
-        let client_name = context
-            .peer
-            .peer_info()
-            .map(|info| info.client_info.name.clone())
-            .unwrap_or_else(|| "unknown".to_string());
+        // A token's identity outranks the name a client gives itself.
+        let (tenant, client_name) = match &self.inner.identity {
+            Some(id) => (id.tenant.clone(), id.agent.clone()),
+            None => (
+                crate::store::DEFAULT_TENANT.to_string(),
+                context
+                    .peer
+                    .peer_info()
+                    .map(|info| info.client_info.name.clone())
+                    .unwrap_or_else(|| "unknown".to_string()),
+            ),
+        };
 
         let (response, note) = match check_arguments(&tool, &args) {
             None => {
@@ -567,7 +595,7 @@ impl ArbiterServer {
                     .tool_router
                     .call(ToolCallContext::new(self, request, context));
                 let caller = crate::overrides::Caller {
-                    tenant: crate::store::DEFAULT_TENANT.to_string(),
+                    tenant,
                     agent: client_name.clone(),
                     session_id: self.inner.session_id.clone(),
                     task_id: None,

@@ -109,6 +109,11 @@ impl AuditChain {
         Ok(Self { inner })
     }
 
+    /// The tenant whose chain this is.
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+
     /// Commit one record to the journal; returns once it is durable against a
     /// crash of this process.
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {

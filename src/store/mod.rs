@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod journal;
 pub mod sqlite;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
 pub use journal::AuditChain;
 pub use sqlite::SqliteStore;
+pub use tokens::{NewToken, TenantRecord, TokenRecord};
 
 /// The tenant of an embedded, single-user server.
 pub const DEFAULT_TENANT: &str = "default";
@@ -107,6 +109,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         decision: &OverrideDecision<'_>,
     ) -> Result<Option<crate::overrides::OverrideRecord>, StoreError>;
+    /// Store a new bearer token (its hash only); returns its record.
+    async fn token_create(&self, new: &NewToken<'_>) -> Result<TokenRecord, StoreError>;
+    /// Every token, oldest first.
+    async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The token whose SHA-256 is `hash`, revoked or not.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revoke a token (a token already revoked keeps its first revocation
+    /// time); returns its record, or `None` when there is no such token.
+    async fn token_revoke(&self, id: i64, now: i64) -> Result<Option<TokenRecord>, StoreError>;
+    /// Register a tenant; a name or workspace already registered is an error.
+    async fn tenant_add(&self, tenant: &TenantRecord) -> Result<(), StoreError>;
+    /// Every registered tenant, by name.
+    async fn tenant_list(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    /// One registered tenant.
+    async fn tenant_get(&self, name: &str) -> Result<Option<TenantRecord>, StoreError>;
 }
 
 /// A new override request, as the agent made it.

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::audit::{AuditRecord, ChainHead};
+use super::tokens::{NewToken, TenantRecord, TokenRecord};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
 use crate::overrides::{OverrideRecord, Scope};
 
@@ -30,6 +31,12 @@ macro_rules! select_overrides {
     };
 }
 
+/// The columns [`token_from_row`] reads (never the hash).
+macro_rules! token_columns {
+    () => {
+        "id, tenant, agent, prefix, created_at, revoked_at"
+    };
+}
 fn override_from_row(row: &SqliteRow) -> Result<OverrideRecord, sqlx::Error> {
     let scope: String = row.try_get("scope")?;
     Ok(OverrideRecord {
@@ -428,6 +435,106 @@ impl Store for SqliteStore {
         tx.commit().await?;
         self.override_by_id(d.id).await
     }
+
+    async fn token_create(&self, new: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO api_tokens (tenant, agent, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?) RETURNING ",
+            token_columns!()
+        ))
+        .bind(new.tenant)
+        .bind(new.agent)
+        .bind(new.hash)
+        .bind(new.prefix)
+        .bind(new.now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(token_from_row(&row)?)
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(token_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE hash = ?"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(token_from_row).transpose()?)
+    }
+
+    async fn token_revoke(&self, id: i64, now: i64) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING ",
+            token_columns!()
+        ))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(token_from_row).transpose()?)
+    }
+
+    async fn tenant_add(&self, t: &TenantRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tenants (name, workspace, policy, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&t.name)
+        .bind(&t.workspace)
+        .bind(&t.policy)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_list(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, workspace, policy, created_at FROM tenants ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(tenant_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn tenant_get(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let row =
+            sqlx::query("SELECT name, workspace, policy, created_at FROM tenants WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.as_ref().map(tenant_from_row).transpose()?)
+    }
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, sqlx::Error> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        agent: row.try_get("agent")?,
+        prefix: row.try_get("prefix")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<TenantRecord, sqlx::Error> {
+    Ok(TenantRecord {
+        name: row.try_get("name")?,
+        workspace: row.try_get("workspace")?,
+        policy: row.try_get("policy")?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 impl SqliteStore {
@@ -452,4 +559,65 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io(e.into()))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn scratch_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_token_is_found_by_hash_and_keeps_its_first_revocation() {
+        let (_dir, store) = scratch_store().await;
+        let new = NewToken {
+            tenant: "acme",
+            agent: "bot",
+            hash: "h1",
+            prefix: "arb_abcdefgh",
+            now: 100,
+        };
+        let made = store.token_create(&new).await.unwrap();
+        assert_eq!(store.token_by_hash("h1").await.unwrap(), Some(made.clone()));
+        assert_eq!(store.token_by_hash("h2").await.unwrap(), None);
+        // The same secret twice is refused (the hash is unique).
+        assert!(store.token_create(&new).await.is_err());
+        let revoked = store.token_revoke(made.id, 200).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at, Some(200));
+        let again = store.token_revoke(made.id, 300).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(200));
+        assert!(
+            store
+                .token_revoke(made.id + 1, 300)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.token_list().await.unwrap(), vec![again]);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_name_or_workspace_is_registered_once() {
+        let (_dir, store) = scratch_store().await;
+        let acme = TenantRecord {
+            name: "acme".into(),
+            workspace: "/srv/acme".into(),
+            policy: None,
+            created_at: 1,
+        };
+        store.tenant_add(&acme).await.unwrap();
+        assert!(store.tenant_add(&acme).await.is_err());
+        let same_dir = TenantRecord {
+            name: "other".into(),
+            ..acme.clone()
+        };
+        assert!(store.tenant_add(&same_dir).await.is_err());
+        assert_eq!(store.tenant_get("acme").await.unwrap(), Some(acme.clone()));
+        assert_eq!(store.tenant_list().await.unwrap(), vec![acme]);
+        assert_eq!(store.tenant_get("nobody").await.unwrap(), None);
+    }
 }

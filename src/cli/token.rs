@@ -1,0 +1,132 @@
+//! `arbiter token create|list|revoke`: bearer tokens of the HTTP server,
+//! kept in the served workspace's store. A token is printed once, when it is
+//! made; only its hash is stored.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::overrides::{now_unix, rfc3339};
+use crate::server::auth::generate_token;
+use crate::store::{DEFAULT_TENANT, NewToken, Store, TokenRecord};
+
+/// Longest agent name.
+const MAX_AGENT_LEN: usize = 128;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for one agent of one tenant; prints it once on stdout.
+    Create {
+        /// The tenant it acts for: `default` (the served workspace) or one added
+        /// with `arbiter tenant add`.
+        #[arg(long)]
+        tenant: String,
+        /// The agent name its calls are recorded under (and overrides granted to).
+        #[arg(long)]
+        agent: String,
+    },
+    /// List tokens (never the secrets): id, tenant, agent, created, revoked.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it is refused from the next request on.
+    Revoke {
+        /// The token's id, as `arbiter token list` shows it.
+        id: i64,
+    },
+}
+
+pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    let root = crate::server::tenants::canonical_workspace(&setup.workspace)?;
+    let store = super::open_store(&root).await?;
+    match command {
+        TokenCommand::Create { tenant, agent } => create(store.as_ref(), &tenant, &agent).await,
+        TokenCommand::List { json } => {
+            let tokens = store.token_list().await?;
+            if json {
+                for t in &tokens {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+            } else if tokens.is_empty() {
+                println!(
+                    "no tokens; make one with `arbiter token create --tenant NAME --agent NAME`"
+                );
+            } else {
+                println!(
+                    "{:>4}  {:<16} {:<20} {:<12} {:<20}  revoked",
+                    "id", "tenant", "agent", "token", "created"
+                );
+                for t in &tokens {
+                    println!("{}", line(t));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { id } => match store.token_revoke(id, now_unix()).await? {
+            Some(t) => {
+                println!(
+                    "token {} ({} / {}) revoked at {}",
+                    t.id,
+                    t.tenant,
+                    t.agent,
+                    rfc3339(t.revoked_at.unwrap_or_default())
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!("arbiter token revoke: there is no token {id} (`arbiter token list`)");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+async fn create(store: &dyn Store, tenant: &str, agent: &str) -> anyhow::Result<ExitCode> {
+    if tenant != DEFAULT_TENANT && store.tenant_get(tenant).await?.is_none() {
+        eprintln!(
+            "arbiter token create: there is no tenant `{tenant}`; add it first with \
+             `arbiter tenant add {tenant} --tenant-workspace DIR` (or use --tenant default)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let agent = agent.trim();
+    if agent.is_empty() || agent.len() > MAX_AGENT_LEN || agent.chars().any(char::is_control) {
+        eprintln!(
+            "arbiter token create: the agent name must be 1 to {MAX_AGENT_LEN} characters, without control characters"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let secret = generate_token()
+        .map_err(|e| anyhow::anyhow!("cannot read random bytes for the token: {e}"))?;
+    let record = store
+        .token_create(&NewToken {
+            tenant,
+            agent,
+            hash: &secret.hash,
+            prefix: &secret.prefix,
+            now: now_unix(),
+        })
+        .await?;
+    // The token alone on stdout, for `TOKEN=$(arbiter token create ...)`.
+    println!("{}", secret.token);
+    eprintln!(
+        "token {} for tenant `{}`, agent `{}`: shown only this once, so keep it now. \
+         Clients send it as `Authorization: Bearer <token>`; revoke it with `arbiter token revoke {}`.",
+        record.id, record.tenant, record.agent, record.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn line(t: &TokenRecord) -> String {
+    format!(
+        "{:>4}  {:<16} {:<20} {:<12} {:<20}  {}",
+        t.id,
+        t.tenant,
+        t.agent,
+        format!("{}…", t.prefix),
+        rfc3339(t.created_at),
+        t.revoked_at.map_or_else(|| "-".to_string(), rfc3339)
+    )
+}

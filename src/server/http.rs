@@ -1,0 +1,348 @@
+//! `arbiter serve --http ADDR`: MCP over streamable HTTP at `/mcp` (rmcp's
+//! server on axum), and the probes `/healthz` and `/readyz`.
+//!
+//! Every request to `/mcp` is authenticated first (unless `--no-auth`), then
+//! handed to an MCP endpoint of its own token: one rmcp service and session
+//! manager per token, whose sessions are built on the token's tenant and act
+//! for its agent. A session id is thereby bound to the token that made it:
+//! under another token it does not exist. rmcp checks `Host` and `Origin`
+//! (DNS rebinding) and the body size.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{
+    SessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::ArbiterServer;
+use super::auth::{self, AuthFailure, SessionIdentity};
+use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
+use crate::store::DEFAULT_TENANT;
+
+/// Largest request body: the same as the stdio transport's longest line.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long a stopping server waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The header that carries an MCP session id.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// How the operator asked to serve.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub addr: SocketAddr,
+    /// Serve without tokens (loopback only): every session is tenant `default`.
+    pub no_auth: bool,
+    /// `Host` values accepted besides the loopback names and the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins accepted; any other `Origin` gets 403. Requests without
+    /// an `Origin` header (not from a browser) are not affected.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Refuse what must not start: `--no-auth` where others can connect.
+pub fn check_options(options: &HttpOptions) -> anyhow::Result<()> {
+    if options.no_auth && !options.addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--no-auth is refused on {}: without tokens, anyone who can reach that address \
+             would act on the workspace. Bind a loopback address (--http 127.0.0.1:PORT), or \
+             drop --no-auth and give each client a token (`arbiter token create`).",
+            options.addr
+        );
+    }
+    Ok(())
+}
+
+type McpService = StreamableHttpService<ArbiterServer, LocalSessionManager>;
+
+/// The MCP service of one token (or of everyone, with `--no-auth`).
+struct Endpoint {
+    service: McpService,
+    sessions: Arc<LocalSessionManager>,
+    /// Ends this endpoint's sessions (the token was revoked).
+    ends: CancellationToken,
+}
+
+struct App {
+    tenants: Arc<TenantRegistry>,
+    require_token: bool,
+    /// rmcp's settings, shared by every endpoint.
+    config: StreamableHttpServerConfig,
+    /// Cancelled when the server stops: every endpoint's token is a child.
+    stop: CancellationToken,
+    /// By token id; `None` is the one endpoint of `--no-auth`.
+    endpoints: Mutex<HashMap<Option<i64>, Arc<Endpoint>>>,
+}
+
+impl App {
+    /// The endpoint of a token, made on its first request.
+    fn endpoint(
+        &self,
+        token: Option<i64>,
+        runtime: &Arc<TenantRuntime>,
+        identity: Option<SessionIdentity>,
+    ) -> Arc<Endpoint> {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints
+            .entry(token)
+            .or_insert_with(|| {
+                let ends = self.stop.child_token();
+                let sessions = Arc::new(LocalSessionManager::default());
+                let runtime = runtime.clone();
+                let service = StreamableHttpService::new(
+                    move || {
+                        let (toolbox, audit) = (runtime.toolbox.clone(), runtime.audit.clone());
+                        Ok(match &identity {
+                            Some(identity) => {
+                                ArbiterServer::acting_for(toolbox, audit, identity.clone())
+                            }
+                            None => ArbiterServer::new(toolbox, audit),
+                        })
+                    },
+                    sessions.clone(),
+                    self.config.clone().with_cancellation_token(ends.clone()),
+                );
+                Arc::new(Endpoint {
+                    service,
+                    sessions,
+                    ends,
+                })
+            })
+            .clone()
+    }
+
+    /// Drop a revoked token's endpoint and end its sessions.
+    fn forget(&self, token: i64) {
+        let removed = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Some(token));
+        if let Some(endpoint) = removed {
+            tracing::info!(token, "token revoked: its MCP sessions are closed");
+            endpoint.ends.cancel();
+        }
+    }
+}
+
+/// Serve until `stop_signal` resolves, then close sessions and connections.
+pub async fn serve(
+    options: HttpOptions,
+    tenants: Arc<TenantRegistry>,
+    stop_signal: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    check_options(&options)?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.addr))?;
+    let bound = listener.local_addr()?;
+    warn_about_exposure(&options, bound);
+
+    let stop = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(allowed_hosts(&options, bound))
+        .with_allowed_origins(options.allowed_origins.clone())
+        // An empty list would switch Origin checks off (rmcp's default):
+        // a browser page must never drive this server unless allowed.
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_cancellation_token(stop.clone());
+    let app = Arc::new(App {
+        tenants,
+        require_token: !options.no_auth,
+        config,
+        stop: stop.clone(),
+        endpoints: Mutex::new(HashMap::new()),
+    });
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/mcp", any(mcp))
+        .with_state(app);
+
+    tracing::info!(
+        url = %format!("http://{bound}/mcp"),
+        auth = if options.no_auth { "none" } else { "bearer token" },
+        "arbiter serving MCP over streamable HTTP"
+    );
+    let stopping = stop.clone();
+    let server = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .into_future();
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        result = &mut server => result.context("the HTTP server failed")?,
+        () = stop_signal => {
+            // Ends every session and its streams, then lets connections drain.
+            stop.cancel();
+            if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+                tracing::warn!("connections still open at shutdown were dropped");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A non-loopback server is reachable by others: say so where it cannot be missed.
+fn warn_about_exposure(options: &HttpOptions, bound: SocketAddr) {
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            addr = %bound,
+            "!!! arbiter is listening on a NON-LOOPBACK address: anyone who can reach {bound} \
+             can try tokens against it, and traffic is plain HTTP (put TLS in front of it). \
+             Bind 127.0.0.1 unless other machines must connect. !!!"
+        );
+        if bound.ip().is_unspecified() && options.allowed_hosts.is_empty() {
+            tracing::warn!(
+                "listening on every address, but only loopback Host names are accepted: \
+                 add --allowed-host NAME for each name clients use to reach this machine"
+            );
+        }
+    }
+    if options.no_auth {
+        tracing::warn!(
+            "--no-auth: requests are not authenticated; every session acts as tenant `default`"
+        );
+    }
+}
+
+/// `Host` values accepted: loopback names, the bound address, and the operator's.
+fn allowed_hosts(options: &HttpOptions, bound: SocketAddr) -> Vec<String> {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if !bound.ip().is_unspecified() {
+        hosts.push(bound.ip().to_string());
+    }
+    hosts.extend(options.allowed_hosts.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// `GET /healthz`: the process is up.
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store opens and answers, and a policy is loaded.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let default = app.tenants.default_tenant();
+    let store = match default.toolbox.store.get().await {
+        Err(e) => Err(format!("the store cannot be opened: {e}")),
+        Ok(store) => store
+            .tenant_list()
+            .await
+            .map(|tenants| tenants.len())
+            .map_err(|e| format!("the store cannot be read: {e}")),
+    };
+    let policy = default.toolbox.policy.load();
+    match store {
+        Ok(tenants) => json_response(
+            StatusCode::OK,
+            &json!({
+                "status": "ready",
+                "policy": policy.source(),
+                "policy_rules": policy.rule_count(),
+                "tenants": tenants + 1,
+            }),
+        ),
+        Err(reason) => {
+            tracing::warn!(reason = %reason, "not ready");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not_ready", "reason": reason}),
+            )
+        }
+    }
+}
+
+/// `/mcp`: authenticate, pick the token's endpoint, let rmcp answer.
+async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (token, identity) = if app.require_token {
+        let store = &app.tenants.default_tenant().toolbox.store;
+        match auth::authenticate(store, request.headers()).await {
+            Ok(record) => (
+                Some(record.id),
+                Some(SessionIdentity {
+                    tenant: record.tenant,
+                    agent: record.agent,
+                }),
+            ),
+            Err(failure) => {
+                if let AuthFailure::Revoked { id } = failure {
+                    app.forget(id);
+                }
+                tracing::info!(reason = ?failure, "request to /mcp refused");
+                return failure.into_response();
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let tenant = identity
+        .as_ref()
+        .map_or(DEFAULT_TENANT, |i| i.tenant.as_str());
+    let runtime = match app.tenants.get(tenant).await {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "tenant unavailable");
+            let next = match e {
+                TenantError::Unknown(_) => "the operator must register it (`arbiter tenant add`)",
+                TenantError::Unavailable { .. } => "the operator must fix it, then retry",
+            };
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant_unavailable",
+                &format!("{e}; {next}"),
+            );
+        }
+    };
+    let endpoint = app.endpoint(token, &runtime, identity);
+    if let Some(session) = request.headers().get(SESSION_HEADER) {
+        let id = String::from_utf8_lossy(session.as_bytes()).into_owned();
+        // rmcp answers 404 to an unknown session too, but a DELETE of one
+        // would get 202: say plainly that this token has no such session.
+        let known = endpoint
+            .sessions
+            .has_session(&id.as_str().into())
+            .await
+            .unwrap_or(false);
+        if !known {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "no such MCP session for this token: it ended, expired, or was started with \
+                 another token; start a new session with `initialize`",
+            );
+        }
+    }
+    endpoint.service.handle(request).await.map(Body::new)
+}
+
+/// A JSON error body: `{"error": code, "message": what, why, what to do}`.
+pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    json_response(status, &json!({"error": error, "message": message}))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

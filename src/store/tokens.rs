@@ -1,0 +1,46 @@
+//! Rows of the HTTP server's access tables: bearer tokens (kept as hashes
+//! only) and registered tenants. The server reads them from the served
+//! workspace's store; the `arbiter token` and `arbiter tenant` commands write them.
+
+use serde::Serialize;
+
+/// A stored bearer token: who it acts for. The secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub tenant: String,
+    pub agent: String,
+    /// The token's first characters (`arb_` and a few more), to tell tokens apart.
+    pub prefix: String,
+    /// Unix seconds, UTC.
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// A new token, as `arbiter token create` makes it.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub tenant: &'a str,
+    pub agent: &'a str,
+    /// Hex SHA-256 of the whole token.
+    pub hash: &'a str,
+    pub prefix: &'a str,
+    pub now: i64,
+}
+
+/// A tenant other than `default`: its own workspace and, optionally, its own policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantRecord {
+    pub name: String,
+    /// Absolute and canonical.
+    pub workspace: String,
+    /// Absolute; `None`: the workspace's own `.arbiter/policy.yaml`, else the built-in.
+    pub policy: Option<String>,
+    pub created_at: i64,
+}

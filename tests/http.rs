@@ -1,0 +1,505 @@
+//! `arbiter serve --http`: the real binary on a free loopback port, driven by
+//! rmcp's streamable HTTP client and by raw HTTP requests (status codes and
+//! headers a client library hides). Tokens and tenants are made with the
+//! binary's own `token` and `tenant` commands.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use rmcp::ServiceExt;
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+/// The name the test client gives itself (a token's agent name outranks it).
+const CLIENT_NAME: &str = "http-test-client";
+const PROTOCOL: &str = "2025-11-25";
+
+/// `arbiter serve --http 127.0.0.1:0` on a workspace; the address it bound
+/// is read from its start-up log.
+struct HttpServer {
+    child: Child,
+    base: String,
+}
+
+impl HttpServer {
+    fn start(ws: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
+            .arg(ws)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn arbiter");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        // Keep reading stderr for the server's whole life, so it never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            let echo = std::env::var_os("ARBITER_TEST_STDERR").is_some();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[server] {line}");
+                }
+                if let Some(at) = line.find("url=http://") {
+                    let url: String = line[at + 4..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs the address it serves");
+        let base = url.trim_end_matches("/mcp").to_string();
+        Self { child, base }
+    }
+
+    fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type HttpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
+
+/// rmcp's streamable HTTP client, with a bearer token or without.
+async fn connect(url: &str, token: Option<&str>) -> Result<HttpClient, String> {
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
+    if let Some(token) = token {
+        config = config.auth_header(token.to_string());
+    }
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new(CLIENT_NAME, "1"),
+    )
+    .serve(StreamableHttpClientTransport::from_config(config))
+    .await
+    .map_err(|e| format!("{e:?}"))
+}
+
+fn create_token(ws: &Path, tenant: &str, agent: &str) -> String {
+    let (code, out, err) = run_cli(
+        ws,
+        &["token", "create", "--tenant", tenant, "--agent", agent],
+    );
+    assert_eq!(code, 0, "token create: {err}");
+    let token = out.trim().to_string();
+    assert!(token.starts_with("arb_"), "{out}");
+    token
+}
+
+/// The id `arbiter token list --json` shows for the newest token.
+fn newest_token_id(ws: &Path) -> String {
+    let (code, out, err) = run_cli(ws, &["token", "list", "--json"]);
+    assert_eq!(code, 0, "token list: {err}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    last["id"].to_string()
+}
+
+/// One raw JSON-RPC POST to /mcp; returns the status, the session id header
+/// and the body.
+async fn post(
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Option<String>, reqwest::header::HeaderMap, String) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", PROTOCOL)
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let session = headers
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, session, headers, response.text().await.unwrap())
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL, "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"}}})
+}
+
+#[tokio::test]
+async fn a_token_opens_a_session_that_lists_tools_and_reads_a_file_as_the_tokens_agent() {
+    let s = Scratch::new();
+    s.write("notes.txt", "hello over http\n");
+    let token = create_token(&s.ws(), "default", "ci-bot");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let client = connect(&server.mcp(), Some(&token)).await.unwrap();
+    let info = client.peer_info().expect("server info");
+    assert_eq!(info.server_info.as_ref().unwrap().name, "arbiter");
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "file_read"), "{tools:?}");
+    let out = ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    assert!(out.to_string().contains("hello over http"), "{out}");
+    client.cancel().await.unwrap();
+
+    // The record names the token's agent, not the name the client gave itself.
+    let records = audit_records(&s.ws());
+    let read = records.iter().rfind(|r| r["tool"] == "file_read").unwrap();
+    assert_eq!(read["client_name"], "ci-bot", "{read}");
+    assert_eq!(read["tenant"], "default", "{read}");
+    assert_eq!(read["outcome"], "ok", "{read}");
+}
+
+#[tokio::test]
+async fn without_a_valid_token_mcp_answers_401_and_a_revoked_token_is_refused_at_once() {
+    let s = Scratch::new();
+    s.write("notes.txt", "x\n");
+    let token = create_token(&s.ws(), "default", "agent-r");
+    let server = HttpServer::start(&s.ws(), &[]);
+    let url = server.mcp();
+
+    for bad in [
+        None,
+        Some("arb_not-a-real-token"),
+        Some("not-even-prefixed"),
+    ] {
+        let (status, session, headers, body) = post(&url, bad, None, &[], &initialize()).await;
+        assert_eq!(status, 401, "{bad:?}: {body}");
+        assert!(session.is_none());
+        let challenge = headers["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Bearer"), "{challenge}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("token"),
+            "{body}"
+        );
+    }
+    assert!(connect(&url, None).await.is_err());
+
+    // A live session stops working as soon as its token is revoked.
+    let client = connect(&url, Some(&token)).await.unwrap();
+    ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    let id = newest_token_id(&s.ws());
+    let (code, out, err) = run_cli(&s.ws(), &["token", "revoke", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        try_call(&client, "file_read", json!({"target_file": "notes.txt"}))
+            .await
+            .is_err(),
+        "a revoked token's session still answered"
+    );
+    let (status, _, _, body) = post(&url, Some(&token), None, &[], &initialize()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+    assert!(connect(&url, Some(&token)).await.is_err());
+
+    let (code, out, _) = run_cli(&s.ws(), &["token", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("agent-r") && !out.contains(&token), "{out}");
+}
+
+#[tokio::test]
+async fn a_foreign_origin_or_host_gets_403_and_an_oversized_body_413() {
+    let s = Scratch::new();
+    let token = create_token(&s.ws(), "default", "agent-o");
+    let server = HttpServer::start(&s.ws(), &["--allowed-origin", "http://localhost:6274"]);
+    let url = server.mcp();
+    let t = Some(token.as_str());
+
+    let (status, _, _, body) = post(
+        &url,
+        t,
+        None,
+        &[("origin", "http://evil.example")],
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, _, body) =
+        post(&url, t, None, &[("host", "evil.example")], &initialize()).await;
+    assert_eq!(status, 403, "{body}");
+    // The allowed browser origin, and a client that sends no Origin, get in.
+    let (status, session, _, body) = post(
+        &url,
+        t,
+        None,
+        &[("origin", "http://localhost:6274")],
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(session.is_some());
+    let (status, _, _, body) = post(&url, t, None, &[], &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+
+    let huge = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"padding": "x".repeat(17 * 1024 * 1024)}});
+    let (status, _, _, _) = post(&url, t, None, &[], &huge).await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_without_a_token_and_readyz_names_a_broken_store() {
+    let s = Scratch::new();
+    let server = HttpServer::start(&s.ws(), &[]);
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert!(
+        body["policy"].as_str().unwrap().starts_with("built-in"),
+        "{body}"
+    );
+    drop(server);
+
+    // A store that cannot be opened: up, but not ready, and says why.
+    let broken = Scratch::new();
+    std::fs::create_dir_all(broken.ws().join(".arbiter/arbiter.db")).unwrap();
+    let server = HttpServer::start(&broken.ws(), &[]);
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert!(body["reason"].as_str().unwrap().contains("store"), "{body}");
+    // Tokens cannot be checked either: 503, not a false 401.
+    let (status, _, _, body) = post(&server.mcp(), Some("arb_x"), None, &[], &initialize()).await;
+    assert_eq!(status, 503, "{body}");
+}
+
+#[tokio::test]
+async fn no_auth_is_refused_off_loopback_and_acts_as_the_client_on_loopback() {
+    let s = Scratch::new();
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "0.0.0.0:0", "--no-auth", "--workspace"])
+        .arg(s.ws())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--no-auth is refused"), "{err}");
+
+    s.write("a.txt", "a\n");
+    let server = HttpServer::start(&s.ws(), &["--no-auth"]);
+    let client = connect(&server.mcp(), None).await.unwrap();
+    ok(&client, "file_read", json!({"target_file": "a.txt"})).await;
+    client.cancel().await.unwrap();
+    let records = audit_records(&s.ws());
+    let read = records.iter().rfind(|r| r["tool"] == "file_read").unwrap();
+    assert_eq!(read["client_name"], CLIENT_NAME, "{read}");
+}
+
+#[tokio::test]
+async fn a_session_id_is_bound_to_the_token_that_made_it() {
+    let s = Scratch::new();
+    let a = create_token(&s.ws(), "default", "agent-a");
+    let b = create_token(&s.ws(), "default", "agent-b");
+    let server = HttpServer::start(&s.ws(), &[]);
+    let url = server.mcp();
+
+    let (status, session, _, body) = post(&url, Some(&a), None, &[], &initialize()).await;
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _, _, body) = post(&url, Some(&a), Some(&session), &[], &initialized).await;
+    assert!(status == 202 || status == 200, "{status} {body}");
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+
+    // Token B cannot use, nor end, A's session.
+    let (status, _, _, body) = post(&url, Some(&b), Some(&session), &[], &list).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("another token"), "{body}");
+    let delete = |token: String| {
+        let (url, session) = (url.clone(), session.clone());
+        async move {
+            reqwest::Client::new()
+                .delete(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", PROTOCOL)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(delete(b.clone()).await, 404);
+
+    let (status, _, _, body) = post(&url, Some(&a), Some(&session), &[], &list).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("file_read"), "{body}");
+
+    // DELETE ends the session.
+    let status = delete(a.clone()).await;
+    assert!((200..300).contains(&status), "{status}");
+    let (status, _, _, body) = post(&url, Some(&a), Some(&session), &[], &list).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn tenants_reach_only_their_own_workspace_and_records() {
+    let s = Scratch::new();
+    let root = s.outside();
+    let (dir_a, dir_b) = (root.join("tenant-a"), root.join("tenant-b"));
+    for (dir, secret) in [(&dir_a, "A-SECRET"), (&dir_b, "B-SECRET")] {
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(dir.join("src/secret.txt"), format!("{secret}\n")).unwrap();
+    }
+    s.write("served.txt", "SERVED-SECRET\n");
+    let add = |name: &str, dir: &Path| {
+        let dir = dir.to_str().unwrap();
+        run_cli(&s.ws(), &["tenant", "add", name, "--tenant-workspace", dir])
+    };
+    assert_eq!(add("acme", &dir_a).0, 0);
+    assert_eq!(add("beta", &dir_b).0, 0);
+    // Overlapping workspaces, or a token for a tenant nobody added, are refused.
+    let (code, _, err) = add("nested", &dir_a.join("src"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("overlaps"), "{err}");
+    let (code, _, err) = add("served", &s.ws());
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &["token", "create", "--tenant", "nobody", "--agent", "x"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = run_cli(&s.ws(), &["tenant", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("acme") && out.contains("beta") && out.contains("default"),
+        "{out}"
+    );
+
+    let token_a = create_token(&s.ws(), "acme", "bot-a");
+    let token_b = create_token(&s.ws(), "beta", "bot-b");
+    let server = HttpServer::start(&s.ws(), &[]);
+    let a = connect(&server.mcp(), Some(&token_a)).await.unwrap();
+    let b = connect(&server.mcp(), Some(&token_b)).await.unwrap();
+
+    let own = ok(&a, "file_read", json!({"target_file": "src/secret.txt"})).await;
+    assert!(own.to_string().contains("A-SECRET"), "{own}");
+    let own = ok(&b, "file_read", json!({"target_file": "src/secret.txt"})).await;
+    assert!(own.to_string().contains("B-SECRET"), "{own}");
+
+    let b_secret = dir_b.join("src/secret.txt");
+    let served = s.ws().join("served.txt");
+    for path in [
+        "../tenant-b/src/secret.txt".to_string(),
+        b_secret.to_str().unwrap().to_string(),
+        "/proc/self/root".to_string() + b_secret.to_str().unwrap(),
+        served.to_str().unwrap().to_string(),
+        "../ws/served.txt".to_string(),
+    ] {
+        let r = call(&a, "file_read", json!({"target_file": path})).await;
+        assert_eq!(r.is_error, Some(true), "tenant A read {path}: {}", text(&r));
+        assert!(!text(&r).contains("B-SECRET"), "{path}: {}", text(&r));
+    }
+    for (tool, args) in [
+        ("grep_search", json!({"query": "SECRET"})),
+        (
+            "list_dir",
+            json!({"relative_workspace_path": ".", "depth": 5}),
+        ),
+        ("file_search", json!({"query": "secret"})),
+    ] {
+        let out = ok(&a, tool, args).await.to_string();
+        assert!(
+            !out.contains("B-SECRET") && !out.contains("SERVED"),
+            "{tool}: {out}"
+        );
+    }
+    // Commands run in A's workspace, in a sandbox that cannot read B's.
+    let command = format!("cat {}", b_secret.display());
+    let r = call(&a, "run_terminal_cmd", json!({"command": command})).await;
+    let out = format!("{} {:?}", text(&r), r.structured_content);
+    assert!(!out.contains("B-SECRET"), "{out}");
+    // B's override request does not exist for A.
+    let refused_write = refused(
+        &b,
+        "file_write",
+        json!({"file_path": "config/.env", "contents": "X=1\n"}),
+    )
+    .await;
+    assert!(refused_write.contains("PATH-002"), "{refused_write}");
+    let request = ok(
+        &b,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "generated dev settings", "scope": {"paths": ["config/.env"]}}),
+    )
+    .await;
+    let id = request["override_id"].as_str().unwrap();
+    ok(&b, "override_status", json!({"override_id": id})).await;
+    refused(&a, "override_status", json!({"override_id": id})).await;
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+
+    // Each tenant's records are in its own workspace, under its name and agent.
+    let tail = |ws: &Path, tenant: &str| -> Vec<Value> {
+        let (code, out, err) = run_cli(
+            ws,
+            &["audit", "tail", "-n", "1000", "--json", "--tenant", tenant],
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let records_a = tail(&dir_a, "acme");
+    assert_eq!(records_a.len(), 11, "{records_a:?}");
+    assert!(
+        records_a
+            .iter()
+            .all(|r| r["tenant"] == "acme" && r["client_name"] == "bot-a"),
+        "{records_a:?}"
+    );
+    let records_b = tail(&dir_b, "beta");
+    assert_eq!(records_b.len(), 4, "{records_b:?}");
+    assert!(
+        records_b
+            .iter()
+            .all(|r| r["tenant"] == "beta" && r["client_name"] == "bot-b"),
+        "{records_b:?}"
+    );
+    assert!(tail(&dir_b, "acme").is_empty());
+    assert!(tail(&s.ws(), "acme").is_empty());
+    assert!(audit_records(&s.ws()).is_empty());
+    assert!(audit_records(&dir_a).is_empty());
+    let (code, out, err) = run_cli(&dir_a, &["audit", "verify", "--tenant", "acme"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
