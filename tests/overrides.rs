@@ -106,7 +106,7 @@ async fn a_refused_write_is_allowed_once_a_person_approves_and_the_record_names_
     assert!(
         records
             .iter()
-            .any(|r| r["tool"] == "arbiter override approve" && r["waiver_ids"] == id.as_str()),
+            .any(|r| r["tool"] == "override approve" && r["waiver_ids"] == id.as_str()),
         "{records:?}"
     );
     assert!(

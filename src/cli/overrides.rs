@@ -10,11 +10,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
-use crate::overrides::{
-    self, OverrideRecord, OverrideState, approval_minutes, display_id, now_unix, parse_id, rfc3339,
-};
-use crate::store::audit::{AuditEntry, arguments_sha256, redact_arguments};
-use crate::store::{AuditChain, OverrideDecision, Store};
+use crate::overrides::decide::{DecideError, Verdict, decide};
+use crate::overrides::{self, OverrideRecord, OverrideState, display_id, now_unix, parse_id, rfc3339};
+use crate::store::{AuditChain, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum OverrideCommand {
@@ -70,7 +68,6 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
         .get()
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
-    let policy = toolbox.policy.load();
     let now = now_unix();
     match command {
         OverrideCommand::List { state, json } => {
@@ -111,72 +108,54 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         OverrideCommand::Approve { id, note, minutes } => {
-            let record = find(store.as_ref(), &id).await?;
-            let minutes = match approval_minutes(
-                minutes,
-                record.requested_minutes,
-                policy.override_settings(),
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    eprintln!("arbiter override approve: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            if let crate::policy::Waivability::Never(why) = policy.waivability(&record.rule_id) {
-                eprintln!(
-                    "arbiter override approve: {} cannot be waived under the policy in force: {why}",
-                    record.rule_id
-                );
-                return Ok(ExitCode::from(1));
-            }
-            let expires_at = now + (minutes as i64) * 60;
-            decide(
-                store.as_ref(),
-                &audit,
-                toolbox.root.path(),
-                &toolbox.store,
-                &record,
-                &["pending"],
-                "approved",
-                note.as_deref(),
-                Some(expires_at),
-                now,
-            )
-            .await
+            let verdict = Verdict::Approve { minutes };
+            decide_cli(&toolbox, &audit, store.as_ref(), &id, verdict, note, now).await
         }
         OverrideCommand::Deny { id, note } => {
-            let record = find(store.as_ref(), &id).await?;
-            decide(
-                store.as_ref(),
-                &audit,
-                toolbox.root.path(),
-                &toolbox.store,
-                &record,
-                &["pending"],
-                "denied",
-                note.as_deref(),
-                None,
-                now,
-            )
-            .await
+            decide_cli(&toolbox, &audit, store.as_ref(), &id, Verdict::Deny, note, now).await
         }
         OverrideCommand::Revoke { id, note } => {
-            let record = find(store.as_ref(), &id).await?;
-            decide(
-                store.as_ref(),
-                &audit,
-                toolbox.root.path(),
-                &toolbox.store,
-                &record,
-                &["approved"],
-                "revoked",
-                note.as_deref(),
-                None,
-                now,
-            )
-            .await
+            decide_cli(&toolbox, &audit, store.as_ref(), &id, Verdict::Revoke, note, now).await
         }
+    }
+}
+
+/// Decide from the command line; the record joins the chain of the tenant
+/// that asked. Exit 0 done, 1 not in a state for it, 2 not allowed.
+async fn decide_cli(
+    toolbox: &crate::tools::Toolbox,
+    audit: &AuditChain,
+    store: &dyn Store,
+    id: &str,
+    verdict: Verdict,
+    note: Option<String>,
+    now: i64,
+) -> anyhow::Result<ExitCode> {
+    let record = find(store, id).await?;
+    let tenant_audit;
+    let audit = if record.tenant == audit.tenant() {
+        audit
+    } else {
+        let journal = super::tenant_journal_path(toolbox.root.path(), &record.tenant);
+        tenant_audit = AuditChain::open(record.tenant.clone(), &journal, toolbox.store.clone())?;
+        &tenant_audit
+    };
+    let policy = toolbox.policy.load();
+    let verb = verdict.verb();
+    match decide(store, audit, &policy, &record, verdict, &actor(), note.as_deref(), now).await {
+        Ok((_, said)) => {
+            println!("{said}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(DecideError::WrongState(said)) => {
+            eprintln!("arbiter override {verb}: {said}");
+            Ok(ExitCode::from(1))
+        }
+        Err(DecideError::NotAllowed(said)) => {
+            eprintln!("arbiter override {verb}: {said}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e @ DecideError::Store(_)) => Err(e.into()),
     }
 }
 
@@ -186,111 +165,6 @@ async fn find(store: &dyn Store, id: &str) -> anyhow::Result<OverrideRecord> {
         .override_get(None, n)
         .await?
         .with_context(|| format!("there is no override {}", display_id(n)))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    store: &dyn Store,
-    audit: &AuditChain,
-    store_root: &std::path::Path,
-    lazy: &std::sync::Arc<crate::store::LazyStore>,
-    record: &OverrideRecord,
-    from: &[&str],
-    to: &str,
-    note: Option<&str>,
-    expires_at: Option<i64>,
-    now: i64,
-) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let actor = actor();
-    // The decision joins the chain of the tenant that asked.
-    let tenant_audit;
-    let audit = if record.tenant == audit.tenant() {
-        audit
-    } else {
-        let journal = super::tenant_journal_path(store_root, &record.tenant);
-        tenant_audit = AuditChain::open(record.tenant.clone(), &journal, lazy.clone())?;
-        &tenant_audit
-    };
-    let changed = store
-        .override_decide(&OverrideDecision {
-            id: record.id,
-            from,
-            to,
-            actor: &actor,
-            note,
-            expires_at,
-            now,
-        })
-        .await?;
-    let id = record.display_id();
-    let (outcome, detail, code) = match &changed {
-        Some(r) => {
-            let until = r
-                .expires_at
-                .filter(|_| to == "approved")
-                .map(|e| format!(" until {}", rfc3339(e)))
-                .unwrap_or_default();
-            let text = format!(
-                "{id} {to} by {actor}{until}: {} for agent {} (scope: {})",
-                r.rule_id,
-                r.agent,
-                r.scope.describe()
-            );
-            ("ok", text, ExitCode::SUCCESS)
-        }
-        None => {
-            let state = record.state_at(now).as_str();
-            (
-                "failed",
-                format!(
-                    "{id} is {state}; only a request that is {} can be {to}",
-                    from.join(" or ")
-                ),
-                ExitCode::from(1),
-            )
-        }
-    };
-    let mut args = serde_json::Map::new();
-    args.insert("override_id".into(), json!(id));
-    if let Some(note) = note {
-        args.insert("note".into(), json!(note));
-    }
-    if let Some(e) = expires_at {
-        args.insert("expires_at".into(), json!(rfc3339(e)));
-    }
-    let verb = match to {
-        "approved" => "approve",
-        "denied" => "deny",
-        _ => "revoke",
-    };
-    audit
-        .append(AuditEntry {
-            ts: rfc3339(now),
-            session_id: format!("cli-{}", std::process::id()),
-            client_name: actor.clone(),
-            tool: format!("arbiter override {verb}"),
-            args_sha256: arguments_sha256(&args),
-            args_redacted: redact_arguments(&args),
-            decision: "none".into(),
-            rule_ids: record.rule_id.clone(),
-            outcome: outcome.into(),
-            detail: detail.clone(),
-            duration_us: started.elapsed().as_micros() as i64,
-            waiver_ids: if changed.is_some() {
-                id.clone()
-            } else {
-                String::new()
-            },
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if changed.is_some() {
-        println!("{detail}");
-    } else {
-        eprintln!("arbiter override {verb}: {detail}");
-    }
-    Ok(code)
 }
 
 /// The workspace's CAWS waiver files, and whether each lifts anything now.

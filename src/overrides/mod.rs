@@ -13,6 +13,7 @@
 //! matching); the rows live in the store and the tools and CLI drive it.
 
 pub mod caws;
+pub mod decide;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rmcp::schemars::{self, JsonSchema};
