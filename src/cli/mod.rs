@@ -7,6 +7,7 @@ mod doctor;
 mod overrides;
 mod policy;
 mod serve;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -77,6 +78,18 @@ enum Command {
         #[command(subcommand)]
         command: overrides::OverrideCommand,
     },
+    /// The registered agents: capabilities in use, and per task type their
+    /// tasks, success rate and mean duration.
+    Agents {
+        /// One JSON object per agent and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect tasks.
+    Task {
+        #[command(subcommand)]
+        command: tasks::TaskCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -124,6 +137,8 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor::run(&setup).await,
             Command::Audit { command } => audit::run(&setup.workspace, command).await,
             Command::Override { command } => overrides::run(&setup, command).await,
+            Command::Agents { json } => tasks::agents(&setup, json).await,
+            Command::Task { command } => tasks::task(&setup, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.
