@@ -8,4 +8,5 @@ pub mod overrides;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod tools;

@@ -10,6 +10,7 @@ mod policy;
 mod serve;
 mod tenant;
 mod token;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,6 +100,18 @@ enum Command {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
+    /// The registered agents: capabilities in use, and per task type their
+    /// tasks, success rate and mean duration.
+    Agents {
+        /// One JSON object per agent and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect tasks.
+    Task {
+        #[command(subcommand)]
+        command: tasks::TaskCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -149,6 +162,8 @@ pub fn main() -> ExitCode {
             Command::Override { command } => overrides::run(&setup, command).await,
             Command::Token { command } => token::run(&setup, command).await,
             Command::Tenant { command } => tenant::run(&setup, command).await,
+            Command::Agents { json } => tasks::agents(&setup, json).await,
+            Command::Task { command } => tasks::task(&setup, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.

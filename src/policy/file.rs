@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use rmcp::schemars;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -45,6 +46,112 @@ pub struct PolicyFile {
     pub sandbox: super::sandbox::SandboxSection,
     #[serde(default)]
     pub overrides: OverrideSettings,
+    #[serde(default)]
+    pub tasks: TaskSettings,
+}
+
+/// How submitted tasks are routed to agents and how long an agent's hold on
+/// one lasts (`tasks:`). Capability matching always filters the candidates
+/// first; the strategy picks among those left.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    /// `ucb1` (the agent most likely to succeed at the task's type, with room
+    /// to try agents with little history), `least_loaded` or `round_robin`.
+    #[serde(default)]
+    pub strategy: RoutingStrategy,
+    /// UCB1's exploration constant c in `success_rate + c*sqrt(ln(N+1)/(n+1))`:
+    /// 0 always takes the best record so far; larger values try others more.
+    #[serde(default = "sqrt_two")]
+    pub ucb1_exploration: f64,
+    /// An agent not seen (agent_register, task_next, task_update,
+    /// task_complete) for this long is not routed to.
+    #[serde(default = "ten")]
+    pub agent_timeout_minutes: u64,
+    /// How long a claim lasts without a task_update (and how long a routed
+    /// task waits for its agent to pick it up); then it goes back to the queue.
+    #[serde(default = "thirty")]
+    pub lease_minutes: u64,
+    /// Seed of the draw that breaks ties between equal scores. Set it for
+    /// reproducible routing; absent, each server process draws its own (every
+    /// routing decision records the seed it used).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        Self {
+            strategy: RoutingStrategy::default(),
+            ucb1_exploration: sqrt_two(),
+            agent_timeout_minutes: ten(),
+            lease_minutes: thirty(),
+            seed: None,
+        }
+    }
+}
+
+impl TaskSettings {
+    /// The problems of values out of range, one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if !(self.ucb1_exploration.is_finite() && (0.0..=100.0).contains(&self.ucb1_exploration)) {
+            found.push(format!(
+                "tasks.ucb1_exploration must be between 0 and 100, not {}",
+                self.ucb1_exploration
+            ));
+        }
+        for (field, minutes) in [
+            ("agent_timeout_minutes", self.agent_timeout_minutes),
+            ("lease_minutes", self.lease_minutes),
+        ] {
+            if !(1..=one_week()).contains(&minutes) {
+                found.push(format!(
+                    "tasks.{field} must be 1 to {} (a week), not {minutes}",
+                    one_week()
+                ));
+            }
+        }
+        found
+    }
+}
+
+/// How a task is matched to one of the capable agents.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingStrategy {
+    #[default]
+    Ucb1,
+    LeastLoaded,
+    RoundRobin,
+}
+
+impl RoutingStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoutingStrategy::Ucb1 => "ucb1",
+            RoutingStrategy::LeastLoaded => "least_loaded",
+            RoutingStrategy::RoundRobin => "round_robin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Ucb1, Self::LeastLoaded, Self::RoundRobin]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+fn sqrt_two() -> f64 {
+    std::f64::consts::SQRT_2
+}
+fn ten() -> u64 {
+    10
+}
+fn thirty() -> u64 {
+    30
 }
 
 /// How agents may ask for exceptions (`override_request`) and how long a
@@ -682,6 +789,41 @@ mod tests {
         let read = |path| p.evaluate(&crate::policy::Action::ReadFile { path });
         assert!(!read("certs/Server.PEM").is_allowed());
         assert!(read("certs/server.txt").is_allowed());
+    }
+
+    #[test]
+    fn the_tasks_section_has_defaults_and_checks_its_values() {
+        let p = parse_policy("version: 1\n", "p.yaml").unwrap();
+        assert_eq!(p.task_settings(), &TaskSettings::default());
+        assert_eq!(p.effective()["tasks"]["strategy"], "ucb1");
+        let p = parse_policy(
+            "version: 1\ntasks:\n  strategy: round_robin\n  seed: 7\n  lease_minutes: 5\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let t = p.task_settings();
+        assert_eq!(t.strategy, RoutingStrategy::RoundRobin);
+        assert_eq!(
+            (t.seed, t.lease_minutes, t.agent_timeout_minutes),
+            (Some(7), 5, 10)
+        );
+        assert_eq!(p.effective()["tasks"]["seed"], 7);
+        let e = errors("version: 1\ntasks:\n  lease_minutes: 0\n  ucb1_exploration: -1\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].message.contains("ucb1_exploration"), "{}", e[0]);
+        assert!(e[1].message.contains("lease_minutes"), "{}", e[1]);
+        let e = errors("version: 1\ntasks:\n  stratgy: ucb1\n");
+        assert_eq!(e[0].line, Some(3), "{}", e[0]);
+        let e = errors("version: 1\ntasks:\n  strategy: random\n");
+        assert_eq!(e[0].line, Some(3), "{}", e[0]);
+    }
+
+    #[test]
+    fn task_and_agent_ids_belong_to_the_engine() {
+        let e = errors(
+            "version: 1\ncontent:\n  rules:\n    - {id: TASK-001, decision: deny, patterns: [a], justification: j}\n",
+        );
+        assert!(e[0].message.contains("belongs to the engine"), "{}", e[0]);
     }
 
     #[test]

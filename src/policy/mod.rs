@@ -26,7 +26,10 @@ use regex::bytes::{RegexSet, RegexSetBuilder};
 use serde_json::{Value, json};
 
 use command::{CommandLine, CommandPattern, FindingKind, ShellOptions};
-use file::{Access, Examples, OverrideSettings, PolicyError, PolicyFile, Problems, SpecSection};
+use file::{
+    Access, Examples, OverrideSettings, PolicyError, PolicyFile, Problems, SpecSection,
+    TaskSettings,
+};
 use sandbox::SandboxSettings;
 use spec::Tiers;
 
@@ -297,6 +300,7 @@ pub struct Policy {
     /// lives inside the workspace (`POLICY-001`).
     protected: Vec<String>,
     overrides: OverrideSettings,
+    tasks: TaskSettings,
     /// Every rule id of the file, with whether it may be waived.
     rule_waivable: std::collections::HashMap<String, bool>,
 }
@@ -560,6 +564,9 @@ impl Policy {
         });
 
         let sandbox = SandboxSettings::compile(&file.sandbox, problems);
+        for problem in file.tasks.problems() {
+            problems.general(problem);
+        }
         let effective = effective_policy(file);
         let never: std::collections::HashSet<&str> = file
             .overrides
@@ -641,6 +648,7 @@ impl Policy {
             effective,
             protected: Vec::new(),
             overrides: file.overrides.clone(),
+            tasks: file.tasks.clone(),
             rule_waivable,
         }
     }
@@ -650,6 +658,11 @@ impl Policy {
     /// workspace, so no agent can rewrite the rules it is held to.
     pub fn protect(&mut self, paths: &[String]) {
         self.protected = paths.to_vec();
+    }
+
+    /// How tasks are routed and how long claims last.
+    pub fn task_settings(&self) -> &TaskSettings {
+        &self.tasks
     }
 
     /// The rules for `override_request`: limits and durations.
@@ -992,6 +1005,8 @@ fn is_reserved_id(id: &str) -> bool {
         "WAIVER-",
         "SESSION-",
         "SANDBOX-",
+        "TASK-",
+        "AGENT-",
     ];
     EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }
@@ -1056,6 +1071,7 @@ fn effective_policy(file: &PolicyFile) -> Value {
         "spec": file.spec,
         "sandbox": file.sandbox,
         "overrides": file.overrides,
+        "tasks": file.tasks,
     })
 }
 

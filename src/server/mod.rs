@@ -45,6 +45,11 @@ use crate::tools::sessions::{
     CreateSessionInput, ExecuteCommandInput, SendInputInput, SessionIdInput, SessionOutput,
     SessionTable,
 };
+use crate::tools::tasks::{
+    AgentRegisterInput, AgentRegisterOutput, TaskCompleteInput, TaskCompleteOutput, TaskIdInput,
+    TaskListInput, TaskListOutput, TaskNextInput, TaskNextOutput, TaskOutput, TaskStatusOutput,
+    TaskSubmitInput, TaskSubmitOutput, TaskUpdateInput,
+};
 use crate::tools::terminal::{
     CommandError, CommandOutput, CommandSession, ProgressFn, RunTerminalCmdInput,
     TerminalGetStatusInput,
@@ -482,6 +487,108 @@ impl ArbiterServer {
         Parameters(input): Parameters<OverrideStatusInput>,
     ) -> CallToolResult {
         reply(self.inner.toolbox.override_status(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_submit",
+        description = "Submit a task for an agent to do: a title, a description, and optionally a CAWS working spec (YAML/JSON text or a workspace path; validated, errors refuse the task), a task_type (detected from the words when left out: feature, bugfix, refactor, test, docs, research, ops, with a confidence), a priority (1-5) and required_capabilities (languages, tools). Sets the risk tier (from the spec, else inferred), stores the task and routes it to a capable, recently seen agent by the policy's strategy (UCB1 on past results by default). Returns the task id, type and confidence, tier, the assigned agent or `queued`, and the rationale with every candidate's score.",
+        annotations(title = "Submit a task", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskSubmitOutput>()
+    )]
+    async fn task_submit(&self, Parameters(input): Parameters<TaskSubmitInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_submit(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "agent_register",
+        description = "Register yourself (your connection's identity) as an agent that takes tasks: the task types you take, the languages and tools you work with, and how many tasks you hold at once. Registering again replaces your capabilities and keeps your record. Tasks are routed only to agents seen (agent_register, task_next, task_update, task_complete) within the policy's agent timeout (10 minutes by default).",
+        annotations(title = "Register as an agent", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<AgentRegisterOutput>()
+    )]
+    async fn agent_register(
+        &self,
+        Parameters(input): Parameters<AgentRegisterInput>,
+    ) -> CallToolResult {
+        reply(self.inner.toolbox.agent_register(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_next",
+        description = "Get your next task and claim it: one routed to you, else the most urgent queued task you are capable of (each task is claimed by exactly one agent). Returns it with its description and spec; when you already hold as many tasks as you registered for, returns the oldest one you hold instead. Your claim lasts the policy's lease (30 minutes by default) and is renewed by task_update; a lapsed claim goes back to the queue and counts against your record. Requires agent_register first.",
+        annotations(title = "Claim the next task", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskNextOutput>()
+    )]
+    async fn task_next(&self, Parameters(input): Parameters<TaskNextInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_next(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_update",
+        description = "Report progress (percent) and a note on a task you hold; renews your claim. Only the agent holding a task may update it.",
+        annotations(title = "Update a task", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskOutput>()
+    )]
+    async fn task_update(&self, Parameters(input): Parameters<TaskUpdateInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_update(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_complete",
+        description = "Mark a task you hold as done, with a summary of what you did. For now this only records your report: no quality gates (tests, lint, coverage) or model judge run yet, so the state becomes `completed`, not `passed`. Counts as a success on your record for the task's type, which routing uses.",
+        annotations(title = "Complete a task", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskCompleteOutput>()
+    )]
+    async fn task_complete(
+        &self,
+        Parameters(input): Parameters<TaskCompleteInput>,
+    ) -> CallToolResult {
+        reply(self.inner.toolbox.task_complete(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_cancel",
+        description = "Cancel a task you submitted that has not ended (queued, assigned or claimed). Its holder can no longer update or complete it.",
+        annotations(title = "Cancel a task", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
+        output_schema = schema_for_output::<TaskOutput>()
+    )]
+    async fn task_cancel(&self, Parameters(input): Parameters<TaskIdInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_cancel(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_status",
+        description = "A task of your tenant in full: state, holder, progress, summary, spec, every change in its history, and every routing decision with each candidate's score.",
+        annotations(title = "Task status", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<TaskStatusOutput>()
+    )]
+    async fn task_status(&self, Parameters(input): Parameters<TaskIdInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_status(input).await, |out| {
+            out.render()
+        })
+    }
+
+    #[tool(
+        name = "task_list",
+        description = "Your tenant's tasks, newest first, optionally only those in one state (queued, assigned, claimed, completed, cancelled); at most `limit` (default 100, at most 1000), with `truncated` when there are more.",
+        annotations(title = "List tasks", read_only_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<TaskListOutput>()
+    )]
+    async fn task_list(&self, Parameters(input): Parameters<TaskListInput>) -> CallToolResult {
+        reply(self.inner.toolbox.task_list(input).await, |out| {
             out.render()
         })
     }

@@ -6,6 +6,8 @@ pub mod audit;
 pub mod journal;
 pub mod sqlite;
 pub mod tokens;
+mod sqlite_tasks;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
 pub use journal::AuditChain;
 pub use sqlite::SqliteStore;
 pub use tokens::{NewToken, TenantRecord, TokenRecord};
+pub use tasks::TaskStore;
 
 /// The tenant of an embedded, single-user server.
 pub const DEFAULT_TENANT: &str = "default";
@@ -39,8 +42,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Everything the server keeps. The task half is [`TaskStore`] (`store/tasks.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     /// The last record of a tenant's chain, if any.
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError>;
     /// Index records committed to the journal. Records already present (same

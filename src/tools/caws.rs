@@ -76,31 +76,7 @@ impl Toolbox {
         &self,
         input: ArbiterValidateInput,
     ) -> Result<ArbiterValidateOutput, ToolError> {
-        let (text, source) = if looks_like_a_path(&input.spec) {
-            let opened = self.root.open_for_read(&input.spec)?;
-            self.enforce(&[Action::ReadFile {
-                path: &opened.rel_path,
-            }])
-            .await?;
-            let source = opened.rel_path.clone();
-            (
-                super::files::read_whole_text(opened, MAX_SPEC_BYTES as u64)?,
-                source,
-            )
-        } else {
-            if input.spec.len() > MAX_SPEC_BYTES {
-                return Err(ToolError {
-                    outcome: Outcome::Failed,
-                    rule_id: "SPEC-001".into(),
-                    message: format!(
-                        "the spec is {} bytes; the limit is {MAX_SPEC_BYTES}",
-                        input.spec.len()
-                    ),
-                    advice: "send a smaller spec".into(),
-                });
-            }
-            (input.spec, "text".to_string())
-        };
+        let (text, source) = self.read_spec(input.spec).await?;
         let tiers = self.policy.load().tiers().clone();
         let report = validate_spec(&text, &tiers);
         let errors = report.violations.iter().filter(|v| v.is_error()).count();
@@ -114,6 +90,37 @@ impl Toolbox {
             warnings: report.violations.len() - errors,
             violations: report.violations,
         })
+    }
+}
+
+impl Toolbox {
+    /// A spec given as text, or as a workspace path read through the policy.
+    /// Returns the text and where it came from (`text` or the path).
+    pub(crate) async fn read_spec(&self, spec: String) -> Result<(String, String), ToolError> {
+        if looks_like_a_path(&spec) {
+            let opened = self.root.open_for_read(&spec)?;
+            self.enforce(&[Action::ReadFile {
+                path: &opened.rel_path,
+            }])
+            .await?;
+            let source = opened.rel_path.clone();
+            return Ok((
+                super::files::read_whole_text(opened, MAX_SPEC_BYTES as u64)?,
+                source,
+            ));
+        }
+        if spec.len() > MAX_SPEC_BYTES {
+            return Err(ToolError {
+                outcome: Outcome::Failed,
+                rule_id: "SPEC-001".into(),
+                message: format!(
+                    "the spec is {} bytes; the limit is {MAX_SPEC_BYTES}",
+                    spec.len()
+                ),
+                advice: "send a smaller spec".into(),
+            });
+        }
+        Ok((spec, "text".to_string()))
     }
 }
 

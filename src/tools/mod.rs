@@ -15,6 +15,7 @@ pub mod find;
 pub mod overrides;
 pub mod sessions;
 pub mod spec_gate;
+pub mod tasks;
 pub mod terminal;
 
 use serde::de::DeserializeOwned;
@@ -427,6 +428,13 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "terminal_send_input" => check::<sessions::SendInputInput>(args),
         "override_request" => check::<overrides::OverrideRequestInput>(args),
         "override_status" => check::<overrides::OverrideStatusInput>(args),
+        "task_submit" => check::<tasks::TaskSubmitInput>(args),
+        "agent_register" => check::<tasks::AgentRegisterInput>(args),
+        "task_next" => check::<tasks::TaskNextInput>(args),
+        "task_update" => check::<tasks::TaskUpdateInput>(args),
+        "task_complete" => check::<tasks::TaskCompleteInput>(args),
+        "task_cancel" | "task_status" => check::<tasks::TaskIdInput>(args),
+        "task_list" => check::<tasks::TaskListInput>(args),
         "terminal_read_output" | "terminal_close_session" => {
             check::<sessions::SessionIdInput>(args)
         }

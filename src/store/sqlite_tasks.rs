@@ -1,0 +1,1036 @@
+//! [`TaskStore`] on SQLite. Every change of more than one row runs in a
+//! `BEGIN IMMEDIATE` transaction: it takes the write lock first (waiting, up
+//! to the busy timeout, for other processes), so what it reads cannot change
+//! before it writes, and no transaction fails half-way because another
+//! process wrote in between. A claim is an UPDATE whose WHERE names the state
+//! it claims from; a zero row count means another agent won.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use super::tasks::{
+    AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
+    TaskProgress, TaskStore,
+};
+use super::{SqliteStore, StoreError};
+use crate::tasks::routing::{AgentSnapshot, RoutingInput, RoutingStrategy};
+use crate::tasks::{
+    AgentRecord, CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities,
+    RouteChoice, RoutingRecord, TaskEvent, TaskRecord, TaskState, TaskType, TypeStats,
+};
+
+/// Every task column, in [`task_from_row`]'s order.
+macro_rules! task_columns {
+    () => {
+        "id, tenant, title, description, spec, spec_id, task_type, type_confidence, type_source, \
+         risk_tier, tier_reason, priority, required, state, assigned_agent, holder, \
+         lease_expires_at, progress, attempts, submitted_by, summary, created_at, updated_at, \
+         claimed_at, completed_at"
+    };
+}
+
+/// Every agent column, and its active count (`a` is the agent's row).
+macro_rules! agent_columns {
+    () => {
+        "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
+         a.registered_at, a.last_seen_at, \
+         (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
+         + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
+         AS active"
+    };
+}
+
+fn decode(message: String) -> sqlx::Error {
+    sqlx::Error::Decode(message.into())
+}
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| decode(format!("{column}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn task_type_column(row: &SqliteRow, column: &str) -> Result<TaskType, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    TaskType::parse(&text).ok_or_else(|| decode(format!("unknown task type {text:?}")))
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(TaskRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        spec: row.try_get("spec")?,
+        spec_id: row.try_get("spec_id")?,
+        task_type: task_type_column(row, "task_type")?,
+        type_confidence: row.try_get("type_confidence")?,
+        type_source: row.try_get("type_source")?,
+        risk_tier: row.try_get::<i64, _>("risk_tier")?.clamp(1, 3) as u8,
+        tier_reason: row.try_get("tier_reason")?,
+        priority: row.try_get::<i64, _>("priority")?.clamp(1, 5) as u8,
+        required: json_column::<RequiredCapabilities>(row, "required")?,
+        state: TaskState::parse(&state)
+            .ok_or_else(|| decode(format!("unknown task state {state:?}")))?,
+        assigned_agent: row.try_get("assigned_agent")?,
+        holder: row.try_get("holder")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        progress: row.try_get::<i64, _>("progress")?.clamp(0, 100) as u8,
+        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
+        submitted_by: row.try_get("submitted_by")?,
+        summary: row.try_get("summary")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        claimed_at: row.try_get("claimed_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
+    Ok(AgentRecord {
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        capabilities: Capabilities {
+            task_types: json_column(row, "task_types")?,
+            languages: json_column(row, "languages")?,
+            tools: json_column(row, "tools")?,
+        },
+        max_concurrent_tasks: row.try_get::<i64, _>("max_concurrent_tasks")?.max(1) as u32,
+        registered_at: row.try_get("registered_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+    })
+}
+
+fn stats_from_row(row: &SqliteRow, prefix: &str) -> Result<TypeStats, sqlx::Error> {
+    let count = |name: &str| -> Result<u32, sqlx::Error> {
+        Ok(row
+            .try_get::<i64, _>(format!("{prefix}{name}").as_str())?
+            .max(0) as u32)
+    };
+    Ok(TypeStats {
+        attempts: count("attempts")?,
+        successes: count("successes")?,
+        failures: count("failures")?,
+        duration_ms: row.try_get(format!("{prefix}duration_ms").as_str())?,
+    })
+}
+
+fn performance_from_row(row: &SqliteRow) -> Result<PerformanceRecord, sqlx::Error> {
+    Ok(PerformanceRecord {
+        tenant: row.try_get("tenant")?,
+        agent: row.try_get("agent")?,
+        task_type: task_type_column(row, "task_type")?,
+        stats: stats_from_row(row, "")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn rows<T>(
+    rows: &[SqliteRow],
+    from_row: fn(&SqliteRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, StoreError> {
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
+/// Add an event to a task's history.
+async fn add_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    task_id: i64,
+    at: i64,
+    kind: &str,
+    actor: &str,
+    progress: Option<u8>,
+    note: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO task_events (task_id, at, kind, actor, progress, note) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(task_id)
+    .bind(at)
+    .bind(kind)
+    .bind(actor)
+    .bind(progress.map(i64::from))
+    .bind(note)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Count one outcome in an agent's record for a type.
+async fn count_outcome(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    agent: &str,
+    task_type: &str,
+    success: bool,
+    duration_ms: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at) \
+         VALUES (?, ?, ?, 1, ?, ?, ?, ?) \
+         ON CONFLICT (tenant, agent, task_type) DO UPDATE SET attempts = attempts + 1, \
+         successes = successes + excluded.successes, failures = failures + excluded.failures, \
+         duration_ms = duration_ms + excluded.duration_ms, updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(agent)
+    .bind(task_type)
+    .bind(i64::from(success))
+    .bind(i64::from(!success))
+    .bind(if success { duration_ms.max(0) } else { 0 })
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool().begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// What routing needs, read inside the creating transaction.
+    async fn routing_snapshot(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &str,
+        task_type: TaskType,
+    ) -> Result<(Vec<AgentSnapshot>, Option<String>), StoreError> {
+        let agent_rows = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
+             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms \
+             FROM agents a LEFT JOIN agent_performance p \
+             ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = ?2 \
+             WHERE a.tenant = ?1 ORDER BY a.name"
+        ))
+        .bind(tenant)
+        .bind(task_type.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        let agents = agent_rows
+            .iter()
+            .map(|row| {
+                Ok(AgentSnapshot {
+                    agent: agent_from_row(row)?,
+                    active: row.try_get::<i64, _>("active")?.max(0) as u32,
+                    stats: stats_from_row(row, "p_")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let last_round_robin: Option<String> = sqlx::query_scalar(
+            "SELECT chosen_agent FROM routing_decisions WHERE tenant = ? AND strategy = 'round_robin' \
+             AND chosen_agent IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok((agents, last_round_robin))
+    }
+
+    async fn store_decision(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &str,
+        task_id: i64,
+        choice: &RouteChoice,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(task_id)
+        .bind(choice.strategy.as_str())
+        .bind(choice.seed as i64)
+        .bind(choice.chosen.as_deref())
+        .bind(&choice.rationale)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+        if !choice.candidates.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO routing_scores (decision_id, rank, agent, eligible, score, detail) ",
+            );
+            insert.push_values(
+                choice.candidates.iter().enumerate(),
+                |mut row, (rank, c)| {
+                    row.push_bind(id)
+                        .push_bind(rank as i64)
+                        .push_bind(c.agent.clone())
+                        .push_bind(c.eligible)
+                        .push_bind(c.score)
+                        .push_bind(c.detail.clone());
+                },
+            );
+            insert.build().execute(&mut **tx).await?;
+        }
+        Ok(id)
+    }
+
+    async fn task_by_id(&self, id: i64) -> Result<Option<TaskRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(task_from_row).transpose()?)
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn agent_register(&self, reg: &AgentRegistration<'_>) -> Result<AgentRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO agents (tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+             ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
+             languages = excluded.languages, tools = excluded.tools, \
+             max_concurrent_tasks = excluded.max_concurrent_tasks, last_seen_at = excluded.last_seen_at \
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+        )
+        .bind(reg.tenant)
+        .bind(reg.name)
+        .bind(to_json(&reg.capabilities.task_types)?)
+        .bind(to_json(&reg.capabilities.languages)?)
+        .bind(to_json(&reg.capabilities.tools)?)
+        .bind(i64::from(reg.max_concurrent_tasks))
+        .bind(reg.now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(agent_from_row(&row)?)
+    }
+
+    async fn agent_seen(
+        &self,
+        tenant: &str,
+        name: &str,
+        now: i64,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE agents SET last_seen_at = MAX(last_seen_at, ?) WHERE tenant = ? AND name = ? \
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(agent_from_row).transpose()?)
+    }
+
+    async fn agent_list(&self, tenant: Option<&str>) -> Result<Vec<AgentStatus>, StoreError> {
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents a WHERE (?1 IS NULL OR a.tenant = ?1) ORDER BY a.tenant, a.name"
+        ))
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, |row| {
+            Ok(AgentStatus {
+                agent: agent_from_row(row)?,
+                active: row.try_get::<i64, _>("active")?.max(0) as u32,
+            })
+        })
+    }
+
+    async fn performance_list(
+        &self,
+        tenant: Option<&str>,
+        agent: Option<&str>,
+    ) -> Result<Vec<PerformanceRecord>, StoreError> {
+        let found = sqlx::query(
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+             FROM agent_performance WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR agent = ?2) \
+             ORDER BY tenant, agent, task_type",
+        )
+        .bind(tenant)
+        .bind(agent)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, performance_from_row)
+    }
+
+    async fn task_create(
+        &self,
+        new: &NewTask<'_>,
+        router: &Router<'_>,
+    ) -> Result<(TaskRecord, RoutingRecord), StoreError> {
+        let mut tx = self.immediate().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO tasks (tenant, title, description, spec, spec_id, task_type, type_confidence, \
+             type_source, risk_tier, tier_reason, priority, required, state, submitted_by, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?14, ?14) RETURNING id",
+        )
+        .bind(new.tenant)
+        .bind(new.title)
+        .bind(new.description)
+        .bind(new.spec)
+        .bind(new.spec_id)
+        .bind(new.task_type.as_str())
+        .bind(new.type_confidence)
+        .bind(new.type_source)
+        .bind(i64::from(new.risk_tier))
+        .bind(new.tier_reason)
+        .bind(i64::from(new.priority))
+        .bind(to_json(new.required)?)
+        .bind(new.submitted_by)
+        .bind(new.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        add_event(
+            &mut tx,
+            id,
+            new.now,
+            "submitted",
+            new.submitted_by,
+            None,
+            None,
+        )
+        .await?;
+
+        let (agents, last_round_robin) =
+            Self::routing_snapshot(&mut tx, new.tenant, new.task_type).await?;
+        let choice = router(&RoutingInput {
+            task_id: id,
+            task_type: new.task_type,
+            required: new.required,
+            agents,
+            last_round_robin,
+        });
+        let decision_id = Self::store_decision(&mut tx, new.tenant, id, &choice, new.now).await?;
+        match &choice.chosen {
+            Some(agent) => {
+                sqlx::query(
+                    "UPDATE tasks SET state = 'assigned', assigned_agent = ?, lease_expires_at = ? WHERE id = ?",
+                )
+                .bind(agent)
+                .bind(new.assignment_ends)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                add_event(
+                    &mut tx,
+                    id,
+                    new.now,
+                    "assigned",
+                    "arbiter",
+                    None,
+                    Some(&format!("to {agent}: {}", choice.rationale)),
+                )
+                .await?;
+            }
+            None => {
+                add_event(
+                    &mut tx,
+                    id,
+                    new.now,
+                    "queued",
+                    "arbiter",
+                    None,
+                    Some(&choice.rationale),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        let task = self
+            .task_by_id(id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("task {id} vanished after insert")))?;
+        Ok((
+            task,
+            RoutingRecord {
+                id: decision_id,
+                task_id: id,
+                decided_at: new.now,
+                choice,
+            },
+        ))
+    }
+
+    async fn task_get(
+        &self,
+        tenant: Option<&str>,
+        id: i64,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        Ok(self
+            .task_by_id(id)
+            .await?
+            .filter(|t| tenant.is_none_or(|tenant| tenant == t.tenant)))
+    }
+
+    async fn task_list(
+        &self,
+        tenant: Option<&str>,
+        state: Option<TaskState>,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR state = ?2) \
+             ORDER BY id DESC LIMIT ?3"
+        ))
+        .bind(tenant)
+        .bind(state.map(TaskState::as_str))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, task_from_row)
+    }
+
+    async fn task_events(&self, id: i64) -> Result<Vec<TaskEvent>, StoreError> {
+        let found = sqlx::query(
+            "SELECT at, kind, actor, progress, note FROM task_events WHERE task_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, |row| {
+            Ok(TaskEvent {
+                at: row.try_get("at")?,
+                kind: row.try_get("kind")?,
+                actor: row.try_get("actor")?,
+                progress: row
+                    .try_get::<Option<i64>, _>("progress")?
+                    .map(|p| p.clamp(0, 100) as u8),
+                note: row.try_get("note")?,
+            })
+        })
+    }
+
+    async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
+        let decisions = sqlx::query(
+            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at \
+             FROM routing_decisions WHERE task_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut records = Vec::with_capacity(decisions.len());
+        for row in &decisions {
+            let decision_id: i64 = row.try_get("id")?;
+            let strategy: String = row.try_get("strategy")?;
+            let scores = sqlx::query(
+                "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = ? ORDER BY rank",
+            )
+            .bind(decision_id)
+            .fetch_all(self.pool())
+            .await?;
+            records.push(RoutingRecord {
+                id: decision_id,
+                task_id: row.try_get("task_id")?,
+                decided_at: row.try_get("decided_at")?,
+                choice: RouteChoice {
+                    strategy: RoutingStrategy::parse(&strategy).ok_or_else(|| {
+                        StoreError::Database(format!("unknown routing strategy {strategy:?}"))
+                    })?,
+                    seed: row.try_get::<i64, _>("seed")? as u64,
+                    chosen: row.try_get("chosen_agent")?,
+                    rationale: row.try_get("rationale")?,
+                    candidates: rows(&scores, |s| {
+                        Ok(CandidateScore {
+                            agent: s.try_get("agent")?,
+                            eligible: s.try_get("eligible")?,
+                            score: s.try_get("score")?,
+                            detail: s.try_get("detail")?,
+                        })
+                    })?,
+                },
+            });
+        }
+        Ok(records)
+    }
+
+    async fn task_requeue_lapsed(
+        &self,
+        tenant: &str,
+        now: i64,
+    ) -> Result<Vec<Requeued>, StoreError> {
+        // Most calls find nothing: look before taking the write lock.
+        let lapsed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks WHERE tenant = ? AND lease_expires_at <= ? \
+             AND state IN ('assigned', 'claimed')",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        if lapsed == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.immediate().await?;
+        // The write lock is held: what this reads stays true until commit.
+        let found = sqlx::query(
+            "SELECT id, state, holder, assigned_agent, task_type FROM tasks \
+             WHERE tenant = ? AND lease_expires_at <= ? AND state IN ('assigned', 'claimed') ORDER BY id",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut requeued = Vec::with_capacity(found.len());
+        for row in &found {
+            let id: i64 = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            let task_type: String = row.try_get("task_type")?;
+            sqlx::query(
+                "UPDATE tasks SET state = 'queued', holder = NULL, assigned_agent = NULL, \
+                 lease_expires_at = NULL, progress = 0, updated_at = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let (kind, agent, note) = if state == "claimed" {
+                let holder: Option<String> = row.try_get("holder")?;
+                if let Some(holder) = &holder {
+                    count_outcome(&mut tx, tenant, holder, &task_type, false, 0, now).await?;
+                }
+                let who = holder.as_deref().unwrap_or("its holder");
+                let note = format!(
+                    "{who}'s claim lapsed without task_update or task_complete; back in the queue"
+                );
+                ("lease_expired", holder, note)
+            } else {
+                let assignee: Option<String> = row.try_get("assigned_agent")?;
+                let who = assignee.as_deref().unwrap_or("its agent");
+                let note = format!("{who} did not claim it in time; back in the queue");
+                ("assignment_expired", assignee, note)
+            };
+            add_event(&mut tx, id, now, kind, "arbiter", None, Some(&note)).await?;
+            requeued.push(Requeued {
+                task_id: id,
+                agent,
+                kind,
+            });
+        }
+        tx.commit().await?;
+        Ok(requeued)
+    }
+
+    async fn task_held(&self, tenant: &str, agent: &str) -> Result<Vec<TaskRecord>, StoreError> {
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE tenant = ? AND holder = ? AND state = 'claimed' ORDER BY claimed_at, id"
+        ))
+        .bind(tenant)
+        .bind(agent)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, task_from_row)
+    }
+
+    async fn task_claim_assigned(
+        &self,
+        claim: &Claim<'_>,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET state = 'claimed', holder = ?2, lease_expires_at = ?4, claimed_at = ?3, \
+             updated_at = ?3, attempts = attempts + 1, progress = 0 \
+             WHERE id = (SELECT id FROM tasks WHERE tenant = ?1 AND state = 'assigned' AND assigned_agent = ?2 \
+             ORDER BY priority DESC, id LIMIT 1) RETURNING ",
+            task_columns!()
+        ))
+        .bind(claim.tenant)
+        .bind(claim.agent)
+        .bind(claim.now)
+        .bind(claim.lease_ends)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        add_event(
+            &mut tx,
+            task.id,
+            claim.now,
+            "claimed",
+            claim.agent,
+            None,
+            Some("assigned by routing"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn task_queued(
+        &self,
+        tenant: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<TaskRecord>, StoreError> {
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE tenant = ? AND state = 'queued' ORDER BY priority DESC, id LIMIT ? OFFSET ?"
+        ))
+        .bind(tenant)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(self.pool())
+        .await?;
+        rows(&found, task_from_row)
+    }
+
+    async fn task_claim_queued(
+        &self,
+        claim: &Claim<'_>,
+        id: i64,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET state = 'claimed', holder = ?3, lease_expires_at = ?5, claimed_at = ?4, \
+             updated_at = ?4, attempts = attempts + 1, progress = 0 \
+             WHERE id = ?1 AND tenant = ?2 AND state = 'queued' RETURNING ",
+            task_columns!()
+        ))
+        .bind(id)
+        .bind(claim.tenant)
+        .bind(claim.agent)
+        .bind(claim.now)
+        .bind(claim.lease_ends)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        add_event(
+            &mut tx,
+            task.id,
+            claim.now,
+            "claimed",
+            claim.agent,
+            None,
+            Some("from the queue"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn task_progress(&self, p: &TaskProgress<'_>) -> Result<Option<TaskRecord>, StoreError> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET progress = COALESCE(?1, progress), lease_expires_at = ?2, updated_at = ?3 \
+             WHERE id = ?4 AND tenant = ?5 AND state = 'claimed' AND holder = ?6 AND lease_expires_at > ?3 \
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(p.progress.map(i64::from))
+        .bind(p.lease_ends)
+        .bind(p.now)
+        .bind(p.id)
+        .bind(p.tenant)
+        .bind(p.agent)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        add_event(
+            &mut tx, task.id, p.now, "progress", p.agent, p.progress, p.note,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    async fn task_complete(
+        &self,
+        c: &TaskCompletion<'_>,
+    ) -> Result<Option<(TaskRecord, PerformanceRecord)>, StoreError> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET state = 'completed', summary = ?1, progress = 100, completed_at = ?2, \
+             updated_at = ?2, lease_expires_at = NULL \
+             WHERE id = ?3 AND tenant = ?4 AND state = 'claimed' AND holder = ?5 AND lease_expires_at > ?2 \
+             RETURNING ",
+            task_columns!()
+        ))
+        .bind(c.summary)
+        .bind(c.now)
+        .bind(c.id)
+        .bind(c.tenant)
+        .bind(c.agent)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        let duration = c.now - task.claimed_at.unwrap_or(c.now);
+        count_outcome(
+            &mut tx,
+            c.tenant,
+            c.agent,
+            task.task_type.as_str(),
+            true,
+            duration,
+            c.now,
+        )
+        .await?;
+        add_event(
+            &mut tx,
+            task.id,
+            c.now,
+            "completed",
+            c.agent,
+            Some(100),
+            Some(c.summary),
+        )
+        .await?;
+        let perf = sqlx::query(
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+             FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
+        )
+        .bind(c.tenant)
+        .bind(c.agent)
+        .bind(task.task_type.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        let perf = performance_from_row(&perf)?;
+        tx.commit().await?;
+        Ok(Some((task, perf)))
+    }
+
+    async fn task_cancel(&self, c: &TaskCancel<'_>) -> Result<Option<TaskRecord>, StoreError> {
+        let mut tx = self.immediate().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE tasks SET state = 'cancelled', lease_expires_at = NULL, updated_at = ?1, completed_at = ?1 \
+             WHERE id = ?2 AND tenant = ?3 AND submitted_by = ?4 \
+             AND state IN ('queued', 'assigned', 'claimed') RETURNING ",
+            task_columns!()
+        ))
+        .bind(c.now)
+        .bind(c.id)
+        .bind(c.tenant)
+        .bind(c.actor)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        add_event(&mut tx, task.id, c.now, "cancelled", c.actor, None, None).await?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::TaskState;
+
+    const MINUTE: i64 = 60_000;
+
+    async fn open(dir: &std::path::Path) -> SqliteStore {
+        SqliteStore::open(&dir.join("arbiter.db")).await.unwrap()
+    }
+
+    fn queue_it(_: &RoutingInput<'_>) -> RouteChoice {
+        RouteChoice {
+            strategy: RoutingStrategy::Ucb1,
+            seed: 0,
+            chosen: None,
+            rationale: "nobody".into(),
+            candidates: vec![],
+        }
+    }
+
+    async fn submit(store: &SqliteStore, title: &str, now: i64) -> TaskRecord {
+        let required = RequiredCapabilities::default();
+        let (task, routing) = store
+            .task_create(
+                &NewTask {
+                    tenant: "default",
+                    title,
+                    description: "",
+                    spec: None,
+                    spec_id: None,
+                    task_type: TaskType::Test,
+                    type_confidence: 1.0,
+                    type_source: "given",
+                    risk_tier: 3,
+                    tier_reason: "test",
+                    priority: 3,
+                    required: &required,
+                    submitted_by: "lead",
+                    now,
+                    assignment_ends: now + 30 * MINUTE,
+                },
+                &queue_it,
+            )
+            .await
+            .unwrap();
+        assert_eq!(task.state, TaskState::Queued);
+        assert_eq!(routing.choice.chosen, None);
+        task
+    }
+
+    fn claim(agent: &str, now: i64) -> Claim<'_> {
+        Claim {
+            tenant: "default",
+            agent,
+            now,
+            lease_ends: now + 30 * MINUTE,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_task_is_claimed_by_exactly_one_of_many_racers() {
+        let dir = tempfile::tempdir().unwrap();
+        // Separate pools are separate connections, as separate processes have.
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(open(dir.path()).await);
+        }
+        let task = submit(&stores[0], "race", 1_000).await;
+        let names: Vec<String> = (0..20).map(|i| format!("agent-{i}")).collect();
+        let results = futures::future::join_all(names.iter().enumerate().map(|(i, name)| {
+            let store = &stores[i % stores.len()];
+            async move {
+                store
+                    .task_claim_queued(&claim(name, 2_000), task.id)
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let winners: Vec<&TaskRecord> = results.iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        let stored = stores[1].task_get(None, task.id).await.unwrap().unwrap();
+        assert_eq!(stored.holder, winners[0].holder);
+        assert_eq!(stored.attempts, 1);
+        let claims = stores[2]
+            .task_events(task.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "claimed")
+            .count();
+        assert_eq!(claims, 1);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_claim_is_requeued_once_and_counts_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let task = submit(&store, "lapse", 0).await;
+        let held = store
+            .task_claim_queued(&claim("slow", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.lease_expires_at, Some(31 * MINUTE));
+        // Not yet lapsed: nothing moves.
+        assert!(
+            store
+                .task_requeue_lapsed("default", 30 * MINUTE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let requeued = store
+            .task_requeue_lapsed("default", 31 * MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(
+            requeued,
+            vec![Requeued {
+                task_id: task.id,
+                agent: Some("slow".into()),
+                kind: "lease_expired"
+            }]
+        );
+        assert!(
+            store
+                .task_requeue_lapsed("default", 32 * MINUTE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let back = store
+            .task_get(Some("default"), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((back.state, back.holder), (TaskState::Queued, None));
+        let record = store.performance_list(None, Some("slow")).await.unwrap();
+        assert_eq!(record[0].stats.failures, 1);
+        assert_eq!(record[0].stats.attempts, 1);
+        // The lapsed holder can no longer complete it; another agent can claim it.
+        let late = TaskCompletion {
+            tenant: "default",
+            id: task.id,
+            agent: "slow",
+            summary: "done",
+            now: 33 * MINUTE,
+        };
+        assert!(store.task_complete(&late).await.unwrap().is_none());
+        assert!(
+            store
+                .task_claim_queued(&claim("quick", 33 * MINUTE), task.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn another_tenant_sees_none_of_the_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let task = submit(&store, "mine", 0).await;
+        assert!(
+            store
+                .task_get(Some("other"), task.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .task_list(Some("other"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.task_queued("other", 10, 0).await.unwrap().is_empty());
+        let foreign = Claim {
+            tenant: "other",
+            agent: "x",
+            now: 1,
+            lease_ends: 2,
+        };
+        assert!(
+            store
+                .task_claim_queued(&foreign, task.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
