@@ -102,10 +102,18 @@ async fn connect(url: &str, token: Option<&str>) -> Result<HttpClient, String> {
 }
 
 fn create_token(ws: &Path, tenant: &str, agent: &str) -> String {
-    let (code, out, err) = run_cli(
-        ws,
-        &["token", "create", "--tenant", tenant, "--agent", agent],
-    );
+    token_with(ws, &["--tenant", tenant, "--agent", agent])
+}
+
+/// An admin token: for a person at /admin, never for MCP.
+fn create_admin_token(ws: &Path, tenant: &str, person: &str) -> String {
+    token_with(ws, &["--tenant", tenant, "--agent", person, "--admin"])
+}
+
+fn token_with(ws: &Path, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_cli(ws, &all);
     assert_eq!(code, 0, "token create: {err}");
     let token = out.trim().to_string();
     assert!(token.starts_with("arb_"), "{out}");
@@ -502,4 +510,159 @@ async fn tenants_reach_only_their_own_workspace_and_records() {
     assert!(audit_records(&dir_a).is_empty());
     let (code, out, err) = run_cli(&dir_a, &["audit", "verify", "--tenant", "acme"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A request to the admin API; returns the status and the JSON body.
+async fn admin_call(
+    server: &HttpServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", server.base);
+    let client = reqwest::Client::new();
+    let mut request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_agent_token_cannot_call_the_admin_api() {
+    let s = Scratch::new();
+    let agent = create_token(&s.ws(), "default", "agent-a");
+    let server = HttpServer::start(&s.ws(), &[]);
+    let client = connect(&server.mcp(), Some(&agent)).await.unwrap();
+    let asked = ok(
+        &client,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "let me", "scope": {"paths": ["a/.env"]}}),
+    )
+    .await;
+    let id = asked["override_id"].as_str().unwrap().to_string();
+    for (method, path) in [
+        ("GET", "/admin/overrides".to_string()),
+        ("GET", format!("/admin/overrides/{id}")),
+        ("POST", format!("/admin/overrides/{id}/approve")),
+    ] {
+        let (status, body) = admin_call(&server, method, &path, Some(&agent), None).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("--admin"),
+            "{body}"
+        );
+        let (status, _) = admin_call(&server, method, &path, None, None).await;
+        assert_eq!(status, 401, "{method} {path} without a token");
+    }
+    let st = ok(&client, "override_status", json!({"override_id": id})).await;
+    assert_eq!(st["state"], "pending", "{st}");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_token_decides_over_http_for_its_tenant_only() {
+    let s = Scratch::new();
+    let agent = create_token(&s.ws(), "default", "agent-a");
+    let admin = create_admin_token(&s.ws(), "default", "alice");
+    let other_ws = s.outside().join("other");
+    std::fs::create_dir(&other_ws).unwrap();
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &[
+            "tenant",
+            "add",
+            "other",
+            "--tenant-workspace",
+            other_ws.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let other_admin = create_admin_token(&s.ws(), "other", "bob");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    // An admin token is no MCP client.
+    let (status, _, _, body) = post(&server.mcp(), Some(&admin), None, &[], &initialize()).await;
+    assert_eq!(status, 403, "{body}");
+
+    let client = connect(&server.mcp(), Some(&agent)).await.unwrap();
+    let write = json!({"file_path": "config/.env", "contents": "MODE=dev\n"});
+    refused(&client, "file_write", write.clone()).await;
+    let asked = ok(
+        &client,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "dev env", "scope": {"paths": ["config/.env"]}}),
+    )
+    .await;
+    let id = asked["override_id"].as_str().unwrap().to_string();
+
+    let (status, body) = admin_call(&server, "GET", "/admin/overrides", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    let listed = body["overrides"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{body}");
+    assert_eq!(listed[0]["override_id"], id.as_str());
+    assert_eq!(listed[0]["agent"], "agent-a");
+    // Another tenant's admin sees none of it and cannot decide it.
+    let (status, body) =
+        admin_call(&server, "GET", "/admin/overrides", Some(&other_admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["overrides"], json!([]), "{body}");
+    let approve = format!("/admin/overrides/{id}/approve");
+    let (status, _) = admin_call(&server, "POST", &approve, Some(&other_admin), None).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = admin_call(
+        &server,
+        "POST",
+        &approve,
+        Some(&admin),
+        Some(json!({"note": "dev only", "minutes": 30})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["override"]["state"], "approved", "{body}");
+    assert_eq!(body["override"]["decided_by"], "admin:alice", "{body}");
+    // Deciding twice is a conflict, not a second decision.
+    let (status, _) = admin_call(&server, "POST", &approve, Some(&admin), None).await;
+    assert_eq!(status, 409);
+    let (status, _) = admin_call(
+        &server,
+        "POST",
+        &approve,
+        Some(&admin),
+        Some(json!({"minutes": 99_999_999})),
+    )
+    .await;
+    // Longer than the policy's overrides.max_minutes: refused as such.
+    assert_eq!(status, 422);
+
+    ok(&client, "file_write", write).await;
+    let st = ok(&client, "override_status", json!({"override_id": id})).await;
+    assert_eq!(st["note"], "dev only", "{st}");
+    client.cancel().await.unwrap();
+
+    let records = audit_records(&s.ws());
+    assert!(
+        records
+            .iter()
+            .any(|r| r["tool"] == "override approve" && r["client_name"] == "admin:alice"),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["tool"] == "file_write" && r["waiver_ids"] == id.as_str()),
+        "{records:?}"
+    );
 }

@@ -8,9 +8,9 @@ mod init;
 mod overrides;
 mod policy;
 mod serve;
+mod tasks;
 mod tenant;
 mod token;
-mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::json;
 
-use crate::overrides::decide::{DecideError, Verdict, decide};
-use crate::overrides::{self, OverrideRecord, OverrideState, display_id, now_unix, parse_id, rfc3339};
+use crate::overrides::decide::{DecideError, Decision, Verdict, decide};
+use crate::overrides::{
+    self, OverrideRecord, OverrideState, display_id, now_unix, parse_id, rfc3339,
+};
 use crate::store::{AuditChain, Store};
 
 #[derive(Debug, Subcommand)]
@@ -89,7 +90,7 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             let shown: Vec<&OverrideRecord> = records.iter().filter(wanted).collect();
             if json {
                 for r in &shown {
-                    println!("{}", serde_json::to_string(&view(r, now))?);
+                    println!("{}", serde_json::to_string(&r.view(now))?);
                 }
             } else {
                 if shown.is_empty() {
@@ -104,7 +105,7 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
         }
         OverrideCommand::Show { id } => {
             let record = find(store.as_ref(), &id).await?;
-            println!("{}", serde_json::to_string_pretty(&view(&record, now))?);
+            println!("{}", serde_json::to_string_pretty(&record.view(now))?);
             Ok(ExitCode::SUCCESS)
         }
         OverrideCommand::Approve { id, note, minutes } => {
@@ -112,10 +113,28 @@ pub async fn run(setup: &super::Setup, command: OverrideCommand) -> anyhow::Resu
             decide_cli(&toolbox, &audit, store.as_ref(), &id, verdict, note, now).await
         }
         OverrideCommand::Deny { id, note } => {
-            decide_cli(&toolbox, &audit, store.as_ref(), &id, Verdict::Deny, note, now).await
+            decide_cli(
+                &toolbox,
+                &audit,
+                store.as_ref(),
+                &id,
+                Verdict::Deny,
+                note,
+                now,
+            )
+            .await
         }
         OverrideCommand::Revoke { id, note } => {
-            decide_cli(&toolbox, &audit, store.as_ref(), &id, Verdict::Revoke, note, now).await
+            decide_cli(
+                &toolbox,
+                &audit,
+                store.as_ref(),
+                &id,
+                Verdict::Revoke,
+                note,
+                now,
+            )
+            .await
         }
     }
 }
@@ -142,7 +161,14 @@ async fn decide_cli(
     };
     let policy = toolbox.policy.load();
     let verb = verdict.verb();
-    match decide(store, audit, &policy, &record, verdict, &actor(), note.as_deref(), now).await {
+    let actor = actor();
+    let decision = Decision {
+        verdict,
+        actor: &actor,
+        note: note.as_deref(),
+        now,
+    };
+    match decide(store, audit, &policy, &record, decision).await {
         Ok((_, said)) => {
             println!("{said}");
             Ok(ExitCode::SUCCESS)
@@ -206,25 +232,6 @@ fn print_caws_waivers(toolbox: &crate::tools::Toolbox, now: i64) {
     for (file, problem) in problems {
         println!("{file:<8} ignored: {problem}");
     }
-}
-
-fn view(r: &OverrideRecord, now: i64) -> serde_json::Value {
-    json!({
-        "override_id": r.display_id(),
-        "state": r.state_at(now).as_str(),
-        "tenant": r.tenant,
-        "agent": r.agent,
-        "session_id": r.session_id,
-        "rule_id": r.rule_id,
-        "reason": r.reason,
-        "scope": r.scope,
-        "requested_minutes": r.requested_minutes,
-        "requested_at": rfc3339(r.created_at),
-        "decided_at": r.decided_at.map(rfc3339),
-        "decided_by": r.decided_by,
-        "note": r.note,
-        "expires_at": r.expires_at.map(rfc3339),
-    })
 }
 
 fn line(r: &OverrideRecord, now: i64) -> String {

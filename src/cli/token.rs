@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use crate::overrides::{now_unix, rfc3339};
 use crate::server::auth::generate_token;
-use crate::store::{DEFAULT_TENANT, NewToken, Store, TokenRecord};
+use crate::store::{DEFAULT_TENANT, NewToken, Store, TokenRecord, TokenRole};
 
 /// Longest agent name.
 const MAX_AGENT_LEN: usize = 128;
@@ -21,9 +21,14 @@ pub enum TokenCommand {
         /// with `arbiter tenant add`.
         #[arg(long)]
         tenant: String,
-        /// The agent name its calls are recorded under (and overrides granted to).
+        /// The agent name its calls are recorded under (and overrides granted to);
+        /// for an admin token, the person's name, recorded with each decision.
         #[arg(long)]
         agent: String,
+        /// A token for a person at the admin API (/admin: override decisions of
+        /// its tenant), which cannot speak MCP; agent tokens get 403 there.
+        #[arg(long)]
+        admin: bool,
     },
     /// List tokens (never the secrets): id, tenant, agent, created, revoked.
     List {
@@ -42,7 +47,18 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
     let root = crate::server::tenants::canonical_workspace(&setup.workspace)?;
     let store = super::open_store(&root).await?;
     match command {
-        TokenCommand::Create { tenant, agent } => create(store.as_ref(), &tenant, &agent).await,
+        TokenCommand::Create {
+            tenant,
+            agent,
+            admin,
+        } => {
+            let role = if admin {
+                TokenRole::Admin
+            } else {
+                TokenRole::Agent
+            };
+            create(store.as_ref(), &tenant, &agent, role).await
+        }
         TokenCommand::List { json } => {
             let tokens = store.token_list().await?;
             if json {
@@ -55,8 +71,8 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
                 );
             } else {
                 println!(
-                    "{:>4}  {:<16} {:<20} {:<12} {:<20}  revoked",
-                    "id", "tenant", "agent", "token", "created"
+                    "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<20}  revoked",
+                    "id", "tenant", "agent", "role", "token", "created"
                 );
                 for t in &tokens {
                     println!("{}", line(t));
@@ -83,7 +99,12 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
     }
 }
 
-async fn create(store: &dyn Store, tenant: &str, agent: &str) -> anyhow::Result<ExitCode> {
+async fn create(
+    store: &dyn Store,
+    tenant: &str,
+    agent: &str,
+    role: TokenRole,
+) -> anyhow::Result<ExitCode> {
     if tenant != DEFAULT_TENANT && store.tenant_get(tenant).await?.is_none() {
         eprintln!(
             "arbiter token create: there is no tenant `{tenant}`; add it first with \
@@ -104,6 +125,7 @@ async fn create(store: &dyn Store, tenant: &str, agent: &str) -> anyhow::Result<
         .token_create(&NewToken {
             tenant,
             agent,
+            role,
             hash: &secret.hash,
             prefix: &secret.prefix,
             now: now_unix(),
@@ -112,19 +134,24 @@ async fn create(store: &dyn Store, tenant: &str, agent: &str) -> anyhow::Result<
     // The token alone on stdout, for `TOKEN=$(arbiter token create ...)`.
     println!("{}", secret.token);
     eprintln!(
-        "token {} for tenant `{}`, agent `{}`: shown only this once, so keep it now. \
+        "{} token {} for tenant `{}`, `{}`: shown only this once, so keep it now. \
          Clients send it as `Authorization: Bearer <token>`; revoke it with `arbiter token revoke {}`.",
-        record.id, record.tenant, record.agent, record.id
+        record.role.as_str(),
+        record.id,
+        record.tenant,
+        record.agent,
+        record.id
     );
     Ok(ExitCode::SUCCESS)
 }
 
 fn line(t: &TokenRecord) -> String {
     format!(
-        "{:>4}  {:<16} {:<20} {:<12} {:<20}  {}",
+        "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<20}  {}",
         t.id,
         t.tenant,
         t.agent,
+        t.role.as_str(),
         format!("{}…", t.prefix),
         rfc3339(t.created_at),
         t.revoked_at.map_or_else(|| "-".to_string(), rfc3339)

@@ -14,7 +14,9 @@ use crate::store::{AuditChain, OverrideDecision, Store};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// For `minutes` (default: what the agent asked, else the policy's default).
-    Approve { minutes: Option<u64> },
+    Approve {
+        minutes: Option<u64>,
+    },
     Deny,
     Revoke,
 }
@@ -52,18 +54,31 @@ pub enum DecideError {
     Store(String),
 }
 
-/// Apply `verdict` by `actor` to `record`; returns the record as it is now
-/// and the one-line account that went into the audit record.
+/// Who decided what, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub verdict: Verdict,
+    /// `cli:USER`, `admin:NAME`, ...
+    pub actor: &'a str,
+    pub note: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Apply `decision` to `record`; returns the record as it is now and the
+/// one-line account that went into the audit record.
 pub async fn decide(
     store: &dyn Store,
     audit: &AuditChain,
     policy: &Policy,
     record: &OverrideRecord,
-    verdict: Verdict,
-    actor: &str,
-    note: Option<&str>,
-    now: i64,
+    decision: Decision<'_>,
 ) -> Result<(OverrideRecord, String), DecideError> {
+    let Decision {
+        verdict,
+        actor,
+        note,
+        now,
+    } = decision;
     let started = std::time::Instant::now();
     let expires_at = match verdict {
         Verdict::Approve { minutes } => {
@@ -73,8 +88,12 @@ pub async fn decide(
                     record.rule_id
                 )));
             }
-            let m = approval_minutes(minutes, record.requested_minutes, policy.override_settings())
-                .map_err(DecideError::NotAllowed)?;
+            let m = approval_minutes(
+                minutes,
+                record.requested_minutes,
+                policy.override_settings(),
+            )
+            .map_err(DecideError::NotAllowed)?;
             Some(now + m as i64 * 60)
         }
         Verdict::Deny | Verdict::Revoke => None,

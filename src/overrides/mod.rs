@@ -286,6 +286,26 @@ impl OverrideRecord {
         }
     }
 
+    /// The record as people read it (CLI `--json`, the admin API).
+    pub fn view(&self, now: i64) -> serde_json::Value {
+        serde_json::json!({
+            "override_id": self.display_id(),
+            "state": self.state_at(now).as_str(),
+            "tenant": self.tenant,
+            "agent": self.agent,
+            "session_id": self.session_id,
+            "rule_id": self.rule_id,
+            "reason": self.reason,
+            "scope": self.scope,
+            "requested_minutes": self.requested_minutes,
+            "requested_at": rfc3339(self.created_at),
+            "decided_at": self.decided_at.map(rfc3339),
+            "decided_by": self.decided_by,
+            "note": self.note,
+            "expires_at": self.expires_at.map(rfc3339),
+        })
+    }
+
     /// The waiver an approved record grants, if it is in force at `now`.
     pub fn waiver_at(&self, now: i64) -> Option<Waiver> {
         if self.state_at(now) != OverrideState::Approved {

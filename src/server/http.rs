@@ -166,11 +166,16 @@ pub async fn serve(
         stop: stop.clone(),
         endpoints: Mutex::new(HashMap::new()),
     });
+    let admin = super::admin::router(super::admin::AdminState {
+        tenants: app.tenants.clone(),
+        allowed_origins: options.allowed_origins.clone(),
+    });
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/mcp", any(mcp))
-        .with_state(app);
+        .with_state(app)
+        .merge(admin);
 
     tracing::info!(
         url = %format!("http://{bound}/mcp"),
@@ -275,6 +280,14 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     let (token, identity) = if app.require_token {
         let store = &app.tenants.default_tenant().toolbox.store;
         match auth::authenticate(store, request.headers()).await {
+            Ok(record) if record.role == crate::store::TokenRole::Admin => {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this is an admin token, for a person at /admin; agents connect with \
+                     agent tokens (`arbiter token create` without --admin)",
+                );
+            }
             Ok(record) => (
                 Some(record.id),
                 Some(SessionIdentity {

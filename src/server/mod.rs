@@ -6,6 +6,7 @@
 //! This module holds no file or process logic: the tools do that through the
 //! policy and the executor.
 
+pub mod admin;
 pub mod auth;
 pub mod backpressure;
 pub mod http;

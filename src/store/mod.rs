@@ -5,9 +5,9 @@
 pub mod audit;
 pub mod journal;
 pub mod sqlite;
-pub mod tokens;
 mod sqlite_tasks;
 pub mod tasks;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -18,8 +18,8 @@ use async_trait::async_trait;
 pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
 pub use journal::AuditChain;
 pub use sqlite::SqliteStore;
-pub use tokens::{NewToken, TenantRecord, TokenRecord};
 pub use tasks::TaskStore;
+pub use tokens::{NewToken, TenantRecord, TokenRecord, TokenRole};
 
 /// The tenant of an embedded, single-user server.
 pub const DEFAULT_TENANT: &str = "default";

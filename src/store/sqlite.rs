@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use super::audit::{AuditRecord, ChainHead};
+use super::tokens::TokenRole;
 use super::tokens::{NewToken, TenantRecord, TokenRecord};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
 use crate::overrides::{OverrideRecord, Scope};
@@ -34,7 +35,7 @@ macro_rules! select_overrides {
 /// The columns [`token_from_row`] reads (never the hash).
 macro_rules! token_columns {
     () => {
-        "id, tenant, agent, prefix, created_at, revoked_at"
+        "id, tenant, agent, role, prefix, created_at, revoked_at"
     };
 }
 fn override_from_row(row: &SqliteRow) -> Result<OverrideRecord, sqlx::Error> {
@@ -438,11 +439,12 @@ impl Store for SqliteStore {
 
     async fn token_create(&self, new: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO api_tokens (tenant, agent, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?) RETURNING ",
+            "INSERT INTO api_tokens (tenant, agent, role, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING ",
             token_columns!()
         ))
         .bind(new.tenant)
         .bind(new.agent)
+        .bind(new.role.as_str())
         .bind(new.hash)
         .bind(new.prefix)
         .bind(new.now)
@@ -522,6 +524,7 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, sqlx::Error> {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
         agent: row.try_get("agent")?,
+        role: TokenRole::parse(&row.try_get::<String, _>("role")?),
         prefix: row.try_get("prefix")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -576,6 +579,7 @@ mod tests {
         let (_dir, store) = scratch_store().await;
         let new = NewToken {
             tenant: "acme",
+            role: TokenRole::Agent,
             agent: "bot",
             hash: "h1",
             prefix: "arb_abcdefgh",

@@ -4,12 +4,42 @@
 
 use serde::Serialize;
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Speaks MCP at `/mcp` as its agent.
+    Agent,
+    /// A person at `/admin`: decides override requests of its tenant; no MCP.
+    Admin,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Agent => "agent",
+            TokenRole::Admin => "admin",
+        }
+    }
+
+    /// As stored; anything unknown is the least privileged role.
+    pub fn parse(s: &str) -> Self {
+        if s == "admin" {
+            TokenRole::Admin
+        } else {
+            TokenRole::Agent
+        }
+    }
+}
+
 /// A stored bearer token: who it acts for. The secret itself is never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TokenRecord {
     pub id: i64,
     pub tenant: String,
+    /// The agent (or, for an admin token, the person) its requests are recorded under.
     pub agent: String,
+    pub role: TokenRole,
     /// The token's first characters (`arb_` and a few more), to tell tokens apart.
     pub prefix: String,
     /// Unix seconds, UTC.
@@ -28,6 +58,7 @@ impl TokenRecord {
 pub struct NewToken<'a> {
     pub tenant: &'a str,
     pub agent: &'a str,
+    pub role: TokenRole,
     /// Hex SHA-256 of the whole token.
     pub hash: &'a str,
     pub prefix: &'a str,
