@@ -176,3 +176,54 @@ async fn init_writes_a_policy_once_and_prints_configurations_that_start() {
     let tools = tools_of(&entry, &s.ws()).await;
     assert!(tools.iter().any(|t| t == "file_read"), "{tools:?}");
 }
+
+/// The README's tool table names every tool the server lists, with every
+/// argument, and no tool the server does not have.
+#[tokio::test]
+async fn the_readme_tool_table_matches_the_server() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let s = Scratch::new();
+    let client = start(&s.ws()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    client.cancel().await.unwrap();
+    let section = readme
+        .split("\n## Tools\n")
+        .nth(1)
+        .expect("README has a Tools section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    for tool in &tools {
+        let row = rows
+            .iter()
+            .find(|r| r.starts_with(&format!("| `{}` |", tool.name)))
+            .unwrap_or_else(|| panic!("README has no row for `{}`", tool.name));
+        let required: Vec<&str> = tool
+            .input_schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(props) = tool
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+        {
+            for arg in props.keys() {
+                let mark = if required.contains(&arg.as_str()) {
+                    format!("`{arg}`*")
+                } else {
+                    format!("`{arg}`")
+                };
+                assert!(
+                    row.contains(&mark),
+                    "README row for `{}` lacks {mark}: {row}",
+                    tool.name
+                );
+            }
+        }
+    }
+    assert_eq!(rows.len(), tools.len(), "one README row per tool: {rows:?}");
+}

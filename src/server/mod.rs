@@ -440,7 +440,7 @@ impl ArbiterServer {
 
     #[tool(
         name = "terminal_close_session",
-        description = "Close a terminal session: its shell and every process it started are stopped (SIGTERM, then SIGKILL). Returns the output not yet read.",
+        description = "Close a terminal session: the terminal is hung up (SIGHUP), then its shell and every process it started are stopped (SIGTERM, then SIGKILL). Returns the output not yet read.",
         annotations(title = "Close terminal session", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<SessionOutput>()
     )]
