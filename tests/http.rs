@@ -666,3 +666,16 @@ async fn an_admin_token_decides_over_http_for_its_tenant_only() {
         "{records:?}"
     );
 }
+
+#[test]
+fn a_tenant_workspace_under_a_path_every_command_reads_is_refused() {
+    let s = Scratch::new();
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &["tenant", "add", "sys", "--tenant-workspace", "/etc"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("every sandboxed command may"), "{err}");
+    let (_, out, _) = run_cli(&s.ws(), &["tenant", "list"]);
+    assert!(!out.contains("sys"), "{out}");
+}

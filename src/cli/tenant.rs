@@ -73,6 +73,17 @@ pub async fn run(setup: &super::Setup, command: TenantCommand) -> anyhow::Result
                     dir.display()
                 ));
             }
+            if let Some(system) = crate::exec::plan::SYSTEM_READ_PATHS
+                .iter()
+                .find(|p| workspace.starts_with(p))
+            {
+                return usage(format!(
+                    "the workspace {} is under {system}, which every sandboxed command may \
+                     read: other tenants' commands could read its files. Put it elsewhere \
+                     (e.g. under /srv or /home).",
+                    workspace.display()
+                ));
+            }
             let policy = match &tenant_policy {
                 Some(p) => Some(std::fs::canonicalize(p).map_err(|e| {
                     anyhow::anyhow!("cannot open the policy file {}: {e}", p.display())
