@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod backpressure;
 pub mod http;
+pub mod sse;
 pub mod tenants;
 
 use std::sync::Arc;
