@@ -729,7 +729,10 @@ async fn open_sse(base: &str, token: Option<&str>, extra: &[(&str, &str)]) -> re
 async fn sse_session(base: &str, token: &str) -> (SseStream, String) {
     let response = open_sse(base, Some(token), &[]).await;
     assert_eq!(response.status().as_u16(), 200);
-    let kind = response.headers()["content-type"].to_str().unwrap().to_string();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(kind.starts_with("text/event-stream"), "{kind}");
     let mut stream = SseStream {
         response,
@@ -769,7 +772,10 @@ async fn sse_sends_the_endpoint_first_then_answers_posts_on_the_stream() {
 
     let (mut stream, url) = sse_session(&server.base, &token).await;
     let (status, _) = post_message(&url, Some(&token), &initialize()).await;
-    assert_eq!(status, 202, "a POST is accepted; the answer goes on the stream");
+    assert_eq!(
+        status, 202,
+        "a POST is accepted; the answer goes on the stream"
+    );
     let init = stream.next_message().await;
     assert_eq!(init["id"], 1, "{init}");
     assert_eq!(init["result"]["serverInfo"]["name"], "arbiter", "{init}");
@@ -801,7 +807,10 @@ async fn sse_sends_the_endpoint_first_then_answers_posts_on_the_stream() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status, 404, "a closed stream's session no longer takes messages");
+    assert_eq!(
+        status, 404,
+        "a closed stream's session no longer takes messages"
+    );
 }
 
 #[tokio::test]
@@ -818,7 +827,11 @@ async fn sse_needs_a_token_refuses_admin_tokens_and_foreign_origins() {
     assert_eq!(body["error"], "invalid_request", "{body}");
 
     let response = open_sse(&server.base, Some(&admin), &[]).await;
-    assert_eq!(response.status().as_u16(), 403, "admin tokens do not speak MCP");
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "admin tokens do not speak MCP"
+    );
 
     let evil = [("origin", "http://evil.example")];
     let response = open_sse(&server.base, Some(&token), &evil).await;
@@ -828,7 +841,11 @@ async fn sse_needs_a_token_refuses_admin_tokens_and_foreign_origins() {
 
     let foreign_host = [("host", "evil.example")];
     let response = open_sse(&server.base, Some(&token), &foreign_host).await;
-    assert_eq!(response.status().as_u16(), 403, "DNS rebinding: foreign Host");
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "DNS rebinding: foreign Host"
+    );
 
     // A POST is checked the same way, before its session is looked at.
     let (_stream, url) = sse_session(&server.base, &token).await;
@@ -853,14 +870,119 @@ async fn an_sse_session_is_bound_to_the_token_that_opened_it() {
 
     let (mut stream, url) = sse_session(&server.base, &token_a).await;
     let (status, body) = post_message(&url, Some(&token_b), &initialize()).await;
-    assert_eq!(status, 404, "another token's session does not exist: {body}");
+    assert_eq!(
+        status, 404,
+        "another token's session does not exist: {body}"
+    );
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"], "session_not_found", "{body}");
-    let unknown = format!("{}/messages?sessionId=0123456789abcdef0123456789abcdef", server.base);
-    assert_eq!(post_message(&unknown, Some(&token_a), &initialize()).await.0, 404);
+    let unknown = format!(
+        "{}/messages?sessionId=0123456789abcdef0123456789abcdef",
+        server.base
+    );
+    assert_eq!(
+        post_message(&unknown, Some(&token_a), &initialize())
+            .await
+            .0,
+        404
+    );
 
     // The owner still can, and nothing of B's attempt reached the session.
-    assert_eq!(post_message(&url, Some(&token_a), &initialize()).await.0, 202);
+    assert_eq!(
+        post_message(&url, Some(&token_a), &initialize()).await.0,
+        202
+    );
     let init = stream.next_message().await;
     assert_eq!(init["id"], 1, "{init}");
+}
+
+/// `GET /metrics` as `name{labels}` -> value; every sample line must parse.
+async fn scrape(base: &str) -> std::collections::BTreeMap<String, f64> {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    let text = response.text().await.unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            assert!(
+                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(
+            text.contains(&format!(
+                "# TYPE {}",
+                name.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+            )),
+            "no TYPE for {line}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_tool_and_decision_with_latency_and_sessions() {
+    let s = Scratch::new();
+    s.write("notes.txt", "x\n");
+    let token = create_token(&s.ws(), "default", "metrics-bot");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let client = connect(&server.mcp(), Some(&token)).await.unwrap();
+    ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    let m = scrape(&server.base).await;
+
+    let calls: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("arbiter_tool_calls_total{tool=\"file_read\",")
+                && k.contains("outcome=\"ok\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(calls, 2.0, "{m:#?}");
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("arbiter_tool_calls_total{") && k.contains("decision=\"")),
+        "{m:#?}"
+    );
+    let count = m["arbiter_tool_call_duration_seconds_count{tool=\"file_read\"}"];
+    assert_eq!(count, 2.0);
+    assert_eq!(
+        m["arbiter_tool_call_duration_seconds_bucket{tool=\"file_read\",le=\"+Inf\"}"],
+        count
+    );
+    // Buckets are cumulative: never fewer calls under a larger bound.
+    let mut buckets: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix("arbiter_tool_call_duration_seconds_bucket{tool=\"file_read\",le=\"")?
+                .trim_end_matches("\"}");
+            Some((le.parse::<f64>().unwrap_or(f64::INFINITY), *v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 5, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert!(m["arbiter_mcp_sessions_active"] >= 1.0, "{m:#?}");
+    assert_eq!(m["arbiter_overrides_pending{tenant=\"default\"}"], 0.0);
+
+    client.cancel().await.unwrap();
 }

@@ -6,8 +6,8 @@
 //! does the same over HTTP: streamable HTTP at `/mcp` and the legacy SSE transport.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -222,7 +222,9 @@ fn python_mcp_sdk_drives_streamable_http_and_legacy_sse() {
     let (root, workspace) = scratch();
     fs::write(workspace.join("notes.txt"), "hello from http\n").unwrap();
     let token = Command::new(env!("CARGO_BIN_EXE_arbiter"))
-        .args(["token", "create", "--tenant", "default", "--agent", "py-sdk"])
+        .args([
+            "token", "create", "--tenant", "default", "--agent", "py-sdk",
+        ])
         .arg("--workspace")
         .arg(&workspace)
         .output()

@@ -1,6 +1,6 @@
 //! `arbiter serve --http ADDR`: MCP over streamable HTTP at `/mcp` (rmcp's
 //! server on axum), the legacy HTTP+SSE transport at `/sse` (see `sse.rs`),
-//! and the probes `/healthz` and `/readyz`.
+//! the probes `/healthz` and `/readyz`, and `/metrics` (see `metrics.rs`).
 //!
 //! Every request to `/mcp` is authenticated first (unless `--no-auth`), then
 //! handed to an MCP endpoint of its own token: one rmcp service and session
@@ -185,6 +185,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/mcp", any(mcp))
         .with_state(app)
         .merge(admin)
@@ -370,6 +371,31 @@ pub(super) async fn identify(
         identity,
         runtime,
     })
+}
+
+/// `GET /metrics`: Prometheus text. Like the probes it needs no token: it
+/// shows counts and timings, never arguments, paths or names of agents.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let now = crate::overrides::now_unix();
+    let mut pending = Vec::new();
+    for runtime in app.tenants.opened().await {
+        let Ok(store) = runtime.toolbox.store.get().await else {
+            continue; // /readyz says why; a scrape must not fail for it
+        };
+        if let Ok(records) = store.override_list(Some(&runtime.name), None, 10_000).await {
+            let n = records
+                .iter()
+                .filter(|r| r.state_at(now) == crate::overrides::OverrideState::Pending)
+                .count();
+            pending.push((runtime.name.clone(), n as u64));
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        super::metrics::render(&pending),
+    )
+        .into_response()
 }
 
 /// `/mcp`: authenticate, pick the token's endpoint, let rmcp answer.

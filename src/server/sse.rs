@@ -345,7 +345,12 @@ async fn message(State(state): State<Arc<SseState>>, request: Request) -> Respon
     if inbox.send(message).await.is_err() {
         return session_not_found();
     }
-    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "text/plain")], "Accepted").into_response()
+    (
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "text/plain")],
+        "Accepted",
+    )
+        .into_response()
 }
 
 fn session_not_found() -> Response {
@@ -436,12 +441,27 @@ mod tests {
 
     #[test]
     fn origins_match_by_scheme_host_and_port() {
-        assert!(origin_matches("http://localhost:3000", "http://localhost:3000"));
-        assert!(origin_matches("http://localhost:*", "http://localhost:5173"));
+        assert!(origin_matches(
+            "http://localhost:3000",
+            "http://localhost:3000"
+        ));
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:5173"
+        ));
         assert!(origin_matches("http://localhost", "http://localhost:5173"));
-        assert!(!origin_matches("http://localhost:3000", "http://localhost:3001"));
-        assert!(!origin_matches("http://localhost:3000", "https://localhost:3000"));
-        assert!(!origin_matches("http://localhost:3000", "http://evil.example"));
+        assert!(!origin_matches(
+            "http://localhost:3000",
+            "http://localhost:3001"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:3000",
+            "https://localhost:3000"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:3000",
+            "http://evil.example"
+        ));
         assert!(!origin_matches("http://localhost:3000", "null"));
     }
 }
