@@ -183,7 +183,7 @@ impl Drop for StreamGuard {
 
 /// `GET /sse`: authenticate, start a session's server, stream its messages.
 async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check_host_and_origin(&state, &headers) {
+    if let Some(refused) = refuse_host_or_origin(&state, &headers) {
         return refused;
     }
     let Caller {
@@ -292,7 +292,7 @@ async fn run_session(
 /// `POST /messages?sessionId=ID`: one JSON-RPC message for a session's server.
 async fn message(State(state): State<Arc<SseState>>, request: Request) -> Response {
     let headers = request.headers().clone();
-    if let Err(refused) = check_host_and_origin(&state, &headers) {
+    if let Some(refused) = refuse_host_or_origin(&state, &headers) {
         return refused;
     }
     let caller = match identify(&state.tenants, state.require_token, &headers).await {
@@ -363,8 +363,9 @@ fn session_not_found() -> Response {
 }
 
 /// DNS-rebinding protection, as rmcp does it for `/mcp`: a `Host` must be one
-/// of ours, and a browser's `Origin` one the operator allowed.
-fn check_host_and_origin(state: &SseState, headers: &HeaderMap) -> Result<(), Response> {
+/// of ours, and a browser's `Origin` one the operator allowed. Returns the
+/// refusal, if any.
+fn refuse_host_or_origin(state: &SseState, headers: &HeaderMap) -> Option<Response> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -382,7 +383,7 @@ fn check_host_and_origin(state: &SseState, headers: &HeaderMap) -> Result<(), Re
     });
     if !host_ok {
         tracing::warn!(host = ?headers.get(header::HOST), "SSE request with a foreign Host refused");
-        return Err(json_error(
+        return Some(json_error(
             StatusCode::FORBIDDEN,
             "forbidden_host",
             "this Host is not served here (DNS rebinding protection); the operator can allow \
@@ -397,14 +398,14 @@ fn check_host_and_origin(state: &SseState, headers: &HeaderMap) -> Result<(), Re
             .any(|allowed| origin_matches(allowed, &origin))
         {
             tracing::warn!(origin = %origin, "SSE request from a foreign Origin refused");
-            return Err(json_error(
+            return Some(json_error(
                 StatusCode::FORBIDDEN,
                 "forbidden_origin",
                 &format!("requests from the origin `{origin}` are refused (--allowed-origin)"),
             ));
         }
     }
-    Ok(())
+    None
 }
 
 fn same_host(a: &str, b: &str) -> bool {
