@@ -986,3 +986,41 @@ async fn metrics_count_calls_by_tool_and_decision_with_latency_and_sessions() {
 
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_sse_session_and_drops_its_server() {
+    let s = Scratch::new();
+    let token = create_token(&s.ws(), "default", "sse-revoked");
+    let id = newest_token_id(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let (mut stream, url) = sse_session(&server.base, &token).await;
+    assert_eq!(post_message(&url, Some(&token), &initialize()).await.0, 202);
+    stream.next_message().await;
+    assert_eq!(
+        scrape(&server.base).await["arbiter_mcp_sessions_active"],
+        1.0
+    );
+
+    let (code, _, err) = run_cli(&s.ws(), &["token", "revoke", &id]);
+    assert_eq!(code, 0, "token revoke: {err}");
+    assert_eq!(post_message(&url, Some(&token), &initialize()).await.0, 401);
+    // The refusal ended the session: its stream closes and its server is dropped.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(_chunk) = stream.response.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the revoked token's stream closes");
+    let mut active = -1.0;
+    for _ in 0..50 {
+        active = scrape(&server.base).await["arbiter_mcp_sessions_active"];
+        if active == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        active, 0.0,
+        "the session's server (and its terminals, jobs) is gone"
+    );
+}
