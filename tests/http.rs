@@ -679,3 +679,361 @@ fn a_tenant_workspace_under_a_path_every_command_reads_is_refused() {
     let (_, out, _) = run_cli(&s.ws(), &["tenant", "list"]);
     assert!(!out.contains("sys"), "{out}");
 }
+
+// ---- The legacy HTTP+SSE transport: GET /sse + POST /messages?sessionId= ----
+
+/// An open `GET /sse` stream, read event by event.
+struct SseStream {
+    response: reqwest::Response,
+    buf: String,
+}
+
+impl SseStream {
+    /// The next `(event, data)`; keep-alive comments are skipped.
+    async fn next_event(&mut self) -> (String, String) {
+        let read = async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let (mut event, mut data) = (String::from("message"), Vec::new());
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("event:") {
+                            event = v.trim().to_string();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                        }
+                    }
+                    if !data.is_empty() {
+                        return (event, data.join("\n"));
+                    }
+                    continue;
+                }
+                let chunk = self.response.chunk().await.unwrap().expect("stream ended");
+                self.buf.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("an SSE event within 30 s")
+    }
+
+    /// The next `message` event, as JSON.
+    async fn next_message(&mut self) -> Value {
+        let (event, data) = self.next_event().await;
+        assert_eq!(event, "message", "{data}");
+        serde_json::from_str(&data).unwrap()
+    }
+}
+
+async fn open_sse(base: &str, token: Option<&str>, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .get(format!("{base}/sse"))
+        .header("accept", "text/event-stream");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+/// An SSE session of `token`: the stream and the POST URL its `endpoint` event gave.
+async fn sse_session(base: &str, token: &str) -> (SseStream, String) {
+    let response = open_sse(base, Some(token), &[]).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let mut stream = SseStream {
+        response,
+        buf: String::new(),
+    };
+    let (event, data) = stream.next_event().await;
+    assert_eq!(event, "endpoint", "the first event names the POST URL");
+    let id = data
+        .strip_prefix("/messages?sessionId=")
+        .unwrap_or_else(|| panic!("endpoint data: {data}"));
+    assert!(
+        id.len() >= 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "a random session id: {id}"
+    );
+    (stream, format!("{base}{data}"))
+}
+
+async fn post_message(url: &str, token: Option<&str>, body: &Value) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn sse_sends_the_endpoint_first_then_answers_posts_on_the_stream() {
+    let s = Scratch::new();
+    s.write("notes.txt", "hello over sse\n");
+    let token = create_token(&s.ws(), "default", "sse-bot");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let (mut stream, url) = sse_session(&server.base, &token).await;
+    let (status, _) = post_message(&url, Some(&token), &initialize()).await;
+    assert_eq!(
+        status, 202,
+        "a POST is accepted; the answer goes on the stream"
+    );
+    let init = stream.next_message().await;
+    assert_eq!(init["id"], 1, "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "arbiter", "{init}");
+
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post_message(&url, Some(&token), &initialized).await.0, 202);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "file_read", "arguments": {"target_file": "notes.txt"}}});
+    assert_eq!(post_message(&url, Some(&token), &call).await.0, 202);
+    let read = stream.next_message().await;
+    assert_eq!(read["id"], 2, "{read}");
+    assert!(read.to_string().contains("hello over sse"), "{read}");
+
+    let (status, body) = post_message(&url, Some(&token), &json!({"not": "json-rpc"})).await;
+    assert_eq!(status, 400, "{body}");
+
+    // The call acted as the token's agent.
+    let records = audit_records(&s.ws());
+    let record = records.iter().rfind(|r| r["tool"] == "file_read").unwrap();
+    assert_eq!(record["client_name"], "sse-bot", "{record}");
+
+    // Closing the stream ends the session: its id is gone.
+    drop(stream);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = post_message(&url, Some(&token), &call).await.0;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 404,
+        "a closed stream's session no longer takes messages"
+    );
+}
+
+#[tokio::test]
+async fn sse_needs_a_token_refuses_admin_tokens_and_foreign_origins() {
+    let s = Scratch::new();
+    let token = create_token(&s.ws(), "default", "sse-bot");
+    let admin = create_admin_token(&s.ws(), "default", "alice");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let response = open_sse(&server.base, None, &[]).await;
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+
+    let response = open_sse(&server.base, Some(&admin), &[]).await;
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "admin tokens do not speak MCP"
+    );
+
+    let evil = [("origin", "http://evil.example")];
+    let response = open_sse(&server.base, Some(&token), &evil).await;
+    assert_eq!(response.status().as_u16(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "forbidden_origin", "{body}");
+
+    let foreign_host = [("host", "evil.example")];
+    let response = open_sse(&server.base, Some(&token), &foreign_host).await;
+    assert_eq!(
+        response.status().as_u16(),
+        403,
+        "DNS rebinding: foreign Host"
+    );
+
+    // A POST is checked the same way, before its session is looked at.
+    let (_stream, url) = sse_session(&server.base, &token).await;
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("origin", "http://evil.example")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    assert_eq!(post_message(&url, None, &initialize()).await.0, 401);
+}
+
+#[tokio::test]
+async fn an_sse_session_is_bound_to_the_token_that_opened_it() {
+    let s = Scratch::new();
+    let token_a = create_token(&s.ws(), "default", "agent-a");
+    let token_b = create_token(&s.ws(), "default", "agent-b");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let (mut stream, url) = sse_session(&server.base, &token_a).await;
+    let (status, body) = post_message(&url, Some(&token_b), &initialize()).await;
+    assert_eq!(
+        status, 404,
+        "another token's session does not exist: {body}"
+    );
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "session_not_found", "{body}");
+    let unknown = format!(
+        "{}/messages?sessionId=0123456789abcdef0123456789abcdef",
+        server.base
+    );
+    assert_eq!(
+        post_message(&unknown, Some(&token_a), &initialize())
+            .await
+            .0,
+        404
+    );
+
+    // The owner still can, and nothing of B's attempt reached the session.
+    assert_eq!(
+        post_message(&url, Some(&token_a), &initialize()).await.0,
+        202
+    );
+    let init = stream.next_message().await;
+    assert_eq!(init["id"], 1, "{init}");
+}
+
+/// `GET /metrics` as `name{labels}` -> value; every sample line must parse.
+async fn scrape(base: &str) -> std::collections::BTreeMap<String, f64> {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    let text = response.text().await.unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            assert!(
+                line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE "),
+                "{line}"
+            );
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+        assert!(
+            text.contains(&format!(
+                "# TYPE {}",
+                name.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+            )),
+            "no TYPE for {line}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_tool_and_decision_with_latency_and_sessions() {
+    let s = Scratch::new();
+    s.write("notes.txt", "x\n");
+    let token = create_token(&s.ws(), "default", "metrics-bot");
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let client = connect(&server.mcp(), Some(&token)).await.unwrap();
+    ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    let m = scrape(&server.base).await;
+
+    let calls: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("arbiter_tool_calls_total{tool=\"file_read\",")
+                && k.contains("outcome=\"ok\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(calls, 2.0, "{m:#?}");
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with("arbiter_tool_calls_total{") && k.contains("decision=\"")),
+        "{m:#?}"
+    );
+    let count = m["arbiter_tool_call_duration_seconds_count{tool=\"file_read\"}"];
+    assert_eq!(count, 2.0);
+    assert_eq!(
+        m["arbiter_tool_call_duration_seconds_bucket{tool=\"file_read\",le=\"+Inf\"}"],
+        count
+    );
+    // Buckets are cumulative: never fewer calls under a larger bound.
+    let mut buckets: Vec<(f64, f64)> = m
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k
+                .strip_prefix("arbiter_tool_call_duration_seconds_bucket{tool=\"file_read\",le=\"")?
+                .trim_end_matches("\"}");
+            Some((le.parse::<f64>().unwrap_or(f64::INFINITY), *v))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(buckets.len() > 5, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert!(m["arbiter_mcp_sessions_active"] >= 1.0, "{m:#?}");
+    assert_eq!(m["arbiter_overrides_pending{tenant=\"default\"}"], 0.0);
+
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_sse_session_and_drops_its_server() {
+    let s = Scratch::new();
+    let token = create_token(&s.ws(), "default", "sse-revoked");
+    let id = newest_token_id(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
+
+    let (mut stream, url) = sse_session(&server.base, &token).await;
+    assert_eq!(post_message(&url, Some(&token), &initialize()).await.0, 202);
+    stream.next_message().await;
+    assert_eq!(
+        scrape(&server.base).await["arbiter_mcp_sessions_active"],
+        1.0
+    );
+
+    let (code, _, err) = run_cli(&s.ws(), &["token", "revoke", &id]);
+    assert_eq!(code, 0, "token revoke: {err}");
+    assert_eq!(post_message(&url, Some(&token), &initialize()).await.0, 401);
+    // The refusal ended the session: its stream closes and its server is dropped.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(_chunk) = stream.response.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the revoked token's stream closes");
+    let mut active = -1.0;
+    for _ in 0..50 {
+        active = scrape(&server.base).await["arbiter_mcp_sessions_active"];
+        if active == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        active, 0.0,
+        "the session's server (and its terminals, jobs) is gone"
+    );
+}

@@ -2,11 +2,13 @@
 //! drive the real `arbiter serve` binary over stdio. The checks live in
 //! `tests/python/test_stdio_sdk.py`; this test provisions a cached virtualenv under
 //! `target/py-venv`, runs the script against a fresh workspace, and fails with the
-//! script's output (or pip's) when anything goes wrong.
+//! script's output (or pip's) when anything goes wrong. `tests/python/test_http_sdk.py`
+//! does the same over HTTP: streamable HTTP at `/mcp` and the legacy SSE transport.
 
 use std::fs::{self, File};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -106,27 +108,23 @@ fn ensure_venv() -> PathBuf {
     venv
 }
 
-#[test]
-fn python_mcp_sdk_drives_stdio_server() {
-    let venv = ensure_venv();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_stdio_sdk.py");
-
-    // The workspace sits inside the tempdir next to a file the server must refuse to read.
-    let root = tempfile::tempdir().unwrap();
-    let workspace = root.path().join("ws");
-    fs::create_dir(&workspace).unwrap();
-    fs::write(root.path().join("outside.txt"), "outside-secret\n").unwrap();
-    let (out_path, err_path) = (root.path().join("stdout"), root.path().join("stderr"));
-
-    let mut child = Command::new(venv.join("bin/python"))
+/// Run a script of `tests/python/` with the venv's python and `env`; print its
+/// output when it passes, panic with it when it fails or times out.
+fn run_script(venv: &Path, script: &str, dir: &Path, env: &[(&str, &std::ffi::OsStr)]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut command = Command::new(venv.join("bin/python"));
+    command
         .arg(&script)
-        .env("ARBITER_BIN", env!("CARGO_BIN_EXE_arbiter"))
-        .env("ARBITER_WORKSPACE", &workspace)
         .stdin(Stdio::null())
         .stdout(File::create(&out_path).unwrap())
-        .stderr(File::create(&err_path).unwrap())
-        .spawn()
-        .expect("start the python SDK script");
+        .stderr(File::create(&err_path).unwrap());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("start the python SDK script");
     let deadline = Instant::now() + SCRIPT_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -151,4 +149,97 @@ fn python_mcp_sdk_drives_stdio_server() {
             "python SDK script timed out after {SCRIPT_TIMEOUT:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         ),
     }
+}
+
+/// A workspace inside a tempdir, next to a file the server must refuse to read.
+fn scratch() -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().unwrap();
+    let workspace = root.path().join("ws");
+    fs::create_dir(&workspace).unwrap();
+    fs::write(root.path().join("outside.txt"), "outside-secret\n").unwrap();
+    (root, workspace)
+}
+
+#[test]
+fn python_mcp_sdk_drives_stdio_server() {
+    let venv = ensure_venv();
+    let (root, workspace) = scratch();
+    run_script(
+        &venv,
+        "test_stdio_sdk.py",
+        root.path(),
+        &[
+            ("ARBITER_BIN", env!("CARGO_BIN_EXE_arbiter").as_ref()),
+            ("ARBITER_WORKSPACE", workspace.as_os_str()),
+        ],
+    );
+}
+
+/// `arbiter serve --http 127.0.0.1:0`, killed on drop.
+struct HttpServer(Child);
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start the server on a free port; returns it and `http://127.0.0.1:PORT`
+/// (read from its start-up log; stderr keeps being drained after that).
+fn start_http(workspace: &Path) -> (HttpServer, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arbiter"))
+        .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
+        .arg(workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn arbiter");
+    let stderr = child.stderr.take().unwrap();
+    let server = HttpServer(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("url=http://") {
+                let url: String = line[at + 4..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = tx.send(url.trim_end_matches("/mcp").to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server logs the address it serves");
+    (server, base)
+}
+
+#[test]
+fn python_mcp_sdk_drives_streamable_http_and_legacy_sse() {
+    let venv = ensure_venv();
+    let (root, workspace) = scratch();
+    fs::write(workspace.join("notes.txt"), "hello from http\n").unwrap();
+    let token = Command::new(env!("CARGO_BIN_EXE_arbiter"))
+        .args([
+            "token", "create", "--tenant", "default", "--agent", "py-sdk",
+        ])
+        .arg("--workspace")
+        .arg(&workspace)
+        .output()
+        .expect("arbiter token create");
+    assert!(token.status.success(), "token create: {token:?}");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    let (_server, base) = start_http(&workspace);
+    run_script(
+        &venv,
+        "test_http_sdk.py",
+        root.path(),
+        &[
+            ("ARBITER_URL", base.as_ref()),
+            ("ARBITER_TOKEN", token.as_ref()),
+            ("ARBITER_WORKSPACE", workspace.as_os_str()),
+        ],
+    );
 }

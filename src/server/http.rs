@@ -1,5 +1,6 @@
 //! `arbiter serve --http ADDR`: MCP over streamable HTTP at `/mcp` (rmcp's
-//! server on axum), and the probes `/healthz` and `/readyz`.
+//! server on axum), the legacy HTTP+SSE transport at `/sse` (see `sse.rs`),
+//! the probes `/healthz` and `/readyz`, and `/metrics` (see `metrics.rs`).
 //!
 //! Every request to `/mcp` is authenticated first (unless `--no-auth`), then
 //! handed to an MCP endpoint of its own token: one rmcp service and session
@@ -84,6 +85,8 @@ struct App {
     stop: CancellationToken,
     /// By token id; `None` is the one endpoint of `--no-auth`.
     endpoints: Mutex<HashMap<Option<i64>, Arc<Endpoint>>>,
+    /// The legacy HTTP+SSE transport's sessions (`/sse`).
+    sse: Arc<super::sse::SseState>,
 }
 
 impl App {
@@ -134,6 +137,7 @@ impl App {
             tracing::info!(token, "token revoked: its MCP sessions are closed");
             endpoint.ends.cancel();
         }
+        self.sse.forget(token);
     }
 }
 
@@ -159,12 +163,20 @@ pub async fn serve(
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
         .with_cancellation_token(stop.clone());
+    let sse = Arc::new(super::sse::SseState::new(
+        tenants.clone(),
+        !options.no_auth,
+        allowed_hosts(&options, bound),
+        options.allowed_origins.clone(),
+        stop.clone(),
+    ));
     let app = Arc::new(App {
         tenants,
         require_token: !options.no_auth,
         config,
         stop: stop.clone(),
         endpoints: Mutex::new(HashMap::new()),
+        sse: sse.clone(),
     });
     let admin = super::admin::router(super::admin::AdminState {
         tenants: app.tenants.clone(),
@@ -173,9 +185,11 @@ pub async fn serve(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/mcp", any(mcp))
         .with_state(app)
-        .merge(admin);
+        .merge(admin)
+        .merge(super::sse::router(sse));
 
     tracing::info!(
         url = %format!("http://{bound}/mcp"),
@@ -275,18 +289,42 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// `/mcp`: authenticate, pick the token's endpoint, let rmcp answer.
-async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
-    let (token, identity) = if app.require_token {
-        let store = &app.tenants.default_tenant().toolbox.store;
-        match auth::authenticate(store, request.headers()).await {
+/// Who a request to an MCP transport acts for: its token (`None` with
+/// `--no-auth`), the token's identity, and the tenant it works in.
+pub(super) struct Caller {
+    pub token: Option<i64>,
+    pub identity: Option<SessionIdentity>,
+    pub runtime: Arc<TenantRuntime>,
+}
+
+/// Why a caller was refused: the response, and the token id when the token
+/// was revoked (so its open sessions can be ended).
+pub(super) struct Refused {
+    pub response: Response,
+    pub revoked: Option<i64>,
+}
+
+/// Authenticate a request to `/mcp` or `/sse` and open its tenant. An admin
+/// token is refused: it belongs to a person at `/admin`, never to an agent.
+pub(super) async fn identify(
+    tenants: &TenantRegistry,
+    require_token: bool,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, Refused> {
+    let refuse = |response| Refused {
+        response,
+        revoked: None,
+    };
+    let (token, identity) = if require_token {
+        let store = &tenants.default_tenant().toolbox.store;
+        match auth::authenticate(store, headers).await {
             Ok(record) if record.role == crate::store::TokenRole::Admin => {
-                return json_error(
+                return Err(refuse(json_error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     "this is an admin token, for a person at /admin; agents connect with \
                      agent tokens (`arbiter token create` without --admin)",
-                );
+                )));
             }
             Ok(record) => (
                 Some(record.id),
@@ -296,11 +334,15 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 }),
             ),
             Err(failure) => {
-                if let AuthFailure::Revoked { id } = failure {
-                    app.forget(id);
-                }
-                tracing::info!(reason = ?failure, "request to /mcp refused");
-                return failure.into_response();
+                let revoked = match failure {
+                    AuthFailure::Revoked { id } => Some(id),
+                    _ => None,
+                };
+                tracing::info!(reason = ?failure, "MCP request refused");
+                return Err(Refused {
+                    response: failure.into_response(),
+                    revoked,
+                });
             }
         }
     } else {
@@ -309,7 +351,7 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     let tenant = identity
         .as_ref()
         .map_or(DEFAULT_TENANT, |i| i.tenant.as_str());
-    let runtime = match app.tenants.get(tenant).await {
+    let runtime = match tenants.get(tenant).await {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "tenant unavailable");
@@ -317,11 +359,58 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 TenantError::Unknown(_) => "the operator must register it (`arbiter tenant add`)",
                 TenantError::Unavailable { .. } => "the operator must fix it, then retry",
             };
-            return json_error(
+            return Err(refuse(json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tenant_unavailable",
                 &format!("{e}; {next}"),
-            );
+            )));
+        }
+    };
+    Ok(Caller {
+        token,
+        identity,
+        runtime,
+    })
+}
+
+/// `GET /metrics`: Prometheus text. Like the probes it needs no token: it
+/// shows counts and timings, never arguments, paths or names of agents.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let now = crate::overrides::now_unix();
+    let mut pending = Vec::new();
+    for runtime in app.tenants.opened().await {
+        let Ok(store) = runtime.toolbox.store.get().await else {
+            continue; // /readyz says why; a scrape must not fail for it
+        };
+        if let Ok(records) = store.override_list(Some(&runtime.name), None, 10_000).await {
+            let n = records
+                .iter()
+                .filter(|r| r.state_at(now) == crate::overrides::OverrideState::Pending)
+                .count();
+            pending.push((runtime.name.clone(), n as u64));
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        super::metrics::render(&pending),
+    )
+        .into_response()
+}
+
+/// `/mcp`: authenticate, pick the token's endpoint, let rmcp answer.
+async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    let Caller {
+        token,
+        identity,
+        runtime,
+    } = match identify(&app.tenants, app.require_token, request.headers()).await {
+        Ok(caller) => caller,
+        Err(refused) => {
+            if let Some(id) = refused.revoked {
+                app.forget(id);
+            }
+            return refused.response;
         }
     };
     let endpoint = app.endpoint(token, &runtime, identity);

@@ -10,6 +10,8 @@ pub mod admin;
 pub mod auth;
 pub mod backpressure;
 pub mod http;
+pub mod metrics;
+pub mod sse;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -78,6 +80,8 @@ struct SessionState {
     /// Who the session acts for when its transport says so (an HTTP token);
     /// `None`: tenant `default`, under the name the client gives.
     identity: Option<auth::SessionIdentity>,
+    /// Counts this session in `arbiter_mcp_sessions_active` while it lives.
+    _live: metrics::LiveSession,
 }
 
 /// A successful tool result: readable text for the model, the typed object as
@@ -149,6 +153,7 @@ impl ArbiterServer {
                 tool_router: Self::tool_router(),
                 in_flight: TaskTracker::new(),
                 identity: None,
+                _live: metrics::LiveSession::start(),
             }),
         }
     }
@@ -751,6 +756,14 @@ impl ArbiterServer {
                 .unwrap_or_default(),
         };
         tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
+        // A name the server does not have is not a label: clients choose it.
+        let known = self.inner.tool_router.get(&tool).is_some();
+        metrics::record_call(
+            if known { &tool } else { "unknown" },
+            &entry.decision,
+            outcome.as_str(),
+            started.elapsed(),
+        );
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
             let read_only = self
