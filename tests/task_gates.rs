@@ -204,6 +204,9 @@ async fn a_tier_1_task_waits_for_a_person_then_is_approved() {
     )
     .await;
     assert!(t.contains("GATE-005"), "{t}");
+    // Nor can its submitter cancel it: a person decides now.
+    let t = refused(&lead, "task_cancel", json!({"task_id": id})).await;
+    assert!(t.contains("GATE-005"), "{t}");
 
     let (code, out, err) = run_cli(&ws, &["task", "approve", &id, "--note", "read the diff"]);
     assert_eq!(code, 0, "{err}");

@@ -82,6 +82,5 @@ CREATE TABLE task_gate_results (
     PRIMARY KEY (verdict_id, ord)
 );
 
-PRAGMA foreign_key_check;
 COMMIT;
 PRAGMA foreign_keys = ON;

@@ -679,7 +679,18 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?
             .ok_or_else(|| no_such_task(id))?;
-        Err(if task.state.is_final() {
+        Err(if task.state == TaskState::NeedsReview {
+            // The work is done and judged; only the reviewer decides now.
+            TaskError::new(
+                TaskErrorKind::Refused,
+                "GATE-005",
+                format!(
+                    "{} passed its gates and waits for a person's review",
+                    task.display_id()
+                ),
+                "a person runs `arbiter task reject ID` to turn it down",
+            )
+        } else if task.state.is_final() {
             TaskError::new(
                 TaskErrorKind::Refused,
                 "TASK-005",
