@@ -1195,6 +1195,98 @@ mod tests {
         }
     }
 
+    fn judgement<'a>(
+        id: i64,
+        now: i64,
+        verdict: Verdict,
+        needs_review: bool,
+        gates: &'a [GateResult],
+        reasons: &'a [String],
+    ) -> TaskJudgement<'a> {
+        TaskJudgement {
+            tenant: "default",
+            id,
+            agent: "worker",
+            summary: "done",
+            now,
+            decided_at: now + 1,
+            lease_ends: now + 30 * MINUTE,
+            risk_tier: 1,
+            verdict,
+            needs_review,
+            score: 80.0,
+            coverage: None,
+            mutation: Some(0.5),
+            reasons,
+            gates,
+        }
+    }
+
+    #[tokio::test]
+    async fn verdicts_move_the_task_and_keep_every_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let task = submit(&store, "judged", 0).await;
+        store
+            .task_claim_queued(&claim("worker", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let gate = GateResult {
+            name: "deploy".into(),
+            command: "deploy prod".into(),
+            passed: false,
+            rule_id: Some("GATE-002".into()),
+            policy_rule: Some("NO-DEPLOY".into()),
+            exit_code: None,
+            duration_ms: 3,
+            measured: None,
+            detail: "refused".into(),
+            output_tail: String::new(),
+        };
+        let reasons = vec!["0 of 1 gate(s) passed".to_string()];
+        // A fail keeps the claim (renewed) and counts a failure.
+        let gates = [gate.clone()];
+        let j = judgement(task.id, 2 * MINUTE, Verdict::Fail, true, &gates, &reasons);
+        let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
+        assert_eq!(held.state, TaskState::Claimed);
+        assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
+        assert_eq!(perf.unwrap().stats.failures, 1);
+        // A pass in a reviewed tier waits, uncounted, then is approved.
+        let (waiting, perf) = store
+            .task_judge(&judgement(
+                task.id,
+                3 * MINUTE,
+                Verdict::Pass,
+                true,
+                &[],
+                &reasons,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
+        let late = judgement(task.id, 4 * MINUTE, Verdict::Pass, false, &[], &reasons);
+        assert!(store.task_judge(&late).await.unwrap().is_none());
+        let review = TaskReview {
+            id: task.id,
+            approve: true,
+            by: "cli:ops",
+            note: Some("ok"),
+            now: 5 * MINUTE,
+        };
+        let (done, perf) = store.task_review(&review).await.unwrap().unwrap();
+        assert_eq!(done.state, TaskState::Completed);
+        assert_eq!(perf.unwrap().stats.successes, 1);
+        assert!(store.task_review(&review).await.unwrap().is_none());
+        let verdicts = store.task_verdicts(task.id).await.unwrap();
+        assert_eq!(verdicts.len(), 2);
+        assert_eq!(verdicts[0].gates, vec![gate]);
+        assert_eq!(verdicts[0].mutation, Some(0.5));
+        assert_eq!(verdicts[1].review.as_deref(), Some("approved"));
+        assert_eq!(verdicts[1].review_note.as_deref(), Some("ok"));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_queued_task_is_claimed_by_exactly_one_of_many_racers() {
         let dir = tempfile::tempdir().unwrap();
