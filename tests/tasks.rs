@@ -580,7 +580,7 @@ async fn the_policy_chooses_round_robin_and_policy_show_prints_it() {
     assert_eq!(
         shown["tasks"],
         json!({"strategy": "round_robin", "ucb1_exploration": std::f64::consts::SQRT_2,
-               "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7})
+               "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7, "gates": {}})
     );
     for c in agents {
         c.cancel().await.unwrap();
@@ -748,8 +748,8 @@ async fn the_task_tools_are_listed_with_schemas_and_malformed_calls_name_the_fie
             .description
             .as_deref()
             .unwrap()
-            .contains("not `passed`"),
-        "the description says no gates run yet"
+            .contains("quality gates the policy names"),
+        "the description says the gates run"
     );
 
     let err = try_call(&c, "task_update", json!({"progress": 5}))

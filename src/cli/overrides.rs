@@ -54,7 +54,7 @@ pub enum OverrideCommand {
 }
 
 /// Who is deciding: the local user.
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))

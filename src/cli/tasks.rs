@@ -1,5 +1,7 @@
-//! `arbiter agents` and `arbiter task show ID`: the task store from the
-//! command line, for the operator (every tenant). Read-only.
+//! `arbiter agents`, `arbiter task show ID`, and `arbiter task approve|reject
+//! ID`: the task store from the command line, for the operator (every
+//! tenant). Approving and rejecting is a person's sign-off on a risk tier 1
+//! task whose quality gates passed (state `needs_review`); no agent can do it.
 
 use std::process::ExitCode;
 
@@ -8,7 +10,7 @@ use serde_json::json;
 
 use crate::store::Store;
 use crate::tasks::{PerformanceRecord, now_ms, parse_id, rfc3339_ms};
-use crate::tools::tasks::{EventView, PerformanceView};
+use crate::tools::tasks::{EventView, PerformanceView, VerdictView};
 
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
@@ -17,6 +19,21 @@ pub enum TaskCommand {
     Show {
         /// The task id (`T-12` or `12`).
         id: String,
+    },
+    /// Sign off a task waiting in `needs_review`: it becomes `completed`
+    /// and counts as a success for the agent that did it.
+    Approve {
+        id: String,
+        /// Why, kept in the task's history and its verdict.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Turn down a task waiting in `needs_review`: it goes back to the
+    /// queue and counts as a failure for the agent that did it.
+    Reject {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
     },
 }
 
@@ -30,59 +47,88 @@ async fn open(setup: &super::Setup) -> anyhow::Result<std::sync::Arc<dyn Store>>
 }
 
 pub async fn task(setup: &super::Setup, command: TaskCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        TaskCommand::Show { id } => {
-            let Some(n) = parse_id(&id) else {
-                eprintln!("arbiter: `{id}` is not a task id (T-12 or 12)");
-                return Ok(ExitCode::from(2));
-            };
-            let store = open(setup).await?;
-            let Some(t) = store.task_get(None, n).await? else {
-                eprintln!("arbiter: there is no task {id}");
-                return Ok(ExitCode::from(1));
-            };
-            let events = store.task_events(n).await?;
-            let routing = store.task_routing(n).await?;
-            let out = json!({
-                "task_id": t.display_id(),
-                "tenant": t.tenant,
-                "title": t.title,
-                "description": t.description,
-                "task_type": t.task_type,
-                "type_confidence": t.type_confidence,
-                "type_source": t.type_source,
-                "risk_tier": t.risk_tier,
-                "tier_reason": t.tier_reason,
-                "priority": t.priority,
-                "required_capabilities": t.required,
-                "state": t.state,
-                "assigned_to": t.assigned_agent,
-                "holder": t.holder,
-                "progress": t.progress,
-                "attempts": t.attempts,
-                "lease_expires_at": t.lease_expires_at.map(rfc3339_ms),
-                "submitted_by": t.submitted_by,
-                "summary": t.summary,
-                "spec_id": t.spec_id,
-                "spec": t.spec,
-                "created_at": rfc3339_ms(t.created_at),
-                "updated_at": rfc3339_ms(t.updated_at),
-                "claimed_at": t.claimed_at.map(rfc3339_ms),
-                "completed_at": t.completed_at.map(rfc3339_ms),
-                "events": events.iter().map(EventView::new).collect::<Vec<_>>(),
-                "routing": routing.iter().map(|r| json!({
-                    "decided_at": rfc3339_ms(r.decided_at),
-                    "strategy": r.choice.strategy,
-                    "seed": r.choice.seed,
-                    "chosen": r.choice.chosen,
-                    "rationale": r.choice.rationale,
-                    "candidates": r.choice.candidates,
-                })).collect::<Vec<_>>(),
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+    let (id, approve, note) = match command {
+        TaskCommand::Show { id } => return show(setup, id).await,
+        TaskCommand::Approve { id, note } => (id, true, note),
+        TaskCommand::Reject { id, note } => (id, false, note),
+    };
+    let Some(n) = parse_id(&id) else {
+        eprintln!("arbiter: `{id}` is not a task id (T-12 or 12)");
+        return Ok(ExitCode::from(2));
+    };
+    let store = open(setup).await?;
+    let by = super::overrides::actor();
+    match crate::tasks::lifecycle::review(&*store, n, approve, &by, note.as_deref()).await {
+        Ok((task, perf)) => {
+            println!(
+                "{} {} by {by}: now {}{}.",
+                task.display_id(),
+                if approve { "approved" } else { "rejected" },
+                task.state.as_str(),
+                perf.map(|p| format!("; {}", PerformanceView::new(&p).render()))
+                    .unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) => {
+            eprintln!("arbiter: {e}\n{}", e.advice);
+            Ok(ExitCode::from(1))
+        }
     }
+}
+
+async fn show(setup: &super::Setup, id: String) -> anyhow::Result<ExitCode> {
+    let Some(n) = parse_id(&id) else {
+        eprintln!("arbiter: `{id}` is not a task id (T-12 or 12)");
+        return Ok(ExitCode::from(2));
+    };
+    let store = open(setup).await?;
+    let Some(t) = store.task_get(None, n).await? else {
+        eprintln!("arbiter: there is no task {id}");
+        return Ok(ExitCode::from(1));
+    };
+    let events = store.task_events(n).await?;
+    let routing = store.task_routing(n).await?;
+    let verdicts = store.task_verdicts(n).await?;
+    let out = json!({
+        "task_id": t.display_id(),
+        "tenant": t.tenant,
+        "title": t.title,
+        "description": t.description,
+        "task_type": t.task_type,
+        "type_confidence": t.type_confidence,
+        "type_source": t.type_source,
+        "risk_tier": t.risk_tier,
+        "tier_reason": t.tier_reason,
+        "priority": t.priority,
+        "required_capabilities": t.required,
+        "state": t.state,
+        "assigned_to": t.assigned_agent,
+        "holder": t.holder,
+        "progress": t.progress,
+        "attempts": t.attempts,
+        "lease_expires_at": t.lease_expires_at.map(rfc3339_ms),
+        "submitted_by": t.submitted_by,
+        "summary": t.summary,
+        "spec_id": t.spec_id,
+        "spec": t.spec,
+        "created_at": rfc3339_ms(t.created_at),
+        "updated_at": rfc3339_ms(t.updated_at),
+        "claimed_at": t.claimed_at.map(rfc3339_ms),
+        "completed_at": t.completed_at.map(rfc3339_ms),
+        "events": events.iter().map(EventView::new).collect::<Vec<_>>(),
+        "routing": routing.iter().map(|r| json!({
+            "decided_at": rfc3339_ms(r.decided_at),
+            "strategy": r.choice.strategy,
+            "seed": r.choice.seed,
+            "chosen": r.choice.chosen,
+            "rationale": r.choice.rationale,
+            "candidates": r.choice.candidates,
+        })).collect::<Vec<_>>(),
+        "verdicts": verdicts.iter().map(VerdictView::new).collect::<Vec<_>>(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `arbiter agents`: one row per agent and task type it has a record on.

@@ -77,6 +77,30 @@ pub struct TaskSettings {
     /// routing decision records the seed it used).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Quality gates per risk tier (1, 2, 3): the commands task_complete runs
+    /// in the sandbox, in order. A tier without gates is judged on nothing
+    /// (the verdict says so).
+    #[serde(default)]
+    pub gates: std::collections::BTreeMap<u8, Vec<GateSpec>>,
+}
+
+/// One quality gate: a command judged by the policy and run in the sandbox
+/// like `run_terminal_cmd`; it passes when it exits 0 (and, with a pattern,
+/// when the pattern reads a percentage from its output).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    pub name: String,
+    pub command: String,
+    /// Time limit; default the sandbox's, at most its maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A regex with one capture group that reads the coverage percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_pattern: Option<Spanned<String>>,
+    /// A regex with one capture group that reads the mutation score percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation_pattern: Option<Spanned<String>>,
 }
 
 impl Default for TaskSettings {
@@ -87,6 +111,7 @@ impl Default for TaskSettings {
             agent_timeout_minutes: ten(),
             lease_minutes: thirty(),
             seed: None,
+            gates: Default::default(),
         }
     }
 }
@@ -112,7 +137,64 @@ impl TaskSettings {
                 ));
             }
         }
+        for (tier, gates) in &self.gates {
+            if !(1..=3).contains(tier) {
+                found.push(format!(
+                    "tasks.gates: risk tiers are 1, 2 and 3, not {tier}"
+                ));
+            }
+            let mut names = std::collections::HashSet::new();
+            for gate in gates {
+                let name = gate.name.trim();
+                if name.is_empty() || gate.command.trim().is_empty() {
+                    found.push(format!(
+                        "tasks.gates.{tier}: every gate needs a name and a command"
+                    ));
+                } else if !names.insert(name) {
+                    found.push(format!("tasks.gates.{tier}: two gates are named `{name}`"));
+                }
+                if gate.timeout_ms == Some(0) {
+                    found.push(format!(
+                        "tasks.gates.{tier}.{name}: timeout_ms must be at least 1"
+                    ));
+                }
+                if gate.coverage_pattern.is_some() && gate.mutation_pattern.is_some() {
+                    found.push(format!(
+                        "tasks.gates.{tier}.{name}: a gate reads coverage or mutation, not both (make two gates)"
+                    ));
+                }
+            }
+        }
         found
+    }
+
+    /// Bad measurement patterns, each located at its line and column.
+    pub fn check_patterns(&self, problems: &mut Problems) {
+        for (tier, gates) in &self.gates {
+            for gate in gates {
+                for (field, pattern) in [
+                    ("coverage_pattern", &gate.coverage_pattern),
+                    ("mutation_pattern", &gate.mutation_pattern),
+                ] {
+                    let Some(pattern) = pattern else { continue };
+                    if let Err(e) = crate::tasks::gates::check_pattern(&pattern.value) {
+                        problems.at(
+                            pattern,
+                            None,
+                            format!(
+                                "tasks.gates.{tier}.{}.{field} `{}` is not usable: {e}",
+                                gate.name, pattern.value
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The gates of a risk tier, in order.
+    pub fn gates_for(&self, tier: u8) -> &[GateSpec] {
+        self.gates.get(&tier).map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
@@ -737,6 +819,32 @@ mod tests {
         assert_eq!(e[0].line, Some(3), "{}", e[0]);
         let e = errors("version: 2\n");
         assert!(e[0].message.contains("version 2"), "{}", e[0]);
+    }
+
+    #[test]
+    fn gates_load_per_tier_and_a_bad_pattern_is_located() {
+        let p = parse_policy(
+            "version: 1\ntasks:\n  gates:\n    2:\n      - name: tests\n        command: cargo test\n      - name: coverage\n        command: make cov\n        timeout_ms: 5000\n        coverage_pattern: 'coverage: ([0-9.]+)%'\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let gates = p.task_settings().gates_for(2);
+        assert_eq!(gates.len(), 2);
+        assert_eq!(gates[1].timeout_ms, Some(5000));
+        assert!(p.task_settings().gates_for(1).is_empty());
+        assert_eq!(
+            p.effective()["tasks"]["gates"]["2"][1]["coverage_pattern"],
+            "coverage: ([0-9.]+)%"
+        );
+        let e = errors(
+            "version: 1\ntasks:\n  gates:\n    1:\n      - name: cov\n        command: make cov\n        coverage_pattern: 'coverage: [0-9]+%'\n",
+        );
+        assert_eq!(e[0].line, Some(7), "{}", e[0]);
+        assert!(e[0].message.contains("capture group"), "{}", e[0]);
+        let e = errors("version: 1\ntasks:\n  gates:\n    4: [{name: a, command: b}]\n");
+        assert!(e[0].message.contains("not 4"), "{}", e[0]);
+        let e = errors("version: 1\ntasks:\n  gates:\n    1: [{name: a, comand: b}]\n");
+        assert!(e[0].message.contains("comand"), "{}", e[0]);
     }
 
     #[test]

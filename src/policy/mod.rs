@@ -567,6 +567,7 @@ impl Policy {
         for problem in file.tasks.problems() {
             problems.general(problem);
         }
+        file.tasks.check_patterns(problems);
         let effective = effective_policy(file);
         let never: std::collections::HashSet<&str> = file
             .overrides

@@ -135,6 +135,22 @@ fn command_progress(ctx: &RequestContext<RoleServer>) -> Option<ProgressFn> {
     }))
 }
 
+/// Progress notifications for task_complete's gates, when the request
+/// carried a progress token: one as each gate starts and one as it ends.
+fn gate_progress(ctx: &RequestContext<RoleServer>) -> Option<crate::tools::tasks::GateProgressFn> {
+    let token = ctx.meta.get_progress_token()?;
+    let peer = ctx.peer.clone();
+    Some(Box::new(move |step: u32, total: u32, message: String| {
+        let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), f64::from(step));
+        param.total = Some(f64::from(total));
+        param.message = Some(message);
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.notify_progress(param).await;
+        });
+    }))
+}
+
 fn json_text<T: Serialize>(output: &T) -> String {
     serde_json::to_string_pretty(output).unwrap_or_default()
 }
@@ -550,17 +566,28 @@ impl ArbiterServer {
 
     #[tool(
         name = "task_complete",
-        description = "Mark a task you hold as done, with a summary of what you did. For now this only records your report: no quality gates (tests, lint, coverage) or model judge run yet, so the state becomes `completed`, not `passed`. Counts as a success on your record for the task's type, which routing uses.",
-        annotations(title = "Complete a task", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false),
+        description = "Report a task you hold as done, with a summary of what you did and how you checked it. The quality gates the policy names for the task's risk tier (tests, lint, coverage, mutation) then run in the sandbox, one after another (progress notifications if you send a progress token), and the reply is the verdict: `pass`, `conditional` or `fail` with a score out of 100 and each gate's exit code, time and output. pass/conditional: the task is completed (risk tier 1: it waits for a person's sign-off, `needs_review`); fail: you still hold it, fix what failed and call task_complete again. The outcome counts on your record for the task's type, which routing uses.",
+        annotations(title = "Complete a task", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<TaskCompleteOutput>()
     )]
     async fn task_complete(
         &self,
         Parameters(input): Parameters<TaskCompleteInput>,
+        ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        reply(self.inner.toolbox.task_complete(input).await, |out| {
-            out.render()
-        })
+        let session = CommandSession {
+            jobs: &self.inner.jobs,
+            tracker: &self.inner.in_flight,
+            cancel: ctx.ct.clone(),
+        };
+        let progress = gate_progress(&ctx);
+        reply(
+            self.inner
+                .toolbox
+                .task_complete(input, session, progress)
+                .await,
+            |out| out.render(),
+        )
     }
 
     #[tool(
@@ -577,7 +604,7 @@ impl ArbiterServer {
 
     #[tool(
         name = "task_status",
-        description = "A task of your tenant in full: state, holder, progress, summary, spec, every change in its history, and every routing decision with each candidate's score.",
+        description = "A task of your tenant in full: state, holder, progress, summary, spec, every change in its history, every routing decision with each candidate's score, and every quality-gate verdict with each gate's result.",
         annotations(title = "Task status", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<TaskStatusOutput>()
     )]
@@ -589,7 +616,7 @@ impl ArbiterServer {
 
     #[tool(
         name = "task_list",
-        description = "Your tenant's tasks, newest first, optionally only those in one state (queued, assigned, claimed, completed, cancelled); at most `limit` (default 100, at most 1000), with `truncated` when there are more.",
+        description = "Your tenant's tasks, newest first, optionally only those in one state (queued, assigned, claimed, needs_review, completed, cancelled); at most `limit` (default 100, at most 1000), with `truncated` when there are more.",
         annotations(title = "List tasks", read_only_hint = true, open_world_hint = false),
         output_schema = schema_for_output::<TaskListOutput>()
     )]

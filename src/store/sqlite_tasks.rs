@@ -11,9 +11,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::tasks::{
     AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
-    TaskProgress, TaskStore,
+    TaskJudgement, TaskProgress, TaskReview, TaskStore,
 };
 use super::{SqliteStore, StoreError};
+use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
 use crate::tasks::routing::{AgentSnapshot, RoutingInput, RoutingStrategy};
 use crate::tasks::{
     AgentRecord, CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities,
@@ -191,6 +192,121 @@ async fn count_outcome(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// An agent's record on a type, inside a transaction.
+async fn performance_of(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    agent: &str,
+    task_type: &str,
+) -> Result<PerformanceRecord, StoreError> {
+    let row = sqlx::query(
+        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+         FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
+    )
+    .bind(tenant)
+    .bind(agent)
+    .bind(task_type)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(performance_from_row(&row)?)
+}
+
+/// Store a verdict and its gates.
+async fn add_verdict(
+    tx: &mut Transaction<'static, Sqlite>,
+    task_id: i64,
+    j: &TaskJudgement<'_>,
+) -> Result<(), StoreError> {
+    let verdict_id: i64 = sqlx::query_scalar(
+        "INSERT INTO task_verdicts (task_id, tenant, agent, risk_tier, verdict, score, coverage, \
+         mutation, reasons, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(task_id)
+    .bind(j.tenant)
+    .bind(j.agent)
+    .bind(i64::from(j.risk_tier))
+    .bind(j.verdict.as_str())
+    .bind(j.score)
+    .bind(j.coverage)
+    .bind(j.mutation)
+    .bind(to_json(&j.reasons)?)
+    .bind(j.decided_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    for (ord, g) in j.gates.iter().enumerate() {
+        // The refusing policy rule is kept with the gate's own rule id:
+        // `GATE-002:CMD-100`.
+        let rule = match (&g.rule_id, &g.policy_rule) {
+            (Some(r), Some(p)) => Some(format!("{r}:{p}")),
+            (r, _) => r.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO task_gate_results (verdict_id, ord, name, command, passed, rule_id, \
+             exit_code, duration_ms, measured, detail, output_tail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(verdict_id)
+        .bind(ord as i64)
+        .bind(&g.name)
+        .bind(&g.command)
+        .bind(g.passed)
+        .bind(rule)
+        .bind(g.exit_code)
+        .bind(g.duration_ms)
+        .bind(g.measured)
+        .bind(&g.detail)
+        .bind(&g.output_tail)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn gate_from_row(row: &SqliteRow) -> Result<GateResult, sqlx::Error> {
+    let rule: Option<String> = row.try_get("rule_id")?;
+    let (rule_id, policy_rule) = match rule {
+        Some(r) => match r.split_once(':') {
+            Some((g, p)) => (Some(g.to_string()), Some(p.to_string())),
+            None => (Some(r), None),
+        },
+        None => (None, None),
+    };
+    Ok(GateResult {
+        name: row.try_get("name")?,
+        command: row.try_get("command")?,
+        passed: row.try_get("passed")?,
+        rule_id,
+        policy_rule,
+        exit_code: row.try_get("exit_code")?,
+        duration_ms: row.try_get("duration_ms")?,
+        measured: row.try_get("measured")?,
+        detail: row.try_get("detail")?,
+        output_tail: row.try_get("output_tail")?,
+    })
+}
+
+fn verdict_from_row(row: &SqliteRow) -> Result<VerdictRecord, sqlx::Error> {
+    let verdict: String = row.try_get("verdict")?;
+    Ok(VerdictRecord {
+        id: row.try_get("id")?,
+        task_id: row.try_get("task_id")?,
+        agent: row.try_get("agent")?,
+        risk_tier: row.try_get::<i64, _>("risk_tier")? as u8,
+        verdict: Verdict::parse(&verdict)
+            .ok_or_else(|| decode(format!("verdict: unknown `{verdict}`")))?,
+        score: row.try_get("score")?,
+        coverage: row.try_get("coverage")?,
+        mutation: row.try_get("mutation")?,
+        reasons: json_column(row, "reasons")?,
+        decided_at: row.try_get("decided_at")?,
+        review: row.try_get("review")?,
+        reviewed_by: row.try_get("reviewed_by")?,
+        review_note: row.try_get("review_note")?,
+        reviewed_at: row.try_get("reviewed_at")?,
+        gates: Vec::new(),
+    })
 }
 
 impl SqliteStore {
@@ -815,6 +931,186 @@ impl TaskStore for SqliteStore {
         Ok(Some((task, perf)))
     }
 
+    async fn task_judge(
+        &self,
+        j: &TaskJudgement<'_>,
+    ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError> {
+        let mut tx = self.immediate().await?;
+        // Which way the task goes; the WHERE is the same: the agent still
+        // holds it with the claim it had when it called task_complete.
+        macro_rules! judged {
+            ($set:literal) => {
+                concat!(
+                    "UPDATE tasks SET ",
+                    $set,
+                    ", summary = ?1, updated_at = ?2 \
+                     WHERE id = ?3 AND tenant = ?4 AND state = 'claimed' AND holder = ?6 \
+                     AND lease_expires_at > ?7 RETURNING ",
+                    task_columns!()
+                )
+            };
+        }
+        let (sql, kind) = match (j.verdict, j.needs_review) {
+            (Verdict::Fail, _) => (judged!("lease_expires_at = ?5"), "gates_failed"),
+            (_, true) => (
+                judged!("state = 'needs_review', progress = 100, lease_expires_at = NULL"),
+                "needs_review",
+            ),
+            (_, false) => (
+                judged!(
+                    "state = 'completed', progress = 100, completed_at = ?2, lease_expires_at = NULL"
+                ),
+                "completed",
+            ),
+        };
+        let row = sqlx::query(sql)
+            .bind(j.summary)
+            .bind(j.decided_at)
+            .bind(j.id)
+            .bind(j.tenant)
+            .bind(j.lease_ends)
+            .bind(j.agent)
+            .bind(j.now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        add_verdict(&mut tx, task.id, j).await?;
+        let note = match kind {
+            "gates_failed" => format!(
+                "verdict fail, score {:.2}: {}",
+                j.score,
+                j.reasons.join("; ")
+            ),
+            _ => j.summary.to_string(),
+        };
+        let progress = (kind != "gates_failed").then_some(100);
+        add_event(
+            &mut tx,
+            task.id,
+            j.decided_at,
+            kind,
+            j.agent,
+            progress,
+            Some(&note),
+        )
+        .await?;
+        let perf = if kind == "needs_review" {
+            None
+        } else {
+            let success = kind == "completed";
+            let duration = j.decided_at - task.claimed_at.unwrap_or(j.decided_at);
+            let ty = task.task_type.as_str();
+            count_outcome(
+                &mut tx,
+                j.tenant,
+                j.agent,
+                ty,
+                success,
+                duration,
+                j.decided_at,
+            )
+            .await?;
+            Some(performance_of(&mut tx, j.tenant, j.agent, ty).await?)
+        };
+        tx.commit().await?;
+        Ok(Some((task, perf)))
+    }
+
+    async fn task_verdicts(&self, id: i64) -> Result<Vec<VerdictRecord>, StoreError> {
+        let mut verdicts = rows(
+            &sqlx::query("SELECT * FROM task_verdicts WHERE task_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(self.pool())
+                .await?,
+            verdict_from_row,
+        )?;
+        for v in &mut verdicts {
+            v.gates = rows(
+                &sqlx::query("SELECT * FROM task_gate_results WHERE verdict_id = ? ORDER BY ord")
+                    .bind(v.id)
+                    .fetch_all(self.pool())
+                    .await?,
+                gate_from_row,
+            )?;
+        }
+        Ok(verdicts)
+    }
+
+    async fn task_review(
+        &self,
+        r: &TaskReview<'_>,
+    ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError> {
+        let mut tx = self.immediate().await?;
+        // Rejected work goes back to the queue for any capable agent; the
+        // holder is kept in the event and the verdict, not on the task.
+        let sql = if r.approve {
+            concat!(
+                "UPDATE tasks SET state = 'completed', completed_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2 AND state = 'needs_review' RETURNING ",
+                task_columns!()
+            )
+        } else {
+            concat!(
+                "UPDATE tasks SET state = 'queued', assigned_agent = NULL, progress = 0, updated_at = ?1 \
+                 WHERE id = ?2 AND state = 'needs_review' RETURNING ",
+                task_columns!()
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(r.now)
+            .bind(r.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut task = task_from_row(&row)?;
+        let review = if r.approve { "approved" } else { "rejected" };
+        sqlx::query(
+            "UPDATE task_verdicts SET review = ?, reviewed_by = ?, review_note = ?, reviewed_at = ? \
+             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = ?)",
+        )
+        .bind(review)
+        .bind(r.by)
+        .bind(r.note)
+        .bind(r.now)
+        .bind(r.id)
+        .execute(&mut *tx)
+        .await?;
+        add_event(&mut tx, task.id, r.now, review, r.by, None, r.note).await?;
+        let perf = match task.holder.clone() {
+            Some(holder) => {
+                let duration = r.now - task.claimed_at.unwrap_or(r.now);
+                let ty = task.task_type.as_str();
+                count_outcome(
+                    &mut tx,
+                    &task.tenant,
+                    &holder,
+                    ty,
+                    r.approve,
+                    duration,
+                    r.now,
+                )
+                .await?;
+                Some(performance_of(&mut tx, &task.tenant, &holder, ty).await?)
+            }
+            None => None,
+        };
+        if !r.approve {
+            sqlx::query("UPDATE tasks SET holder = NULL WHERE id = ?")
+                .bind(task.id)
+                .execute(&mut *tx)
+                .await?;
+            task.holder = None;
+            task.assigned_agent = None;
+        }
+        tx.commit().await?;
+        Ok(Some((task, perf)))
+    }
+
     async fn task_cancel(&self, c: &TaskCancel<'_>) -> Result<Option<TaskRecord>, StoreError> {
         let mut tx = self.immediate().await?;
         let row = sqlx::query(concat!(
@@ -897,6 +1193,98 @@ mod tests {
             now,
             lease_ends: now + 30 * MINUTE,
         }
+    }
+
+    fn judgement<'a>(
+        id: i64,
+        now: i64,
+        verdict: Verdict,
+        needs_review: bool,
+        gates: &'a [GateResult],
+        reasons: &'a [String],
+    ) -> TaskJudgement<'a> {
+        TaskJudgement {
+            tenant: "default",
+            id,
+            agent: "worker",
+            summary: "done",
+            now,
+            decided_at: now + 1,
+            lease_ends: now + 30 * MINUTE,
+            risk_tier: 1,
+            verdict,
+            needs_review,
+            score: 80.0,
+            coverage: None,
+            mutation: Some(0.5),
+            reasons,
+            gates,
+        }
+    }
+
+    #[tokio::test]
+    async fn verdicts_move_the_task_and_keep_every_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let task = submit(&store, "judged", 0).await;
+        store
+            .task_claim_queued(&claim("worker", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let gate = GateResult {
+            name: "deploy".into(),
+            command: "deploy prod".into(),
+            passed: false,
+            rule_id: Some("GATE-002".into()),
+            policy_rule: Some("NO-DEPLOY".into()),
+            exit_code: None,
+            duration_ms: 3,
+            measured: None,
+            detail: "refused".into(),
+            output_tail: String::new(),
+        };
+        let reasons = vec!["0 of 1 gate(s) passed".to_string()];
+        // A fail keeps the claim (renewed) and counts a failure.
+        let gates = [gate.clone()];
+        let j = judgement(task.id, 2 * MINUTE, Verdict::Fail, true, &gates, &reasons);
+        let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
+        assert_eq!(held.state, TaskState::Claimed);
+        assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
+        assert_eq!(perf.unwrap().stats.failures, 1);
+        // A pass in a reviewed tier waits, uncounted, then is approved.
+        let (waiting, perf) = store
+            .task_judge(&judgement(
+                task.id,
+                3 * MINUTE,
+                Verdict::Pass,
+                true,
+                &[],
+                &reasons,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
+        let late = judgement(task.id, 4 * MINUTE, Verdict::Pass, false, &[], &reasons);
+        assert!(store.task_judge(&late).await.unwrap().is_none());
+        let review = TaskReview {
+            id: task.id,
+            approve: true,
+            by: "cli:ops",
+            note: Some("ok"),
+            now: 5 * MINUTE,
+        };
+        let (done, perf) = store.task_review(&review).await.unwrap().unwrap();
+        assert_eq!(done.state, TaskState::Completed);
+        assert_eq!(perf.unwrap().stats.successes, 1);
+        assert!(store.task_review(&review).await.unwrap().is_none());
+        let verdicts = store.task_verdicts(task.id).await.unwrap();
+        assert_eq!(verdicts.len(), 2);
+        assert_eq!(verdicts[0].gates, vec![gate]);
+        assert_eq!(verdicts[0].mutation, Some(0.5));
+        assert_eq!(verdicts[1].review.as_deref(), Some("approved"));
+        assert_eq!(verdicts[1].review_note.as_deref(), Some("ok"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
 use crate::tasks::routing::RoutingInput;
 use crate::tasks::{
     AgentRecord, Capabilities, PerformanceRecord, RequiredCapabilities, RouteChoice, RoutingRecord,
@@ -100,6 +101,25 @@ pub trait TaskStore: Send + Sync {
         &self,
         c: &TaskCompletion<'_>,
     ) -> Result<Option<(TaskRecord, PerformanceRecord)>, StoreError>;
+    /// Record the quality gates' verdict on a task the agent holds (a claim
+    /// that had not lapsed at `j.now`), and move it: `fail` keeps it claimed
+    /// (lease renewed) and counts a failure; a tier 1 pass goes to
+    /// `needs_review` (counted when a person decides); otherwise completed,
+    /// counted as a success. `None` unless the agent holds it.
+    async fn task_judge(
+        &self,
+        j: &TaskJudgement<'_>,
+    ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError>;
+    /// Every verdict on a task with its gates, oldest first.
+    async fn task_verdicts(&self, id: i64) -> Result<Vec<VerdictRecord>, StoreError>;
+    /// A person's decision on a task in `needs_review` (any tenant: the
+    /// operator's CLI): approved → completed, a success of its holder;
+    /// rejected → back to the queue, a failure. `None` unless it is in
+    /// `needs_review`.
+    async fn task_review(
+        &self,
+        r: &TaskReview<'_>,
+    ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError>;
     /// Cancel a task that has not ended, if `actor` submitted it; `None` otherwise.
     async fn task_cancel(&self, c: &TaskCancel<'_>) -> Result<Option<TaskRecord>, StoreError>;
 }
@@ -187,5 +207,40 @@ pub struct TaskCancel<'a> {
     pub tenant: &'a str,
     pub id: i64,
     pub actor: &'a str,
+    pub now: i64,
+}
+
+/// The gates' verdict on a completion.
+#[derive(Debug, Clone)]
+pub struct TaskJudgement<'a> {
+    pub tenant: &'a str,
+    pub id: i64,
+    pub agent: &'a str,
+    pub summary: &'a str,
+    /// When task_complete was called: the claim must not have lapsed by then
+    /// (gates take time; the agent is not blamed for it).
+    pub now: i64,
+    /// When the gates finished.
+    pub decided_at: i64,
+    /// The renewed claim's end, for a `fail` (the holder fixes and retries).
+    pub lease_ends: i64,
+    pub risk_tier: u8,
+    pub verdict: Verdict,
+    /// A tier that needs a person's sign-off.
+    pub needs_review: bool,
+    pub score: f64,
+    pub coverage: Option<f64>,
+    pub mutation: Option<f64>,
+    pub reasons: &'a [String],
+    pub gates: &'a [GateResult],
+}
+
+/// A person approving or rejecting a task in `needs_review`.
+#[derive(Debug, Clone)]
+pub struct TaskReview<'a> {
+    pub id: i64,
+    pub approve: bool,
+    pub by: &'a str,
+    pub note: Option<&'a str>,
     pub now: i64,
 }

@@ -12,6 +12,7 @@
 use std::sync::OnceLock;
 
 use super::detect::{Detection, detect_task_type, infer_risk_tier};
+use super::gates::{GateResult, Judgement, Verdict};
 use super::registry::{MAX_CONCURRENT, check_agent_name};
 use super::routing::{RoutingParams, route};
 use super::{
@@ -23,7 +24,7 @@ use crate::policy::file::TaskSettings;
 use crate::policy::spec::{Tiers, Violation, validate_spec};
 use crate::store::Store;
 use crate::store::tasks::{
-    AgentRegistration, Claim, NewTask, TaskCancel, TaskCompletion, TaskProgress,
+    AgentRegistration, Claim, NewTask, TaskCancel, TaskJudgement, TaskProgress, TaskReview,
 };
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -501,12 +502,8 @@ impl TaskCall<'_> {
         }
     }
 
-    /// Complete a task the caller holds; its record counts the success.
-    pub async fn complete(
-        &self,
-        id: i64,
-        summary: &str,
-    ) -> Result<(TaskRecord, PerformanceRecord), TaskError> {
+    /// The summary task_complete was given, trimmed, or why it is refused.
+    pub fn check_summary<'s>(&self, summary: &'s str) -> Result<&'s str, TaskError> {
         let summary = summary.trim();
         if summary.is_empty() {
             return Err(invalid(
@@ -515,24 +512,76 @@ impl TaskCall<'_> {
             ));
         }
         check_length("summary", summary, MAX_SUMMARY_CHARS)?;
+        Ok(summary)
+    }
+
+    /// The task `id` if the caller holds it with a claim that has not
+    /// lapsed: checked before the gates run, so nobody else's call runs them.
+    pub async fn held_by_me(&self, id: i64, verb: &str) -> Result<TaskRecord, TaskError> {
         self.mark_seen().await;
+        let task = self
+            .store
+            .task_get(Some(&self.caller.tenant), id)
+            .await
+            .map_err(store_failed)?;
+        match task {
+            Some(t)
+                if t.state == TaskState::Claimed
+                    && t.holder.as_deref() == Some(self.caller.agent.as_str())
+                    && t.lease_expires_at.is_some_and(|end| end > self.now) =>
+            {
+                Ok(t)
+            }
+            _ => Err(self.why_not_held(id, verb).await),
+        }
+    }
+
+    /// Record the gates' verdict on a task the caller held when it called
+    /// task_complete (`self.now`), and move the task accordingly (see
+    /// [`crate::store::tasks::TaskStore::task_judge`]).
+    pub async fn judge(
+        &self,
+        task: &TaskRecord,
+        summary: &str,
+        judgement: &Judgement,
+        gates: &[GateResult],
+        needs_review: bool,
+    ) -> Result<(TaskRecord, Option<PerformanceRecord>), TaskError> {
+        let decided_at = super::now_ms().max(self.now);
         let done = self
             .store
-            .task_complete(&TaskCompletion {
+            .task_judge(&TaskJudgement {
                 tenant: &self.caller.tenant,
-                id,
+                id: task.id,
                 agent: &self.caller.agent,
                 summary,
                 now: self.now,
+                decided_at,
+                lease_ends: decided_at + self.lease_ms(),
+                risk_tier: task.risk_tier,
+                verdict: judgement.verdict,
+                needs_review: needs_review && judgement.verdict != Verdict::Fail,
+                score: judgement.score,
+                coverage: judgement.coverage,
+                mutation: judgement.mutation,
+                reasons: &judgement.reasons,
+                gates,
             })
             .await
             .map_err(store_failed)?;
         match done {
             Some((task, perf)) => {
-                tracing::info!(task = %task.display_id(), agent = %self.caller.agent, "task completed");
+                tracing::info!(
+                    task = %task.display_id(),
+                    agent = %self.caller.agent,
+                    verdict = judgement.verdict.as_str(),
+                    score = judgement.score,
+                    state = task.state.as_str(),
+                    "task judged"
+                );
                 Ok((task, perf))
             }
-            None => Err(self.why_not_held(id, "complete").await),
+            None => Err(self.why_not_held(task.id, "complete").await),
         }
     }
 
@@ -593,6 +642,12 @@ impl TaskCall<'_> {
                 ),
                 "claim work with task_next first",
             ),
+            TaskState::NeedsReview => TaskError::new(
+                TaskErrorKind::Refused,
+                "GATE-005",
+                format!("{shown} passed its gates and waits for a person's review (risk tier 1)"),
+                "nothing more to do on it; a person runs `arbiter task approve` or `arbiter task reject`; call task_next for other work",
+            ),
             TaskState::Completed | TaskState::Cancelled => TaskError::new(
                 TaskErrorKind::Refused,
                 "TASK-005",
@@ -624,7 +679,18 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?
             .ok_or_else(|| no_such_task(id))?;
-        Err(if task.state.is_final() {
+        Err(if task.state == TaskState::NeedsReview {
+            // The work is done and judged; only the reviewer decides now.
+            TaskError::new(
+                TaskErrorKind::Refused,
+                "GATE-005",
+                format!(
+                    "{} passed its gates and waits for a person's review",
+                    task.display_id()
+                ),
+                "a person runs `arbiter task reject ID` to turn it down",
+            )
+        } else if task.state.is_final() {
             TaskError::new(
                 TaskErrorKind::Refused,
                 "TASK-005",
@@ -680,4 +746,49 @@ impl TaskCall<'_> {
         tasks.truncate(limit as usize);
         Ok((tasks, truncated))
     }
+}
+
+/// A person's decision on a task waiting in `needs_review` (the operator's
+/// CLI: any tenant). Approved: completed, a success on its holder's record;
+/// rejected: back to the queue, a failure.
+pub async fn review(
+    store: &dyn Store,
+    id: i64,
+    approve: bool,
+    by: &str,
+    note: Option<&str>,
+) -> Result<(TaskRecord, Option<PerformanceRecord>), TaskError> {
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    if let Some(note) = note {
+        check_length("note", note, MAX_NOTE_CHARS)?;
+    }
+    let done = store
+        .task_review(&TaskReview {
+            id,
+            approve,
+            by,
+            note,
+            now: super::now_ms(),
+        })
+        .await
+        .map_err(store_failed)?;
+    if let Some(done) = done {
+        tracing::info!(task = %done.0.display_id(), by, approve, "task reviewed");
+        return Ok(done);
+    }
+    let task = store
+        .task_get(None, id)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(|| no_such_task(id))?;
+    Err(TaskError::new(
+        TaskErrorKind::Refused,
+        "GATE-005",
+        format!(
+            "{} is {}, not waiting for review; only a risk tier 1 task whose gates passed is",
+            task.display_id(),
+            task.state.as_str()
+        ),
+        "`arbiter task show ID` shows its state and verdicts",
+    ))
 }

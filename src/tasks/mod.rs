@@ -15,8 +15,13 @@
 //! one agent, which has `lease_minutes` to pick it up) → `claimed` (held by
 //! an agent; the lease is renewed by task_update) → `completed` or
 //! `cancelled`. A lapsed lease sends the task back to `queued`.
+//! `task_complete` runs the tier's quality gates ([`gates`]): `fail` leaves
+//! the task claimed by its holder (fix and complete again); `pass` or
+//! `conditional` completes it, except at tier 1, where it waits in
+//! `needs_review` for a person.
 
 pub mod detect;
+pub mod gates;
 pub mod lifecycle;
 pub mod registry;
 pub mod routing;
@@ -81,7 +86,11 @@ pub enum TaskState {
     Assigned,
     /// Held by an agent working on it.
     Claimed,
-    /// The agent reported it done (no quality gates have judged it yet).
+    /// A tier 1 task whose gates passed, waiting for a person's sign-off
+    /// (`arbiter task approve ID` or `arbiter task reject ID`).
+    NeedsReview,
+    /// Done: the quality gates passed it (`pass` or `conditional`), and for
+    /// tier 1 a person approved it.
     Completed,
     Cancelled,
 }
@@ -92,6 +101,7 @@ impl TaskState {
             TaskState::Queued => "queued",
             TaskState::Assigned => "assigned",
             TaskState::Claimed => "claimed",
+            TaskState::NeedsReview => "needs_review",
             TaskState::Completed => "completed",
             TaskState::Cancelled => "cancelled",
         }
@@ -102,6 +112,7 @@ impl TaskState {
             "queued" => TaskState::Queued,
             "assigned" => TaskState::Assigned,
             "claimed" => TaskState::Claimed,
+            "needs_review" => TaskState::NeedsReview,
             "completed" => TaskState::Completed,
             "cancelled" => TaskState::Cancelled,
             _ => return None,
@@ -306,7 +317,14 @@ mod tests {
         for t in TaskType::ALL {
             assert_eq!(TaskType::parse(t.as_str()), Some(t));
         }
-        for s in ["queued", "assigned", "claimed", "completed", "cancelled"] {
+        for s in [
+            "queued",
+            "assigned",
+            "claimed",
+            "needs_review",
+            "completed",
+            "cancelled",
+        ] {
             assert_eq!(TaskState::parse(s).unwrap().as_str(), s);
         }
     }

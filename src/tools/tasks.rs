@@ -5,19 +5,25 @@
 //! result into a typed output with a rendering for the model. The rules
 //! themselves (who may do what, routing, detection) live in `tasks/`.
 //!
-//! Not yet here: quality gates and a model judge on completion, so
-//! `completed` means the agent reported the work done, nothing more.
+//! `task_complete` runs the quality gates of the task's risk tier (policy
+//! `tasks.gates`) one after another, each through `run_terminal_cmd`'s own
+//! path (policy check, sandbox, timeout), and stores the verdict
+//! ([`crate::tasks::gates`] does the arithmetic). Not yet here: a model judge.
 
 use std::sync::Arc;
 
 use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, ToolError, Toolbox, current_caller, note_error};
+use super::terminal::{CommandSession, RunTerminalCmdInput};
+use super::{Outcome, ToolError, Toolbox, current_caller, note_detail, note_error, with_call_note};
 use crate::overrides::Caller;
-use crate::policy::file::TaskSettings;
+use crate::policy::file::{GateSpec, TaskSettings};
 use crate::policy::spec::Violation;
 use crate::store::Store;
+use crate::tasks::gates::{
+    self, GateMark, GateResult, Judgement, Measure, Verdict, VerdictRecord, tail,
+};
 use crate::tasks::lifecycle::{NextHow, Submission, TaskCall};
 use crate::tasks::{
     CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities, RoutingRecord,
@@ -103,7 +109,7 @@ pub struct TaskIdInput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskListInput {
-    /// Only tasks in this state: queued, assigned, claimed, completed or cancelled.
+    /// Only tasks in this state: queued, assigned, claimed, needs_review, completed or cancelled.
     #[serde(default)]
     pub state: Option<TaskState>,
     /// At most this many, newest first (default 100, at most 1000).
@@ -123,7 +129,7 @@ pub struct TaskView {
     pub risk_tier: u8,
     pub tier_reason: String,
     pub priority: u8,
-    /// queued, assigned, claimed, completed or cancelled.
+    /// queued, assigned, claimed, needs_review, completed or cancelled.
     pub state: TaskState,
     /// The agent routing chose.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -274,7 +280,7 @@ impl PerformanceView {
         }
     }
 
-    fn render(&self) -> String {
+    pub fn render(&self) -> String {
         format!(
             "{} on {}: {}/{} succeeded",
             self.agent,
@@ -425,23 +431,113 @@ impl TaskOutput {
     }
 }
 
+/// The quality gates' verdict on one task_complete.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VerdictView {
+    /// `pass`, `conditional` or `fail`.
+    pub verdict: Verdict,
+    /// 0 to 100: 0.4 x gates passed + 0.3 x coverage + 0.3 x mutation (each against the tier's minimum, capped at 1).
+    pub score: f64,
+    pub risk_tier: u8,
+    /// The lowest coverage and mutation read, in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutation_percent: Option<f64>,
+    /// What shaped the verdict.
+    pub reasons: Vec<String>,
+    pub gates: Vec<GateResult>,
+    pub agent: String,
+    pub decided_at: String,
+    /// `approved` or `rejected` by a person (risk tier 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_note: Option<String>,
+}
+
+fn percent(fraction: Option<f64>) -> Option<f64> {
+    fraction.map(|f| (f * 10_000.0).round() / 100.0)
+}
+
+impl VerdictView {
+    pub fn new(v: &VerdictRecord) -> Self {
+        Self {
+            verdict: v.verdict,
+            score: v.score,
+            risk_tier: v.risk_tier,
+            coverage_percent: percent(v.coverage),
+            mutation_percent: percent(v.mutation),
+            reasons: v.reasons.clone(),
+            gates: v.gates.clone(),
+            agent: v.agent.clone(),
+            decided_at: rfc3339_ms(v.decided_at),
+            review: v.review.clone(),
+            reviewed_by: v.reviewed_by.clone(),
+            review_note: v.review_note.clone(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "Verdict: {} (score {:.2}, tier {}): {}.",
+            self.verdict.as_str(),
+            self.score,
+            self.risk_tier,
+            self.reasons.join("; ")
+        );
+        if let Some(review) = &self.review {
+            text.push_str(&format!(
+                " Review: {review} by {}{}.",
+                self.reviewed_by.as_deref().unwrap_or("?"),
+                self.review_note
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ));
+        }
+        for g in &self.gates {
+            text.push_str(&format!(
+                "\n- {} [{}{}] `{}`: {} ({} ms)",
+                g.name,
+                if g.passed { "passed" } else { "failed" },
+                g.rule_id
+                    .as_deref()
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default(),
+                g.command,
+                g.detail,
+                g.duration_ms
+            ));
+            if !g.passed && !g.output_tail.trim().is_empty() {
+                text.push_str(&format!("\n  output (end): {}", g.output_tail.trim()));
+            }
+        }
+        text
+    }
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TaskCompleteOutput {
-    /// The task, now `completed` (reported done by you; no quality gate has judged it).
+    /// The task after the verdict: `completed` (pass or conditional), `needs_review` (risk tier 1: a person signs off), or still `claimed` by you (fail: fix it and call task_complete again).
     pub task: TaskView,
-    /// Your record on this task type, with this completion counted.
-    pub performance: PerformanceView,
+    pub verdict: VerdictView,
+    /// Your record on this task type with this outcome counted (absent while a person reviews it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance: Option<PerformanceView>,
     pub next: String,
 }
 
 impl TaskCompleteOutput {
     pub fn render(&self) -> String {
-        format!(
-            "{}\n{}.\nNext: {}.",
-            self.task.line(),
-            self.performance.render(),
-            self.next
-        )
+        let mut text = format!("{}\n{}", self.task.line(), self.verdict.render());
+        if let Some(p) = &self.performance {
+            text.push_str(&format!("\n{}.", p.render()));
+        }
+        text.push_str(&format!("\nNext: {}.", self.next));
+        text
     }
 }
 
@@ -476,6 +572,8 @@ pub struct TaskStatusOutput {
     pub events: Vec<EventView>,
     /// Every routing decision, with each candidate's score.
     pub routing: Vec<RoutingView>,
+    /// Every quality-gate verdict (one per task_complete), oldest first.
+    pub verdicts: Vec<VerdictView>,
 }
 
 impl TaskStatusOutput {
@@ -496,6 +594,10 @@ impl TaskStatusOutput {
         for r in &self.routing {
             text.push('\n');
             text.push_str(&r.render());
+        }
+        for v in &self.verdicts {
+            text.push('\n');
+            text.push_str(&v.render());
         }
         text
     }
@@ -554,6 +656,20 @@ impl TaskListOutput {
         }
         lines.join("\n")
     }
+}
+
+/// Called as each gate starts and ends: (step, of steps, what happened).
+/// Steps go 1, 2, ... up to `2 x gates`, so each notification's progress
+/// is larger than the last, as MCP asks.
+pub type GateProgressFn = Box<dyn FnMut(u32, u32, String) + Send>;
+
+fn store_failed(e: impl std::fmt::Display) -> TaskError {
+    TaskError::new(
+        TaskErrorKind::Failed,
+        "TASK-007",
+        format!("the task store cannot be used: {e}"),
+        "nothing was changed; the operator must fix the store (.arbiter/arbiter.db)",
+    )
 }
 
 fn tool_error(e: TaskError) -> ToolError {
@@ -767,23 +883,259 @@ impl Toolbox {
     pub async fn task_complete(
         &self,
         input: TaskCompleteInput,
+        session: CommandSession<'_>,
+        mut progress: Option<GateProgressFn>,
     ) -> Result<TaskCompleteOutput, ToolError> {
-        async {
-            let id = task_id(&input.task_id)?;
-            let cx = self.task_context().await?;
-            let (task, perf) = cx
-                .call()
-                .complete(id, &input.summary)
-                .await
-                .map_err(tool_error)?;
-            Ok(TaskCompleteOutput {
-                task: TaskView::new(&task, false),
-                performance: PerformanceView::new(&perf),
-                next: "call task_next for more work".to_string(),
-            })
+        let id = task_id(&input.task_id).inspect_err(note_error)?;
+        let cx = self.task_context().await.inspect_err(note_error)?;
+        let call = cx.call();
+        let summary = call
+            .check_summary(&input.summary)
+            .map_err(tool_error)
+            .inspect_err(note_error)?;
+        let task = call
+            .held_by_me(id, "complete")
+            .await
+            .map_err(tool_error)
+            .inspect_err(note_error)?;
+        let policy = self.policy.load();
+        let specs = cx.settings.gates_for(task.risk_tier).to_vec();
+        let total = specs.len() as u32;
+        let mut results = Vec::with_capacity(specs.len());
+        let mut marks = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let i = i as u32;
+            if let Some(p) = progress.as_mut() {
+                p(
+                    2 * i + 1,
+                    2 * total,
+                    format!(
+                        "gate {}/{total} `{}` started: {}",
+                        i + 1,
+                        spec.name,
+                        spec.command
+                    ),
+                );
+            }
+            let (result, mark) = self.run_gate(spec, &task, &session).await;
+            if let Some(p) = progress.as_mut() {
+                p(
+                    2 * i + 2,
+                    2 * total,
+                    format!(
+                        "gate {}/{total} `{}` {}: {}",
+                        i + 1,
+                        spec.name,
+                        if result.passed { "passed" } else { "failed" },
+                        result.detail
+                    ),
+                );
+            }
+            results.push(result);
+            marks.push(mark);
         }
-        .await
-        .inspect_err(note_error)
+        let tier = policy.tiers().get(task.risk_tier);
+        let (min_coverage, min_mutation, human_review) = tier
+            .map(|t| (t.min_coverage, t.min_mutation, t.human_review))
+            .unwrap_or((0.0, 0.0, false));
+        let judgement: Judgement = gates::judge(&marks, min_coverage, min_mutation);
+        let (done, perf) = call
+            .judge(&task, summary, &judgement, &results, human_review)
+            .await
+            .map_err(tool_error)
+            .inspect_err(note_error)?;
+        note_detail(format!(
+            "verdict {} (score {:.2}) on {}: {}",
+            judgement.verdict.as_str(),
+            judgement.score,
+            done.display_id(),
+            results
+                .iter()
+                .map(|r| format!(
+                    "{} {}{}",
+                    r.name,
+                    if r.passed { "passed" } else { "failed" },
+                    r.rule_id
+                        .as_deref()
+                        .map(|id| format!(" [{id}]"))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let next = match done.state {
+            TaskState::NeedsReview => format!(
+                "{} waits for a person's sign-off (risk tier 1: `arbiter task approve {}`); call task_next for other work",
+                done.display_id(),
+                done.display_id()
+            ),
+            TaskState::Claimed => format!(
+                "you still hold {}: fix what the failed gate(s) show and call task_complete again (your claim was renewed for {} minutes)",
+                done.display_id(),
+                cx.settings.lease_minutes
+            ),
+            _ => "call task_next for more work".to_string(),
+        };
+        let verdict = VerdictRecord {
+            id: 0,
+            task_id: done.id,
+            agent: cx.caller.agent.clone(),
+            risk_tier: done.risk_tier,
+            verdict: judgement.verdict,
+            score: judgement.score,
+            coverage: judgement.coverage,
+            mutation: judgement.mutation,
+            reasons: judgement.reasons.clone(),
+            decided_at: done.updated_at,
+            review: None,
+            reviewed_by: None,
+            review_note: None,
+            reviewed_at: None,
+            gates: results,
+        };
+        Ok(TaskCompleteOutput {
+            task: TaskView::new(&done, false),
+            verdict: VerdictView::new(&verdict),
+            performance: perf.as_ref().map(PerformanceView::new),
+            next,
+        })
+    }
+
+    /// Run one gate through run_terminal_cmd's path (policy, sandbox,
+    /// timeout) and read its result. Its own refusals and failures are kept
+    /// out of task_complete's audit note (`with_call_note`): they are the
+    /// gate's result, not task_complete's.
+    async fn run_gate(
+        &self,
+        spec: &GateSpec,
+        task: &TaskRecord,
+        session: &CommandSession<'_>,
+    ) -> (GateResult, GateMark) {
+        let measure = match (&spec.coverage_pattern, &spec.mutation_pattern) {
+            (Some(p), _) => Some((Measure::Coverage, p.value.as_str())),
+            (None, Some(p)) => Some((Measure::Mutation, p.value.as_str())),
+            (None, None) => None,
+        };
+        let started = std::time::Instant::now();
+        let input = RunTerminalCmdInput {
+            command: spec.command.clone(),
+            is_background: Some(false),
+            explanation: Some(format!(
+                "quality gate `{}` of {}",
+                spec.name,
+                task.display_id()
+            )),
+            timeout_ms: spec.timeout_ms,
+            cwd: None,
+        };
+        let sub = CommandSession {
+            jobs: session.jobs,
+            tracker: session.tracker,
+            cancel: session.cancel.clone(),
+        };
+        let (ran, _) = with_call_note(self.run_terminal_cmd(input, sub, None)).await;
+        let mut result = GateResult {
+            name: spec.name.clone(),
+            command: spec.command.clone(),
+            passed: false,
+            rule_id: None,
+            policy_rule: None,
+            exit_code: None,
+            duration_ms: started.elapsed().as_millis() as i64,
+            measured: None,
+            detail: String::new(),
+            output_tail: String::new(),
+        };
+        let fail = |r: &mut GateResult, rule: &str, detail: String| {
+            r.rule_id = Some(rule.to_string());
+            r.detail = detail;
+        };
+        match ran {
+            Ok(out) => {
+                result.exit_code = out.exit_code;
+                result.duration_ms = out.duration_ms as i64;
+                let printed = format!("{}{}", out.stdout, out.stderr);
+                result.output_tail = tail(&printed);
+                match (out.exit_code, measure) {
+                    (Some(0), None) => {
+                        result.passed = true;
+                        result.detail = "exited 0".into();
+                    }
+                    (Some(0), Some((which, pattern))) => {
+                        let read = gates::check_pattern(pattern)
+                            .ok()
+                            .and_then(|re| gates::read_percentage(&re, &printed));
+                        match read {
+                            Some(v) => {
+                                result.passed = true;
+                                result.measured = Some(v);
+                                result.detail = format!(
+                                    "exited 0; {} {:.1}%",
+                                    if which == Measure::Coverage {
+                                        "coverage"
+                                    } else {
+                                        "mutation score"
+                                    },
+                                    v * 100.0
+                                );
+                            }
+                            None => fail(
+                                &mut result,
+                                "GATE-004",
+                                format!("exited 0 but printed no percentage matching `{pattern}`"),
+                            ),
+                        }
+                    }
+                    (code, _) => fail(
+                        &mut result,
+                        "GATE-001",
+                        format!("exited with code {}", code.unwrap_or(-1)),
+                    ),
+                }
+            }
+            Err(e) => match e.output {
+                Some(out) => {
+                    result.exit_code = out.exit_code;
+                    result.duration_ms = out.duration_ms as i64;
+                    result.output_tail = tail(&format!("{}{}", out.stdout, out.stderr));
+                    if out.timed_out {
+                        fail(
+                            &mut result,
+                            "GATE-003",
+                            format!("timed out after {} ms and was killed", out.timeout_ms),
+                        );
+                    } else {
+                        fail(
+                            &mut result,
+                            "GATE-001",
+                            format!("did not exit by itself: {}", e.error.message),
+                        );
+                    }
+                }
+                None if e.error.outcome == Outcome::Refused => {
+                    result.policy_rule = Some(e.error.rule_id.clone());
+                    fail(
+                        &mut result,
+                        "GATE-002",
+                        format!(
+                            "refused by the policy [{}]: {}",
+                            e.error.rule_id, e.error.message
+                        ),
+                    );
+                }
+                None => fail(
+                    &mut result,
+                    "GATE-003",
+                    format!("could not run [{}]: {}", e.error.rule_id, e.error.message),
+                ),
+            },
+        }
+        let mark = GateMark {
+            passed: result.passed,
+            measures: measure.map(|(which, _)| which),
+            measured: result.measured,
+        };
+        (result, mark)
     }
 
     pub async fn task_cancel(&self, input: TaskIdInput) -> Result<TaskOutput, ToolError> {
@@ -812,6 +1164,14 @@ impl Toolbox {
                 task: TaskView::new(&status.task, true),
                 events: status.events.iter().map(EventView::new).collect(),
                 routing: status.routing.iter().map(RoutingView::new).collect(),
+                verdicts: cx
+                    .store
+                    .task_verdicts(id)
+                    .await
+                    .map_err(|e| tool_error(store_failed(e)))?
+                    .iter()
+                    .map(VerdictView::new)
+                    .collect(),
             })
         }
         .await
