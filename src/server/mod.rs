@@ -120,35 +120,48 @@ fn command_failure(e: &CommandError) -> CallToolResult {
 /// Progress notifications for a request that asked for them (it carried a
 /// progress token): bytes of output so far, and the time.
 fn command_progress(ctx: &RequestContext<RoleServer>) -> Option<ProgressFn> {
-    let token = ctx.meta.get_progress_token()?;
-    let peer = ctx.peer.clone();
+    let (token, send) = progress_sender(ctx)?;
     Some(Box::new(move |bytes: u64, elapsed: std::time::Duration| {
         let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), bytes as f64);
         param.message = Some(format!(
             "{bytes} bytes of output after {:.0} s",
             elapsed.as_secs_f64()
         ));
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
+        let _ = send.send(param);
     }))
 }
 
 /// Progress notifications for task_complete's gates, when the request
 /// carried a progress token: one as each gate starts and one as it ends.
 fn gate_progress(ctx: &RequestContext<RoleServer>) -> Option<crate::tools::tasks::GateProgressFn> {
-    let token = ctx.meta.get_progress_token()?;
-    let peer = ctx.peer.clone();
+    let (token, send) = progress_sender(ctx)?;
     Some(Box::new(move |step: u32, total: u32, message: String| {
         let mut param = rmcp::model::ProgressNotificationParam::new(token.clone(), f64::from(step));
         param.total = Some(f64::from(total));
         param.message = Some(message);
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
+        let _ = send.send(param);
     }))
+}
+
+/// The request's progress token and a sender whose notifications reach the
+/// client in the order they were made (MCP wants progress to increase; a
+/// task per notification let them overtake each other). The forwarding task
+/// ends when the sender is dropped with the call.
+fn progress_sender(
+    ctx: &RequestContext<RoleServer>,
+) -> Option<(
+    rmcp::model::ProgressToken,
+    tokio::sync::mpsc::UnboundedSender<rmcp::model::ProgressNotificationParam>,
+)> {
+    let token = ctx.meta.get_progress_token()?;
+    let peer = ctx.peer.clone();
+    let (send, mut receive) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(param) = receive.recv().await {
+            let _ = peer.notify_progress(param).await;
+        }
+    });
+    Some((token, send))
 }
 
 fn json_text<T: Serialize>(output: &T) -> String {
