@@ -259,6 +259,24 @@ async fn a_foreign_origin_or_host_gets_403_and_an_oversized_body_413() {
     let (status, _, _, body) =
         post(&url, t, None, &[("host", "evil.example")], &initialize()).await;
     assert_eq!(status, 403, "{body}");
+    // Host and Origin come before the token: a foreign page gets 403 even
+    // without one, at /mcp as at /sse and /admin.
+    let (status, _, _, body) = post(
+        &url,
+        None,
+        None,
+        &[("origin", "http://evil.example")],
+        &initialize(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let admin = reqwest::Client::new()
+        .get(format!("{}/admin/overrides", server.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status().as_u16(), 403);
     // The allowed browser origin, and a client that sends no Origin, get in.
     let (status, session, _, body) = post(
         &url,

@@ -36,6 +36,8 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AdminState {
     pub tenants: Arc<TenantRegistry>,
+    /// `Host` values accepted.
+    pub allowed_hosts: Vec<String>,
     /// Origins a browser may call from (none by default).
     pub allowed_origins: Vec<String>,
 }
@@ -62,15 +64,10 @@ async fn admin(
     state: &AdminState,
     headers: &HeaderMap,
 ) -> Result<(TokenRecord, Arc<TenantRuntime>), Response> {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = String::from_utf8_lossy(origin.as_bytes());
-        if !state.allowed_origins.iter().any(|o| *o == origin) {
-            return Err(json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                &format!("requests from the origin `{origin}` are refused (--allowed-origin)"),
-            ));
-        }
+    if let Some(refused) =
+        super::origin::refuse_host_or_origin(&state.allowed_hosts, &state.allowed_origins, headers)
+    {
+        return Err(refused);
     }
     let store = &state.tenants.default_tenant().toolbox.store;
     let token = auth::authenticate(store, headers)

@@ -180,6 +180,7 @@ pub async fn serve(
     });
     let admin = super::admin::router(super::admin::AdminState {
         tenants: app.tenants.clone(),
+        allowed_hosts: allowed_hosts(&options, bound),
         allowed_origins: options.allowed_origins.clone(),
     });
     let router = Router::new()
@@ -400,6 +401,15 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 /// `/mcp`: authenticate, pick the token's endpoint, let rmcp answer.
 async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    // Host and Origin before the token, as on every route: a foreign page
+    // gets 403 whatever it sends.
+    if let Some(refused) = super::origin::refuse_host_or_origin(
+        &app.sse.allowed_hosts,
+        &app.sse.allowed_origins,
+        request.headers(),
+    ) {
+        return refused;
+    }
     let Caller {
         token,
         identity,

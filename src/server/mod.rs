@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backpressure;
 pub mod http;
 pub mod metrics;
+pub mod origin;
 pub mod sse;
 pub mod tenants;
 

@@ -183,7 +183,9 @@ impl Drop for StreamGuard {
 
 /// `GET /sse`: authenticate, start a session's server, stream its messages.
 async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refuse_host_or_origin(&state, &headers) {
+    if let Some(refused) =
+        super::origin::refuse_host_or_origin(&state.allowed_hosts, &state.allowed_origins, &headers)
+    {
         return refused;
     }
     let Caller {
@@ -292,7 +294,9 @@ async fn run_session(
 /// `POST /messages?sessionId=ID`: one JSON-RPC message for a session's server.
 async fn message(State(state): State<Arc<SseState>>, request: Request) -> Response {
     let headers = request.headers().clone();
-    if let Some(refused) = refuse_host_or_origin(&state, &headers) {
+    if let Some(refused) =
+        super::origin::refuse_host_or_origin(&state.allowed_hosts, &state.allowed_origins, &headers)
+    {
         return refused;
     }
     let caller = match identify(&state.tenants, state.require_token, &headers).await {
@@ -360,109 +364,4 @@ fn session_not_found() -> Response {
         "no such SSE session for this token: its stream closed, or it was opened with another \
          token; open a new one with GET /sse",
     )
-}
-
-/// DNS-rebinding protection, as rmcp does it for `/mcp`: a `Host` must be one
-/// of ours, and a browser's `Origin` one the operator allowed. Returns the
-/// refusal, if any.
-fn refuse_host_or_origin(state: &SseState, headers: &HeaderMap) -> Option<Response> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| axum::http::uri::Authority::try_from(h).ok());
-    let host_ok = host.is_some_and(|host| {
-        state.allowed_hosts.iter().any(|allowed| {
-            match axum::http::uri::Authority::try_from(allowed.as_str()) {
-                Ok(a) => {
-                    same_host(a.host(), host.host())
-                        && a.port_u16().is_none_or(|p| Some(p) == host.port_u16())
-                }
-                Err(_) => same_host(allowed, host.host()),
-            }
-        })
-    });
-    if !host_ok {
-        tracing::warn!(host = ?headers.get(header::HOST), "SSE request with a foreign Host refused");
-        return Some(json_error(
-            StatusCode::FORBIDDEN,
-            "forbidden_host",
-            "this Host is not served here (DNS rebinding protection); the operator can allow \
-             it with --allowed-host",
-        ));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = String::from_utf8_lossy(origin.as_bytes());
-        if !state
-            .allowed_origins
-            .iter()
-            .any(|allowed| origin_matches(allowed, &origin))
-        {
-            tracing::warn!(origin = %origin, "SSE request from a foreign Origin refused");
-            return Some(json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden_origin",
-                &format!("requests from the origin `{origin}` are refused (--allowed-origin)"),
-            ));
-        }
-    }
-    None
-}
-
-fn same_host(a: &str, b: &str) -> bool {
-    let strip = |h: &str| h.trim_matches(['[', ']']).to_ascii_lowercase();
-    strip(a) == strip(b)
-}
-
-/// `scheme://host[:port]`, where an allowed entry without a port or with
-/// `:*` accepts any port (rmcp's rule for `/mcp`).
-fn origin_matches(allowed: &str, origin: &str) -> bool {
-    let parse = |s: &str| {
-        let uri = axum::http::Uri::try_from(s.trim()).ok()?;
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let authority = uri.authority()?;
-        Some((scheme, authority.host().to_string(), authority.port_u16()))
-    };
-    let (allowed, any_port) = match allowed.strip_suffix(":*") {
-        Some(base) => (base, true),
-        None => (allowed, false),
-    };
-    match (parse(allowed), parse(origin)) {
-        (Some((a_scheme, a_host, a_port)), Some((o_scheme, o_host, o_port))) => {
-            a_scheme == o_scheme
-                && same_host(&a_host, &o_host)
-                && (any_port || a_port.is_none() || a_port == o_port)
-        }
-        _ => allowed.trim().eq_ignore_ascii_case(origin.trim()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_matches;
-
-    #[test]
-    fn origins_match_by_scheme_host_and_port() {
-        assert!(origin_matches(
-            "http://localhost:3000",
-            "http://localhost:3000"
-        ));
-        assert!(origin_matches(
-            "http://localhost:*",
-            "http://localhost:5173"
-        ));
-        assert!(origin_matches("http://localhost", "http://localhost:5173"));
-        assert!(!origin_matches(
-            "http://localhost:3000",
-            "http://localhost:3001"
-        ));
-        assert!(!origin_matches(
-            "http://localhost:3000",
-            "https://localhost:3000"
-        ));
-        assert!(!origin_matches(
-            "http://localhost:3000",
-            "http://evil.example"
-        ));
-        assert!(!origin_matches("http://localhost:3000", "null"));
-    }
 }
