@@ -38,6 +38,14 @@ macro_rules! token_columns {
         "id, tenant, agent, role, prefix, created_at, revoked_at"
     };
 }
+/// Decode every row with `from_row`.
+pub(super) fn rows<T>(
+    rows: &[SqliteRow],
+    from_row: fn(&SqliteRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, StoreError> {
+    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+}
+
 fn override_from_row(row: &SqliteRow) -> Result<OverrideRecord, sqlx::Error> {
     let scope: String = row.try_get("scope")?;
     Ok(OverrideRecord {
@@ -323,7 +331,7 @@ impl Store for SqliteStore {
         state: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!(
+        let found = sqlx::query(select_overrides!(
             "\
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR state = ?2) \
              ORDER BY id DESC LIMIT ?3"
@@ -333,10 +341,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(override_from_row)
-            .collect::<Result<_, _>>()?)
+        rows(&found, override_from_row)
     }
 
     async fn override_recent(
@@ -345,7 +350,7 @@ impl Store for SqliteStore {
         agent: &str,
         since: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!(
+        let found = sqlx::query(select_overrides!(
             "WHERE tenant = ? AND agent = ? \
              AND (created_at > ?3 OR decided_at > ?3) ORDER BY id"
         ))
@@ -354,10 +359,7 @@ impl Store for SqliteStore {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(override_from_row)
-            .collect::<Result<_, _>>()?)
+        rows(&found, override_from_row)
     }
 
     async fn override_active(
@@ -366,7 +368,7 @@ impl Store for SqliteStore {
         agent: &str,
         now: i64,
     ) -> Result<Vec<OverrideRecord>, StoreError> {
-        let rows = sqlx::query(select_overrides!(
+        let found = sqlx::query(select_overrides!(
             "WHERE tenant = ? AND agent = ? \
              AND state = 'approved' AND expires_at > ? ORDER BY id"
         ))
@@ -375,10 +377,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(override_from_row)
-            .collect::<Result<_, _>>()?)
+        rows(&found, override_from_row)
     }
 
     async fn override_decide(

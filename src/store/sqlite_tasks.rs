@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use super::sqlite::rows;
 use super::tasks::{
     AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
     TaskJudgement, TaskProgress, TaskReview, TaskStore,
@@ -134,11 +135,30 @@ fn performance_from_row(row: &SqliteRow) -> Result<PerformanceRecord, sqlx::Erro
     })
 }
 
-fn rows<T>(
-    rows: &[SqliteRow],
-    from_row: fn(&SqliteRow) -> Result<T, sqlx::Error>,
-) -> Result<Vec<T>, StoreError> {
-    Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+/// Finish a claim: the row the claiming UPDATE returned (none: someone else
+/// won), its `claimed` event, and the commit.
+async fn record_claim(
+    mut tx: Transaction<'static, Sqlite>,
+    row: Option<SqliteRow>,
+    claim: &Claim<'_>,
+    how: &str,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let task = task_from_row(&row)?;
+    add_event(
+        &mut tx,
+        task.id,
+        claim.now,
+        "claimed",
+        claim.agent,
+        None,
+        Some(how),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(task))
 }
 
 /// Add an event to a task's history.
@@ -771,22 +791,7 @@ impl TaskStore for SqliteStore {
         .bind(claim.lease_ends)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let task = task_from_row(&row)?;
-        add_event(
-            &mut tx,
-            task.id,
-            claim.now,
-            "claimed",
-            claim.agent,
-            None,
-            Some("assigned by routing"),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(task))
+        record_claim(tx, row, claim, "assigned by routing").await
     }
 
     async fn task_queued(
@@ -827,22 +832,7 @@ impl TaskStore for SqliteStore {
         .bind(claim.lease_ends)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let task = task_from_row(&row)?;
-        add_event(
-            &mut tx,
-            task.id,
-            claim.now,
-            "claimed",
-            claim.agent,
-            None,
-            Some("from the queue"),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(task))
+        record_claim(tx, row, claim, "from the queue").await
     }
 
     async fn task_progress(&self, p: &TaskProgress<'_>) -> Result<Option<TaskRecord>, StoreError> {

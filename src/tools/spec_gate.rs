@@ -127,8 +127,9 @@ impl Toolbox {
             }
             SpecState::Active(spec) => spec,
         };
-        // CAWS waivers with a `delta` raise the budget while they are in force.
-        let spec = &self.with_waived_budget(spec);
+        // CAWS waivers with a `delta` raise the budget while they are in
+        // force; their files are read only when a change is over budget.
+        let mut widened: Option<ActiveSpec> = None;
         let store = self.store.get().await.map_err(|e| budget_unavailable(&e))?;
         let mut judged = Vec::with_capacity(changes.len());
         let mut charges = Vec::with_capacity(changes.len());
@@ -154,7 +155,12 @@ impl Toolbox {
                 hard_linked: false,
                 added: "",
             };
-            judged.push((action, judge_write(spec, path, lines, usage)));
+            let mut decision = judge_write(spec, path, lines, usage);
+            if decision.matched.iter().any(|r| &*r.id == "BUDGET-001") {
+                let widened = widened.get_or_insert_with(|| self.with_waived_budget(spec));
+                decision = judge_write(widened, path, lines, usage);
+            }
+            judged.push((action, decision));
             charges.push(Charge {
                 spec_id: spec.id.clone(),
                 path: path.to_string(),

@@ -21,19 +21,8 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-passed = 0
-
-
-def check(name, ok, detail=""):
-    """Record one check; raise AssertionError naming it when it fails."""
-    global passed
-    if not ok:
-        raise AssertionError(f"{name}: {detail}")
-    passed += 1
-
-
-def text_of(result):
-    return "\n".join(getattr(block, "text", "") for block in result.content)
+import checks
+from checks import check, text_of
 
 
 async def exercise(label, session):
@@ -94,11 +83,11 @@ def main():
         if isinstance(e, AssertionError):
             print(f"FAILED check {e}")
         else:
-            print(f"FAILED after {passed} passed checks: unexpected error {e!r} (traceback on stderr)")
+            print(f"FAILED after {checks.passed} passed checks: unexpected error {e!r} (traceback on stderr)")
             traceback.print_exception(e, file=sys.stderr)
-        print(f"python-sdk-http: {passed} passed, 1 failed")
+        print(f"python-sdk-http: {checks.passed} passed, 1 failed")
         return 1
-    print(f"python-sdk-http: {passed} passed, 0 failed")
+    print(f"python-sdk-http: {checks.passed} passed, 0 failed")
     return 0
 
 

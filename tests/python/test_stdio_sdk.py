@@ -19,19 +19,8 @@ from pathlib import Path
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-passed = 0
-
-
-def check(name, ok, detail=""):
-    """Record one check; raise AssertionError naming it when it fails."""
-    global passed
-    if not ok:
-        raise AssertionError(f"{name}: {detail}")
-    passed += 1
-
-
-def text_of(result):
-    return "\n".join(getattr(block, "text", "") for block in result.content)
+import checks
+from checks import check, text_of
 
 
 async def run(binary, workspace):
@@ -106,11 +95,11 @@ def main():
         if isinstance(e, AssertionError):
             print(f"FAILED check {e}")
         else:
-            print(f"FAILED after {passed} passed checks: unexpected error {e!r} (traceback on stderr)")
+            print(f"FAILED after {checks.passed} passed checks: unexpected error {e!r} (traceback on stderr)")
             traceback.print_exception(e, file=sys.stderr)
-        print(f"python-sdk: {passed} passed, 1 failed")
+        print(f"python-sdk: {checks.passed} passed, 1 failed")
         return 1
-    print(f"python-sdk: {passed} passed, 0 failed")
+    print(f"python-sdk: {checks.passed} passed, 0 failed")
     return 0
 
 
