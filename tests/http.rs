@@ -771,14 +771,20 @@ async fn sse_session(base: &str, token: &str) -> (SseStream, String) {
     };
     let (event, data) = stream.next_event().await;
     assert_eq!(event, "endpoint", "the first event names the POST URL");
+    // Relative to the stream's URL, so it survives a path-prefixing proxy.
     let id = data
-        .strip_prefix("/messages?sessionId=")
+        .strip_prefix("messages?sessionId=")
         .unwrap_or_else(|| panic!("endpoint data: {data}"));
     assert!(
         id.len() >= 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
         "a random session id: {id}"
     );
-    (stream, format!("{base}{data}"))
+    let url = reqwest::Url::parse(&format!("{base}/sse"))
+        .unwrap()
+        .join(&data)
+        .unwrap();
+    assert_eq!(url.path(), "/messages");
+    (stream, url.to_string())
 }
 
 async fn post_message(url: &str, token: Option<&str>, body: &Value) -> (u16, String) {
@@ -1014,8 +1020,30 @@ async fn metrics_count_calls_by_tool_and_decision_with_latency_and_sessions() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
     assert!(m["arbiter_mcp_sessions_active"] >= 1.0, "{m:#?}");
     assert_eq!(m["arbiter_overrides_pending{tenant=\"default\"}"], 0.0);
+    assert_eq!(m["arbiter_commands_running"], 0.0);
 
-    client.cancel().await.unwrap();
+    // A background command is counted while it runs, and no longer once stopped.
+    let started = ok(
+        &client,
+        "run_terminal_cmd",
+        json!({"command": "sleep 30", "is_background": true}),
+    )
+    .await;
+    let job = started["job_id"].as_str().unwrap().to_string();
+    assert_eq!(scrape(&server.base).await["arbiter_commands_running"], 1.0);
+    client.cancel().await.unwrap(); // the session's jobs end with it
+    let mut running = -1.0;
+    for _ in 0..100 {
+        running = scrape(&server.base).await["arbiter_commands_running"];
+        if running == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        running, 0.0,
+        "job {job} still counted after its session ended"
+    );
 }
 
 #[tokio::test]
@@ -1054,4 +1082,60 @@ async fn revoking_a_token_ends_its_sse_session_and_drops_its_server() {
         active, 0.0,
         "the session's server (and its terminals, jobs) is gone"
     );
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_calls_answer_then_exits_cleanly() {
+    let s = Scratch::new();
+    let token = create_token(&s.ws(), "default", "shutdown-bot");
+    let mut server = HttpServer::start(&s.ws(), &[]);
+    let client = connect(&server.mcp(), Some(&token)).await.unwrap();
+    let call = tokio::spawn(async move {
+        let r = try_call(
+            &client,
+            "run_terminal_cmd",
+            json!({"command": "sleep 30", "timeout_ms": 60000}),
+        )
+        .await;
+        (r, client)
+    });
+    let base = server.base.clone();
+    let mut running = 0.0;
+    for _ in 0..200 {
+        running = scrape(&base).await["arbiter_commands_running"];
+        if running == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(running, 1.0, "the command started");
+
+    let pid = server.child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // The running call still gets its answer: the command was stopped.
+    let (result, _client) = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the call in progress is answered before the server exits")
+        .unwrap();
+    let result = result.expect("a tools/call result, not a dropped connection");
+    assert_eq!(result.is_error, Some(true));
+    assert!(text(&result).contains("cancelled"), "{}", text(&result));
+
+    let mut status = None;
+    for _ in 0..300 {
+        status = server.child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("the server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // New connections are refused once it is gone, and the record was kept.
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
+    let records = audit_records(&s.ws());
+    let last = records.last().expect("audit records");
+    assert_eq!(last["tool"], "run_terminal_cmd", "{last}");
+    let (code, out, err) = run_cli(&s.ws(), &["audit", "verify"]);
+    assert_eq!(code, 0, "audit verify: {out}{err}");
 }

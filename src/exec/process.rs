@@ -34,6 +34,30 @@ const DRAIN_TIME: Duration = Duration::from_millis(500);
 /// Read size of the output pumps.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Sandboxed commands (and terminal shells) running now, for `/metrics`.
+static RUNNING: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// How many sandboxed commands (terminal shells included) are running.
+pub fn running_commands() -> i64 {
+    RUNNING.load(std::sync::atomic::Ordering::Relaxed).max(0)
+}
+
+/// Counts one command in [`running_commands`] while it lives.
+struct RunningGuard(());
+
+impl RunningGuard {
+    fn start() -> Self {
+        RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(())
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A network namespace with no interface up, for a root server's commands
 /// to share: creating one per command costs about 0.4 ms (and as much again
 /// to tear it down), joining one costs a `setns`. A thread of its own moves
@@ -146,6 +170,7 @@ pub struct Spawned {
     strict: bool,
     cleanup: Cleanup,
     started: Instant,
+    _running: RunningGuard,
 }
 
 impl std::fmt::Debug for Spawned {
@@ -343,6 +368,7 @@ async fn spawn_in(
         strict: plan.strict,
         cleanup,
         started,
+        _running: RunningGuard::start(),
     })
 }
 

@@ -35,8 +35,10 @@ use crate::store::DEFAULT_TENANT;
 
 /// Largest request body: the same as the stdio transport's longest line.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// How long a stopping server waits for open connections.
+/// How long a stopping server waits for the calls in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long it then waits for connections to close.
+const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The header that carries an MCP session id.
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -171,7 +173,7 @@ pub async fn serve(
         stop.clone(),
     ));
     let app = Arc::new(App {
-        tenants,
+        tenants: tenants.clone(),
         require_token: !options.no_auth,
         config,
         stop: stop.clone(),
@@ -197,22 +199,50 @@ pub async fn serve(
         auth = if options.no_auth { "none" } else { "bearer token" },
         "arbiter serving MCP over streamable HTTP"
     );
-    let stopping = stop.clone();
+    // Cancelled first at shutdown: no new connections, and open ones close
+    // once their request is answered (streams stay until `stop`).
+    let accepting = CancellationToken::new();
+    let no_more = accepting.clone();
     let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { stopping.cancelled().await })
+        .with_graceful_shutdown(async move { no_more.cancelled().await })
         .into_future();
     let mut server = std::pin::pin!(server);
     tokio::select! {
         result = &mut server => result.context("the HTTP server failed")?,
         () = stop_signal => {
-            // Ends every session and its streams, then lets connections drain.
+            accepting.cancel();
+            drain_calls(&tenants).await;
+            // Now end every session and its streams, and let connections close.
             stop.cancel();
-            if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+            if tokio::time::timeout(STREAM_CLOSE_GRACE, server).await.is_err() {
                 tracing::warn!("connections still open at shutdown were dropped");
             }
         }
     }
     Ok(())
+}
+
+/// Stop every tenant's running commands (they end as cancelled, with their
+/// records) and let the calls in progress finish and answer, up to
+/// [`SHUTDOWN_GRACE`].
+async fn drain_calls(tenants: &TenantRegistry) {
+    let opened = tenants.opened().await;
+    for tenant in &opened {
+        tenant.toolbox.shutdown.cancel();
+        tenant.toolbox.calls.close();
+    }
+    let running: usize = opened.iter().map(|t| t.toolbox.calls.len()).sum();
+    if running > 0 {
+        tracing::info!(running, "waiting for calls in progress to finish");
+    }
+    let all = futures::future::join_all(opened.iter().map(|t| t.toolbox.calls.wait()));
+    if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+        let left: usize = opened.iter().map(|t| t.toolbox.calls.len()).sum();
+        tracing::warn!(
+            running = left,
+            "calls still running at the shutdown deadline were abandoned"
+        );
+    }
 }
 
 /// A non-loopback server is reachable by others: say so where it cannot be missed.

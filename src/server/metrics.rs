@@ -126,6 +126,16 @@ pub fn render(pending: &[(String, u64)]) -> String {
     );
 
     out.push_str(
+        "# HELP arbiter_commands_running Sandboxed commands running, terminal shells included.\n",
+    );
+    out.push_str("# TYPE arbiter_commands_running gauge\n");
+    let _ = writeln!(
+        out,
+        "arbiter_commands_running {}",
+        crate::exec::process::running_commands()
+    );
+
+    out.push_str(
         "# HELP arbiter_overrides_pending Override requests awaiting a decision, by tenant.\n",
     );
     out.push_str("# TYPE arbiter_overrides_pending gauge\n");

@@ -71,8 +71,8 @@ struct SessionState {
     audit: AuditChain,
     session_id: String,
     tool_router: ToolRouter<ArbiterServer>,
-    /// Calls still running, and background jobs; see `call_tool` and
-    /// [`ArbiterServer::in_flight`].
+    /// Calls still running, and background jobs, of every session of the
+    /// workspace (the toolbox's); see `call_tool` and [`ArbiterServer::in_flight`].
     in_flight: TaskTracker,
     /// This session's background commands; they end with it.
     jobs: JobTable,
@@ -177,11 +177,11 @@ impl ArbiterServer {
             inner: Arc::new(SessionState {
                 jobs,
                 sessions: SessionTable::new(toolbox.shutdown.child_token()),
+                in_flight: toolbox.calls.clone(),
                 toolbox,
                 audit,
                 session_id: uuid::Uuid::new_v4().simple().to_string(),
                 tool_router: Self::tool_router(),
-                in_flight: TaskTracker::new(),
                 identity: None,
                 _live: metrics::LiveSession::start(),
             }),

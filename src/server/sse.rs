@@ -1,6 +1,6 @@
 //! The older HTTP+SSE transport (MCP 2024-11-05), for clients that still use
 //! it: `GET /sse` opens an event stream whose first event, `endpoint`, names
-//! the URL to POST to (`/messages?sessionId=ID`); each POST carries one
+//! the URL to POST to (`messages?sessionId=ID`, relative to the stream's URL); each POST carries one
 //! JSON-RPC message and gets 202, and the server's answers and notifications
 //! go out on the stream as `message` events.
 //!
@@ -237,7 +237,9 @@ async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Respons
 
     let endpoint = Event::default()
         .event("endpoint")
-        .data(format!("/messages?sessionId={id}"));
+        // Relative to the stream's URL, so a proxy that serves this server
+        // under a path prefix (`/prefix/sse`) gets `/prefix/messages`.
+        .data(format!("messages?sessionId={id}"));
     let guard = StreamGuard {
         id,
         sessions: state.sessions.clone(),

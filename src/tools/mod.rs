@@ -48,6 +48,10 @@ pub struct Toolbox {
     /// Cancelled when the server shuts down: running commands and background
     /// jobs are stopped (and recorded) instead of being abandoned.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Tool calls still running in any session of this workspace, and
+    /// background jobs: a stopping server waits for them, so that every
+    /// effect it started gets its audit record and its reply.
+    pub calls: tokio_util::task::TaskTracker,
     /// Sandbox helpers started ahead of commands.
     pub helpers: Arc<crate::exec::process::HelperPool>,
     /// A root server's empty network namespace, shared by offline commands
@@ -89,6 +93,7 @@ impl Toolbox {
             locks: FileLocks::default(),
             limits: Limits::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            calls: tokio_util::task::TaskTracker::new(),
             helpers: crate::exec::process::HelperPool::new(1),
             offline_netns: std::sync::OnceLock::new(),
             caws_waivers: crate::overrides::caws::prepare_dir(root_path.as_path()),
