@@ -1139,3 +1139,94 @@ async fn sigterm_lets_running_calls_answer_then_exits_cleanly() {
     let (code, out, err) = run_cli(&s.ws(), &["audit", "verify"]);
     assert_eq!(code, 0, "audit verify: {out}{err}");
 }
+
+#[tokio::test]
+async fn a_token_over_its_request_limit_gets_429_with_retry_after() {
+    let s = Scratch::new();
+    // The server's limit applies to tokens without their own; `limited` has its own.
+    let limited = token_with(
+        &s.ws(),
+        &[
+            "--tenant",
+            "default",
+            "--agent",
+            "slow",
+            "--rate-limit",
+            "3/h",
+        ],
+    );
+    let unlimited = token_with(
+        &s.ws(),
+        &[
+            "--tenant",
+            "default",
+            "--agent",
+            "ci",
+            "--rate-limit",
+            "off",
+        ],
+    );
+    let plain = create_token(&s.ws(), "default", "plain");
+    let (code, out, err) = run_cli(&s.ws(), &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3/h") && out.contains("off"), "{out}");
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "default",
+            "--agent",
+            "x",
+            "--rate-limit",
+            "9/day",
+        ],
+    );
+    assert_eq!(code, 2, "a bad limit is refused");
+    assert!(err.contains("N/s, N/min or N/h"), "{err}");
+
+    let server = HttpServer::start(&s.ws(), &["--rate-limit", "5/h"]);
+    let url = server.mcp();
+    for i in 0..3 {
+        let (status, ..) = post(&url, Some(&limited), None, &[], &initialize()).await;
+        assert_eq!(status, 200, "request {i} of 3 is within the limit");
+    }
+    let (status, _, headers, body) = post(&url, Some(&limited), None, &[], &initialize()).await;
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // 3 an hour: the next one is due in about 20 minutes.
+    assert!((1000..=1200).contains(&retry), "Retry-After: {retry}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("3/h") && message.contains("--rate-limit"),
+        "{message}"
+    );
+    // The legacy transport counts against the same bucket.
+    assert_eq!(
+        open_sse(&server.base, Some(&limited), &[]).await.status(),
+        429
+    );
+
+    // Other tokens have buckets of their own: the server's 5/h, or none.
+    for _ in 0..5 {
+        assert_eq!(
+            post(&url, Some(&plain), None, &[], &initialize()).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        post(&url, Some(&plain), None, &[], &initialize()).await.0,
+        429
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            post(&url, Some(&unlimited), None, &[], &initialize())
+                .await
+                .0,
+            200
+        );
+    }
+}

@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// Clients need a bearer token (`arbiter token create`).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Requests each token may make (`N/s`, `N/min`, `N/h`, or `off`), unless
+    /// the token has its own limit (`arbiter token create --rate-limit`).
+    /// Over it a request gets 429 with `Retry-After`.
+    #[arg(long, value_name = "N/PERIOD", requires = "http", default_value = crate::server::rate::DEFAULT_RATE_LIMIT)]
+    rate_limit: crate::server::rate::RateLimit,
     /// Accept HTTP requests without a token, all as tenant `default`.
     /// Refused unless ADDR is a loopback address.
     #[arg(long, requires = "http")]
@@ -50,6 +55,7 @@ pub async fn run(setup: &super::Setup, args: ServeArgs) -> anyhow::Result<()> {
                 no_auth: args.no_auth,
                 allowed_hosts: args.allowed_host,
                 allowed_origins: args.allowed_origin,
+                rate_limit: args.rate_limit,
             };
             serve_http(setup, options).await
         }

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use crate::overrides::{now_unix, rfc3339};
 use crate::server::auth::generate_token;
+use crate::server::rate::RateLimit;
 use crate::store::{DEFAULT_TENANT, NewToken, Store, TokenRecord, TokenRole};
 
 /// Longest agent name.
@@ -29,6 +30,10 @@ pub enum TokenCommand {
         /// its tenant), which cannot speak MCP; agent tokens get 403 there.
         #[arg(long)]
         admin: bool,
+        /// This token's request limit at the HTTP server: `N/s`, `N/min`, `N/h`,
+        /// or `off`. Without it, the server's (`serve --rate-limit`, default 1200/min).
+        #[arg(long, value_name = "N/PERIOD")]
+        rate_limit: Option<RateLimit>,
     },
     /// List tokens (never the secrets): id, tenant, agent, created, revoked.
     List {
@@ -51,13 +56,14 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
             tenant,
             agent,
             admin,
+            rate_limit,
         } => {
             let role = if admin {
                 TokenRole::Admin
             } else {
                 TokenRole::Agent
             };
-            create(store.as_ref(), &tenant, &agent, role).await
+            create(store.as_ref(), &tenant, &agent, role, rate_limit).await
         }
         TokenCommand::List { json } => {
             let tokens = store.token_list().await?;
@@ -71,8 +77,8 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
                 );
             } else {
                 println!(
-                    "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<20}  revoked",
-                    "id", "tenant", "agent", "role", "token", "created"
+                    "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<10} {:<20}  revoked",
+                    "id", "tenant", "agent", "role", "token", "limit", "created"
                 );
                 for t in &tokens {
                     println!("{}", line(t));
@@ -104,6 +110,7 @@ async fn create(
     tenant: &str,
     agent: &str,
     role: TokenRole,
+    rate_limit: Option<RateLimit>,
 ) -> anyhow::Result<ExitCode> {
     if tenant != DEFAULT_TENANT && store.tenant_get(tenant).await?.is_none() {
         eprintln!(
@@ -119,6 +126,7 @@ async fn create(
         );
         return Ok(ExitCode::from(2));
     }
+    let rate_limit = rate_limit.map(|r| r.to_string());
     let secret = generate_token()
         .map_err(|e| anyhow::anyhow!("cannot read random bytes for the token: {e}"))?;
     let record = store
@@ -129,6 +137,7 @@ async fn create(
             hash: &secret.hash,
             prefix: &secret.prefix,
             now: now_unix(),
+            rate_limit: rate_limit.as_deref(),
         })
         .await?;
     // The token alone on stdout, for `TOKEN=$(arbiter token create ...)`.
@@ -147,12 +156,13 @@ async fn create(
 
 fn line(t: &TokenRecord) -> String {
     format!(
-        "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<20}  {}",
+        "{:>4}  {:<16} {:<20} {:<6} {:<12} {:<10} {:<20}  {}",
         t.id,
         t.tenant,
         t.agent,
         t.role.as_str(),
         format!("{}…", t.prefix),
+        t.rate_limit.as_deref().unwrap_or("server's"),
         rfc3339(t.created_at),
         t.revoked_at.map_or_else(|| "-".to_string(), rfc3339)
     )

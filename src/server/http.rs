@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ArbiterServer;
 use super::auth::{self, AuthFailure, SessionIdentity};
+use super::rate::{OverLimit, RateLimit, RateLimits};
 use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
 use crate::store::DEFAULT_TENANT;
 
@@ -53,6 +54,8 @@ pub struct HttpOptions {
     /// Browser origins accepted; any other `Origin` gets 403. Requests without
     /// an `Origin` header (not from a browser) are not affected.
     pub allowed_origins: Vec<String>,
+    /// Requests per token, unless the token has its own limit.
+    pub rate_limit: RateLimit,
 }
 
 /// Refuse what must not start: `--no-auth` where others can connect.
@@ -171,6 +174,7 @@ pub async fn serve(
         allowed_hosts(&options, bound),
         options.allowed_origins.clone(),
         stop.clone(),
+        Arc::new(RateLimits::new(options.rate_limit)),
     ));
     let app = Arc::new(App {
         tenants: tenants.clone(),
@@ -340,6 +344,7 @@ pub(super) struct Refused {
 pub(super) async fn identify(
     tenants: &TenantRegistry,
     require_token: bool,
+    limits: &RateLimits,
     headers: &axum::http::HeaderMap,
 ) -> Result<Caller, Refused> {
     let refuse = |response| Refused {
@@ -357,13 +362,19 @@ pub(super) async fn identify(
                      agent tokens (`arbiter token create` without --admin)",
                 )));
             }
-            Ok(record) => (
-                Some(record.id),
-                Some(SessionIdentity {
-                    tenant: record.tenant,
-                    agent: record.agent,
-                }),
-            ),
+            Ok(record) => {
+                if let Err(over) = limits.check(record.id, record.rate_limit.as_deref()) {
+                    tracing::info!(token = record.id, limit = %over.limit, "rate limit reached");
+                    return Err(refuse(too_many_requests(record.id, &over)));
+                }
+                (
+                    Some(record.id),
+                    Some(SessionIdentity {
+                        tenant: record.tenant,
+                        agent: record.agent,
+                    }),
+                )
+            }
             Err(failure) => {
                 let revoked = match failure {
                     AuthFailure::Revoked { id } => Some(id),
@@ -444,7 +455,14 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         token,
         identity,
         runtime,
-    } = match identify(&app.tenants, app.require_token, request.headers()).await {
+    } = match identify(
+        &app.tenants,
+        app.require_token,
+        &app.sse.limits,
+        request.headers(),
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             if let Some(id) = refused.revoked {
@@ -473,6 +491,26 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     }
     endpoint.service.handle(request).await.map(Body::new)
+}
+
+/// 429 for a token over its limit, with `Retry-After` (RFC 9110) in seconds.
+fn too_many_requests(token: i64, over: &OverLimit) -> Response {
+    let mut response = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!(
+            "token {token} is over its request limit ({}); retry after {} s. If this agent \
+             needs more, the operator can give it a token with a higher limit \
+             (`arbiter token create --rate-limit N/PERIOD`) or raise the server's \
+             (`serve --rate-limit`)",
+            over.limit, over.retry_after_secs
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from(over.retry_after_secs),
+    );
+    response
 }
 
 /// A JSON error body: `{"error": code, "message": what, why, what to do}`.

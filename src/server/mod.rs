@@ -12,6 +12,7 @@ pub mod backpressure;
 pub mod http;
 pub mod metrics;
 pub mod origin;
+pub mod rate;
 pub mod sse;
 pub mod tenants;
 

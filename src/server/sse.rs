@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::ArbiterServer;
 use super::backpressure::Bounded;
 use super::http::{Caller, MAX_BODY_BYTES, identify, json_error};
+use super::rate::RateLimits;
 use super::tenants::TenantRegistry;
 
 /// Messages a POST may queue for a session before it waits for the server.
@@ -60,6 +61,8 @@ pub struct SseState {
     pub allowed_origins: Vec<String>,
     /// Cancelled when the server stops: every session's token is a child.
     pub stop: CancellationToken,
+    /// Per-token request limits, shared with `/mcp`.
+    pub limits: Arc<RateLimits>,
     sessions: Arc<Sessions>,
 }
 
@@ -70,6 +73,7 @@ impl SseState {
         allowed_hosts: Vec<String>,
         allowed_origins: Vec<String>,
         stop: CancellationToken,
+        limits: Arc<RateLimits>,
     ) -> Self {
         Self {
             tenants,
@@ -77,6 +81,7 @@ impl SseState {
             allowed_hosts,
             allowed_origins,
             stop,
+            limits,
             sessions: Arc::default(),
         }
     }
@@ -192,7 +197,7 @@ async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Respons
         token,
         identity,
         runtime,
-    } = match identify(&state.tenants, state.require_token, &headers).await {
+    } = match identify(&state.tenants, state.require_token, &state.limits, &headers).await {
         Ok(caller) => caller,
         Err(refused) => {
             if let Some(id) = refused.revoked {
@@ -301,7 +306,8 @@ async fn message(State(state): State<Arc<SseState>>, request: Request) -> Respon
     {
         return refused;
     }
-    let caller = match identify(&state.tenants, state.require_token, &headers).await {
+    let caller = match identify(&state.tenants, state.require_token, &state.limits, &headers).await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             if let Some(id) = refused.revoked {

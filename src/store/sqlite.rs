@@ -35,7 +35,7 @@ macro_rules! select_overrides {
 /// The columns [`token_from_row`] reads (never the hash).
 macro_rules! token_columns {
     () => {
-        "id, tenant, agent, role, prefix, created_at, revoked_at"
+        "id, tenant, agent, role, prefix, created_at, revoked_at, rate_limit"
     };
 }
 /// Decode every row with `from_row`.
@@ -438,7 +438,7 @@ impl Store for SqliteStore {
 
     async fn token_create(&self, new: &NewToken<'_>) -> Result<TokenRecord, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO api_tokens (tenant, agent, role, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING ",
+            "INSERT INTO api_tokens (tenant, agent, role, hash, prefix, created_at, rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING ",
             token_columns!()
         ))
         .bind(new.tenant)
@@ -447,6 +447,7 @@ impl Store for SqliteStore {
         .bind(new.hash)
         .bind(new.prefix)
         .bind(new.now)
+        .bind(new.rate_limit)
         .fetch_one(&self.pool)
         .await?;
         Ok(token_from_row(&row)?)
@@ -527,6 +528,7 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, sqlx::Error> {
         prefix: row.try_get("prefix")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        rate_limit: row.try_get("rate_limit")?,
     })
 }
 
@@ -583,6 +585,7 @@ mod tests {
             hash: "h1",
             prefix: "arb_abcdefgh",
             now: 100,
+            rate_limit: Some("5/s"),
         };
         let made = store.token_create(&new).await.unwrap();
         assert_eq!(store.token_by_hash("h1").await.unwrap(), Some(made.clone()));

@@ -45,6 +45,8 @@ pub struct TokenRecord {
     /// Unix seconds, UTC.
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// Its own request limit (`N/s`, `N/min`, `N/h` or `off`); `None`: the server's.
+    pub rate_limit: Option<String>,
 }
 
 impl TokenRecord {
@@ -63,6 +65,8 @@ pub struct NewToken<'a> {
     pub hash: &'a str,
     pub prefix: &'a str,
     pub now: i64,
+    /// See [`TokenRecord::rate_limit`].
+    pub rate_limit: Option<&'a str>,
 }
 
 /// A tenant other than `default`: its own workspace and, optionally, its own policy file.
