@@ -243,3 +243,59 @@ fn python_mcp_sdk_drives_streamable_http_and_legacy_sse() {
         ],
     );
 }
+
+/// Run the `arbiter` CLI on `workspace`; returns its stdout, or panics with its stderr.
+fn cli(workspace: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_arbiter"))
+        .args(args)
+        .arg("--workspace")
+        .arg(workspace)
+        .output()
+        .expect("run arbiter");
+    assert!(out.status.success(), "arbiter {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn python_mcp_sdk_two_tenants_cannot_reach_each_other() {
+    let venv = ensure_venv();
+    let (root, served) = scratch();
+    let (ws_a, ws_b) = (root.path().join("acme"), root.path().join("beta"));
+    for (dir, secret) in [(&ws_a, "A-SECRET"), (&ws_b, "B-SECRET")] {
+        fs::create_dir_all(dir.join("src")).unwrap();
+        fs::write(dir.join("src/secret.txt"), format!("{secret}\n")).unwrap();
+    }
+    for (name, dir) in [("acme", &ws_a), ("beta", &ws_b)] {
+        cli(
+            &served,
+            &[
+                "tenant",
+                "add",
+                name,
+                "--tenant-workspace",
+                dir.to_str().unwrap(),
+            ],
+        );
+    }
+    let token = |tenant: &str| {
+        cli(
+            &served,
+            &["token", "create", "--tenant", tenant, "--agent", "py"],
+        )
+        .trim()
+        .to_string()
+    };
+    let (token_a, token_b) = (token("acme"), token("beta"));
+    let (_server, base) = start_http(&served);
+    run_script(
+        &venv,
+        "test_tenants_sdk.py",
+        root.path(),
+        &[
+            ("ARBITER_URL", base.as_ref()),
+            ("ARBITER_TOKEN_A", token_a.as_ref()),
+            ("ARBITER_TOKEN_B", token_b.as_ref()),
+            ("ARBITER_WORKSPACE_B", ws_b.as_os_str()),
+        ],
+    );
+}

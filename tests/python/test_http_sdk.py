@@ -14,7 +14,6 @@ Run: python test_http_sdk.py   -> prints "python-sdk-http: N passed, 0 failed".
 import asyncio
 import os
 import sys
-import traceback
 
 from mcp import ClientSession
 from mcp.client.sse import sse_client
@@ -74,21 +73,7 @@ def main():
     if not base or not token:
         print("python-sdk-http: set ARBITER_URL and ARBITER_TOKEN", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run(base, token))
-    except BaseException as e:
-        # anyio task groups may wrap the failure in an ExceptionGroup: report the leaf.
-        while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-            e = e.exceptions[0]
-        if isinstance(e, AssertionError):
-            print(f"FAILED check {e}")
-        else:
-            print(f"FAILED after {checks.passed} passed checks: unexpected error {e!r} (traceback on stderr)")
-            traceback.print_exception(e, file=sys.stderr)
-        print(f"python-sdk-http: {checks.passed} passed, 1 failed")
-        return 1
-    print(f"python-sdk-http: {checks.passed} passed, 0 failed")
-    return 0
+    return checks.run_main("python-sdk-http", run(base, token))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import sys
-import traceback
 from pathlib import Path
 
 from mcp import ClientSession, StdioServerParameters
@@ -86,21 +85,7 @@ def main():
     if not binary or not workspace:
         print("python-sdk: set ARBITER_BIN and ARBITER_WORKSPACE", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run(binary, Path(workspace).resolve()))
-    except BaseException as e:
-        # anyio task groups may wrap the failure in an ExceptionGroup: report the leaf.
-        while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-            e = e.exceptions[0]
-        if isinstance(e, AssertionError):
-            print(f"FAILED check {e}")
-        else:
-            print(f"FAILED after {checks.passed} passed checks: unexpected error {e!r} (traceback on stderr)")
-            traceback.print_exception(e, file=sys.stderr)
-        print(f"python-sdk: {checks.passed} passed, 1 failed")
-        return 1
-    print(f"python-sdk: {checks.passed} passed, 0 failed")
-    return 0
+    return checks.run_main("python-sdk", run(binary, Path(workspace).resolve()))
 
 
 if __name__ == "__main__":
