@@ -29,6 +29,9 @@ fn servers(config: &Value) -> Vec<(String, Value)> {
 /// Start what `entry` names, with the workspace placeholders pointing at
 /// `ws`, and return the tools it lists.
 async fn tools_of(entry: &Value, ws: &Path) -> Vec<String> {
+    if entry.get("type").is_some_and(|t| t == "http") {
+        return http_tools_of(entry, ws).await;
+    }
     let command = entry["command"].as_str().expect("command");
     assert_eq!(
         Path::new(command).file_name().unwrap(),
@@ -64,6 +67,43 @@ async fn tools_of(entry: &Value, ws: &Path) -> Vec<String> {
     tools.into_iter().map(|t| t.name.to_string()).collect()
 }
 
+/// An HTTP entry: serve `ws` over HTTP, make a token, and connect the way
+/// the entry says (its URL with the server's port, its Authorization header
+/// with the token in place of the client's variable).
+async fn http_tools_of(entry: &Value, ws: &Path) -> Vec<String> {
+    let url = entry["url"].as_str().expect("url");
+    assert!(url.starts_with("http://127.0.0.1:8787/"), "{entry}");
+    let auth = entry["headers"]["Authorization"]
+        .as_str()
+        .expect("an Authorization header");
+    let variable = auth.strip_prefix("Bearer ").expect("a bearer token");
+    assert!(
+        variable.starts_with("${") && variable.ends_with('}'),
+        "the token comes from a variable, never the file: {entry}"
+    );
+    let (code, token, err) = run_cli(
+        ws,
+        &[
+            "token", "create", "--tenant", "default", "--agent", "example",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let server = HttpServer::start(ws, &[]);
+    let url = url.replace("http://127.0.0.1:8787", &server.base);
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url)
+            .auth_header(token.trim().to_string());
+    let client = ()
+        .serve(rmcp::transport::StreamableHttpClientTransport::from_config(
+            config,
+        ))
+        .await
+        .expect("MCP handshake over HTTP");
+    let tools = client.list_all_tools().await.unwrap();
+    client.cancel().await.unwrap();
+    tools.into_iter().map(|t| t.name.to_string()).collect()
+}
+
 #[tokio::test]
 async fn every_client_configuration_starts_a_server_with_the_tools() {
     let mut seen = 0;
@@ -86,7 +126,7 @@ async fn every_client_configuration_starts_a_server_with_the_tools() {
             seen += 1;
         }
     }
-    assert!(seen >= 4, "only {seen} configurations found");
+    assert!(seen >= 6, "only {seen} configurations found");
 }
 
 #[test]

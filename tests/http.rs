@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -24,66 +22,6 @@ const PROTOCOL: &str = "2025-11-25";
 
 /// `arbiter serve --http 127.0.0.1:0` on a workspace; the address it bound
 /// is read from its start-up log.
-struct HttpServer {
-    child: Child,
-    base: String,
-}
-
-impl HttpServer {
-    fn start(ws: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
-            .arg(ws)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn arbiter");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keep reading stderr for the server's whole life, so it never
-        // blocks on a full pipe.
-        std::thread::spawn(move || {
-            let echo = std::env::var_os("ARBITER_TEST_STDERR").is_some();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if echo {
-                    eprintln!("[server] {line}");
-                }
-                if let Some(at) = line.find("url=http://") {
-                    let url: String = line[at + 4..]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '"')
-                        .collect();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs the address it serves");
-        let base = url.trim_end_matches("/mcp").to_string();
-        Self { child, base }
-    }
-
-    fn mcp(&self) -> String {
-        format!("{}/mcp", self.base)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json::<Value>().await.unwrap())
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 type HttpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
 
 /// rmcp's streamable HTTP client, with a bearer token or without.

@@ -5,12 +5,15 @@
 //! script's output (or pip's) when anything goes wrong. `tests/python/test_http_sdk.py`
 //! does the same over HTTP: streamable HTTP at `/mcp` and the legacy SSE transport.
 
+mod common;
+
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::HttpServer;
 
 /// The `mcp` release the script is written against (2.x API).
 const MCP_PIN: &str = "2.3.0";
@@ -175,47 +178,6 @@ fn python_mcp_sdk_drives_stdio_server() {
     );
 }
 
-/// `arbiter serve --http 127.0.0.1:0`, killed on drop.
-struct HttpServer(Child);
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start the server on a free port; returns it and `http://127.0.0.1:PORT`
-/// (read from its start-up log; stderr keeps being drained after that).
-fn start_http(workspace: &Path) -> (HttpServer, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arbiter"))
-        .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
-        .arg(workspace)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn arbiter");
-    let stderr = child.stderr.take().unwrap();
-    let server = HttpServer(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("url=http://") {
-                let url: String = line[at + 4..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"')
-                    .collect();
-                let _ = tx.send(url.trim_end_matches("/mcp").to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the server logs the address it serves");
-    (server, base)
-}
-
 #[test]
 fn python_mcp_sdk_drives_streamable_http_and_legacy_sse() {
     let venv = ensure_venv();
@@ -231,7 +193,8 @@ fn python_mcp_sdk_drives_streamable_http_and_legacy_sse() {
         .expect("arbiter token create");
     assert!(token.status.success(), "token create: {token:?}");
     let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
-    let (_server, base) = start_http(&workspace);
+    let server = HttpServer::start(&workspace, &[]);
+    let base = server.base.clone();
     run_script(
         &venv,
         "test_http_sdk.py",
@@ -286,7 +249,8 @@ fn python_mcp_sdk_two_tenants_cannot_reach_each_other() {
         .to_string()
     };
     let (token_a, token_b) = (token("acme"), token("beta"));
-    let (_server, base) = start_http(&served);
+    let server = HttpServer::start(&served, &[]);
+    let base = server.base.clone();
     run_script(
         &venv,
         "test_tenants_sdk.py",

@@ -299,3 +299,68 @@ pub async fn eventually(what: &str, limit: std::time::Duration, mut cond: impl F
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `arbiter serve --http 127.0.0.1:0` on a workspace, killed on drop; `base` is
+/// `http://127.0.0.1:PORT`, read from its start-up log (stderr keeps being drained;
+/// `ARBITER_TEST_STDERR=1` echoes it).
+pub struct HttpServer {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl HttpServer {
+    pub fn start(ws: &Path, extra: &[&str]) -> Self {
+        let mut child = std::process::Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
+            .arg(ws)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn arbiter");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep reading stderr for the server's whole life, so it never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            let echo = std::env::var_os("ARBITER_TEST_STDERR").is_some();
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                if echo {
+                    eprintln!("[server] {line}");
+                }
+                if let Some(at) = line.find("url=http://") {
+                    let url: String = line[at + 4..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the server logs the address it serves");
+        let base = url.trim_end_matches("/mcp").to_string();
+        Self { child, base }
+    }
+
+    pub fn mcp(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap())
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
