@@ -47,7 +47,13 @@ pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<Exit
     index_journal(store.as_ref(), &tenant, &journal).await?;
     match command {
         AuditCommand::Verify { json, .. } => {
-            let report = verify_chain(store.as_ref(), &tenant).await?;
+            let total = store
+                .audit_head(&tenant)
+                .await?
+                .map_or(0, |h| h.seq.max(0) as u64);
+            let mut bar = super::progress::Progress::new("verifying the audit chain", total);
+            let report = verify_chain(store.as_ref(), &tenant, &mut |n| bar.set(n)).await?;
+            drop(bar);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else if let Some(bad) = &report.first_bad {

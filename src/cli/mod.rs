@@ -7,6 +7,7 @@ mod doctor;
 mod init;
 mod overrides;
 mod policy;
+mod progress;
 mod serve;
 mod tasks;
 mod tenant;

@@ -163,8 +163,13 @@ pub struct BadRecord {
     pub reason: String,
 }
 
-/// Walk a tenant's chain from the start and recompute every link.
-pub async fn verify_chain(store: &dyn Store, tenant: &str) -> Result<VerifyReport, StoreError> {
+/// Walk a tenant's chain from the start and recompute every link;
+/// `progress` hears how many records were checked, after each page.
+pub async fn verify_chain(
+    store: &dyn Store,
+    tenant: &str,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<VerifyReport, StoreError> {
     let mut report = VerifyReport {
         tenant: tenant.to_string(),
         records: 0,
@@ -173,6 +178,7 @@ pub async fn verify_chain(store: &dyn Store, tenant: &str) -> Result<VerifyRepor
         first_bad: None,
     };
     loop {
+        progress(report.records);
         let page = store.audit_page(tenant, report.head_seq, 1000).await?;
         if page.is_empty() {
             return Ok(report);
