@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use super::ArbiterServer;
 use super::auth::{self, AuthFailure, SessionIdentity};
 use super::rate::{OverLimit, RateLimit, RateLimits};
+use super::replies::Replies;
 use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
 use crate::store::DEFAULT_TENANT;
 
@@ -92,6 +93,8 @@ struct App {
     endpoints: Mutex<HashMap<Option<i64>, Arc<Endpoint>>>,
     /// The legacy HTTP+SSE transport's sessions (`/sse`).
     sse: Arc<super::sse::SseState>,
+    /// Reply streams of `POST /mcp` still open.
+    replies: Arc<Replies>,
 }
 
 impl App {
@@ -176,6 +179,7 @@ pub async fn serve(
         stop.clone(),
         Arc::new(RateLimits::new(options.rate_limit)),
     ));
+    let replies = Arc::new(Replies::default());
     let app = Arc::new(App {
         tenants: tenants.clone(),
         require_token: !options.no_auth,
@@ -183,6 +187,7 @@ pub async fn serve(
         stop: stop.clone(),
         endpoints: Mutex::new(HashMap::new()),
         sse: sse.clone(),
+        replies: replies.clone(),
     });
     let admin = super::admin::router(super::admin::AdminState {
         tenants: app.tenants.clone(),
@@ -216,6 +221,11 @@ pub async fn serve(
         () = stop_signal => {
             accepting.cancel();
             drain_calls(&tenants).await;
+            // Let the replies of those calls reach their clients.
+            let open = replies.wait_closed(STREAM_CLOSE_GRACE).await;
+            if open > 0 {
+                tracing::warn!(open, "replies still being sent at shutdown were cut off");
+            }
             // Now end every session and its streams, and let connections close.
             stop.cancel();
             if tokio::time::timeout(STREAM_CLOSE_GRACE, server).await.is_err() {
@@ -490,7 +500,14 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             );
         }
     }
-    endpoint.service.handle(request).await.map(Body::new)
+    // A POST's reply stream is counted, so shutdown can wait for it.
+    let counted = request.method() == axum::http::Method::POST;
+    let response = endpoint.service.handle(request).await.map(Body::new);
+    if counted {
+        response.map(|body| app.replies.track(body))
+    } else {
+        response
+    }
 }
 
 /// 429 for a token over its limit, with `Retry-After` (RFC 9110) in seconds.

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod origin;
 pub mod rate;
+pub mod replies;
 pub mod sse;
 pub mod tenants;
 
