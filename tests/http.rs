@@ -236,6 +236,41 @@ async fn a_foreign_origin_or_host_gets_403_and_an_oversized_body_413() {
 }
 
 #[tokio::test]
+async fn the_servers_own_origin_gets_in_and_another_loopback_port_gets_403() {
+    // A browser sends `Origin: http://127.0.0.1:PORT` only for a page this
+    // server itself served: not a rebinding attack (the MCP conformance
+    // suite's dns-rebinding-protection expects it accepted). A page of
+    // another program on loopback is still foreign.
+    let s = Scratch::new();
+    let server = HttpServer::start(&s.ws(), &["--no-auth"]);
+    let url = server.mcp();
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    for own in [server.base.clone(), format!("http://localhost:{port}")] {
+        let (status, session, _, body) =
+            post(&url, None, None, &[("origin", own.as_str())], &initialize()).await;
+        assert_eq!(status, 200, "{own}: {body}");
+        assert!(session.is_some(), "{own}");
+    }
+    for foreign in [
+        format!("http://localhost:{}", port.wrapping_add(1)),
+        format!("https://localhost:{port}"),
+        format!("http://evil.example:{port}"),
+    ] {
+        let (status, _, _, body) = post(
+            &url,
+            None,
+            None,
+            &[("origin", foreign.as_str())],
+            &initialize(),
+        )
+        .await;
+        assert_eq!(status, 403, "{foreign}: {body}");
+    }
+    let sse = open_sse(&server.base, None, &[("origin", &server.base)]).await;
+    assert_eq!(sse.status().as_u16(), 200);
+}
+
+#[tokio::test]
 async fn healthz_and_readyz_answer_without_a_token_and_readyz_names_a_broken_store() {
     let s = Scratch::new();
     let server = HttpServer::start(&s.ws(), &[]);

@@ -42,7 +42,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST", requires = "http")]
     allowed_host: Vec<String>,
     /// A browser origin allowed to call /mcp, e.g. http://localhost:6274.
-    /// Any other `Origin` gets 403. Repeatable.
+    /// Any other `Origin` gets 403, except the server's own
+    /// (http://localhost:PORT of this server). Repeatable.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     allowed_origin: Vec<String>,
 }

@@ -163,9 +163,10 @@ pub async fn serve(
     warn_about_exposure(&options, bound);
 
     let stop = CancellationToken::new();
+    let origins = super::origin::with_own_origins(bound, &options.allowed_origins);
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(&options, bound))
-        .with_allowed_origins(options.allowed_origins.clone())
+        .with_allowed_origins(origins.clone())
         // An empty list would switch Origin checks off (rmcp's default):
         // a browser page must never drive this server unless allowed.
         .enforce_origin_validation()
@@ -175,7 +176,7 @@ pub async fn serve(
         tenants.clone(),
         !options.no_auth,
         allowed_hosts(&options, bound),
-        options.allowed_origins.clone(),
+        origins.clone(),
         stop.clone(),
         Arc::new(RateLimits::new(options.rate_limit)),
     ));
@@ -192,7 +193,7 @@ pub async fn serve(
     let admin = super::admin::router(super::admin::AdminState {
         tenants: app.tenants.clone(),
         allowed_hosts: allowed_hosts(&options, bound),
-        allowed_origins: options.allowed_origins.clone(),
+        allowed_origins: origins,
     });
     let router = Router::new()
         .route("/healthz", get(healthz))

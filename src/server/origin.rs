@@ -1,7 +1,10 @@
 //! DNS-rebinding protection for every HTTP route that acts (`/mcp`, `/sse`,
 //! `/messages`, `/admin`): a `Host` must be one of ours, and a browser's
-//! `Origin` one the operator allowed. Checked before the token, so a foreign
-//! page gets 403 whatever it sends. rmcp checks `/mcp` again with the same rule.
+//! `Origin` one the operator allowed or the server's own. Checked before the
+//! token, so a foreign page gets 403 whatever it sends. rmcp checks `/mcp`
+//! again with the same rule.
+
+use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -57,6 +60,27 @@ pub fn refuse_host_or_origin(
     None
 }
 
+/// The origins accepted: the operator's, plus the server's own
+/// (`http://localhost:PORT`, `http://127.0.0.1:PORT`, `http://[::1]:PORT` and
+/// the bound address). A browser sends an own origin only for a page this very
+/// server served, so it is no rebinding attack (a rebound page carries its
+/// attacker's name); the MCP conformance suite expects it accepted. Another
+/// port on loopback is another program, and stays refused.
+pub fn with_own_origins(bound: SocketAddr, allowed: &[String]) -> Vec<String> {
+    let port = bound.port();
+    let mut origins = allowed.to_vec();
+    origins.extend(
+        ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|host| format!("http://{host}:{port}")),
+    );
+    if !bound.ip().is_unspecified() {
+        origins.push(format!("http://{bound}"));
+    }
+    origins.dedup();
+    origins
+}
+
 fn same_host(a: &str, b: &str) -> bool {
     let strip = |h: &str| h.trim_matches(['[', ']']).to_ascii_lowercase();
     strip(a) == strip(b)
@@ -87,7 +111,19 @@ fn origin_matches(allowed: &str, origin: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::origin_matches;
+    use super::{origin_matches, with_own_origins};
+
+    #[test]
+    fn own_origins_are_the_bound_port_on_loopback_names() {
+        let own = with_own_origins("127.0.0.1:8787".parse().unwrap(), &[]);
+        let ok = |origin: &str| own.iter().any(|a| origin_matches(a, origin));
+        assert!(ok("http://127.0.0.1:8787"));
+        assert!(ok("http://localhost:8787"));
+        assert!(ok("http://[::1]:8787"));
+        assert!(!ok("http://localhost:8788"));
+        assert!(!ok("https://localhost:8787"));
+        assert!(!ok("http://evil.example:8787"));
+    }
 
     #[test]
     fn origins_match_by_scheme_host_and_port() {
