@@ -125,17 +125,14 @@ fn with_cookie(mut response: Response, cookie: String) -> Response {
 }
 
 /// Host and Origin as for `/admin`, plus this server's own origin.
-fn check_origin(console: &Console, headers: &HeaderMap) -> Result<(), Response> {
+fn check_origin(console: &Console, headers: &HeaderMap) -> Option<Response> {
     let mut origins = console.allowed_origins.clone();
     if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
         // Safe to add: the Host itself must still be one of ours.
         origins.push(format!("http://{host}"));
         origins.push(format!("https://{host}"));
     }
-    match super::origin::refuse_host_or_origin(&console.allowed_hosts, &origins, headers) {
-        Some(refused) => Err(refused),
-        None => Ok(()),
-    }
+    super::origin::refuse_host_or_origin(&console.allowed_hosts, &origins, headers)
 }
 
 /// A signed-in request: its session id, the session, and the tenant.
@@ -149,7 +146,9 @@ struct SignedIn {
 /// The session of a request, with its token checked again; otherwise the
 /// response to send (the sign-in page, or a refusal).
 async fn signed_in(console: &Console, headers: &HeaderMap) -> Result<SignedIn, Response> {
-    check_origin(console, headers)?;
+    if let Some(refused) = check_origin(console, headers) {
+        return Err(refused);
+    }
     let Some(id) = session::cookie(headers, COOKIE) else {
         return Err(see_other("/ui/login"));
     };
@@ -234,21 +233,21 @@ struct Form {
     note: String,
 }
 
-fn read_form(body: &Bytes) -> Result<Form, Response> {
+fn read_form(body: &Bytes) -> Result<Form, Box<Response>> {
     if body.len() > MAX_FORM {
-        return Err(html(
+        return Err(Box::new(html(
             StatusCode::PAYLOAD_TOO_LARGE,
             pages::problem(
                 "Form too large",
                 "A form holds a token or a note; say it shorter.",
             ),
-        ));
+        )));
     }
     serde_urlencoded::from_bytes(body).map_err(|e| {
-        html(
+        Box::new(html(
             StatusCode::BAD_REQUEST,
             pages::problem("Bad form", &format!("The form could not be read: {e}")),
-        )
+        ))
     })
 }
 
@@ -270,7 +269,7 @@ async fn stylesheet() -> Response {
 
 /// `GET /ui/login`: the sign-in form, with a fresh CSRF cookie for it.
 async fn login_form(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check_origin(&console, &headers) {
+    if let Some(refused) = check_origin(&console, &headers) {
         return refused;
     }
     let csrf = session::random_secret();
@@ -291,12 +290,12 @@ fn login_refused(status: StatusCode, why: &str) -> Response {
 
 /// `POST /ui/login`: an admin token in, a session cookie out.
 async fn login(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = check_origin(&console, &headers) {
+    if let Some(refused) = check_origin(&console, &headers) {
         return refused;
     }
     let form = match read_form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let expected = session::cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if !session::same_secret(&expected, &form.csrf) {
@@ -367,7 +366,7 @@ async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: B
     };
     let form = match read_form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !session::same_secret(&me.session.csrf, &form.csrf) {
         return forbidden_form();
@@ -404,7 +403,7 @@ async fn decide_override(
     };
     let form = match read_form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !session::same_secret(&me.session.csrf, &form.csrf) {
         return forbidden_form();

@@ -315,7 +315,7 @@ pub fn tasks(frame: &Frame<'_>, view: &TasksView) -> Markup {
                                     @if let Some(m) = v.mutation { " · mutation " (format!("{:.0}%", m * 100.0)) }
                                     @if let Some(review) = &v.review { " · review " (review) @if let Some(by) = &v.reviewed_by { " by " (by) } }
                                 }
-                                @for reason in &v.reasons { p.detail { (reason) } }
+                                @for reason in &v.reasons { p.meta { (reason) } }
                                 @for g in &v.gates {
                                     details.gate {
                                         summary {
