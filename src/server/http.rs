@@ -202,6 +202,11 @@ pub async fn serve(
         .route("/mcp", any(mcp))
         .with_state(app)
         .merge(admin)
+        .merge(super::console::router(
+            tenants.clone(),
+            allowed_hosts(&options, bound),
+            options.allowed_origins.clone(),
+        ))
         .merge(super::sse::router(sse));
 
     tracing::info!(
