@@ -15,7 +15,7 @@ use serde_json::json;
 async fn an_admin_signs_in_and_every_page_carries_the_security_headers() {
     let s = Scratch::new();
     let admin = create_admin_token(&s.ws(), "default", "alice");
-    let server = HttpServer::start(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
     let mut person = Person::new(&server.base);
 
     // Not signed in: every page sends to the sign-in form.
@@ -73,7 +73,7 @@ async fn an_admin_signs_in_and_every_page_carries_the_security_headers() {
 async fn an_agent_token_cannot_open_the_console() {
     let s = Scratch::new();
     let agent = create_token(&s.ws(), "default", "agent-a");
-    let server = HttpServer::start(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
     let mut person = Person::new(&server.base);
     let r = person.login(&agent).await;
     assert_eq!(r.status, 403, "{}", r.body);
@@ -102,8 +102,8 @@ async fn a_form_without_its_csrf_token_or_from_another_origin_is_refused() {
     let s = Scratch::new();
     let agent = create_token(&s.ws(), "default", "agent-a");
     let admin = create_admin_token(&s.ws(), "default", "alice");
-    let server = HttpServer::start(&s.ws());
-    let client = connect(&server.mcp(), &agent).await;
+    let server = HttpServer::start(&s.ws(), &[]);
+    let client = agent_client(&server.mcp(), &agent).await;
     let asked = ok(
         &client,
         "override_request",
@@ -185,8 +185,8 @@ async fn what_an_agent_wrote_is_shown_escaped_never_run() {
     let s = Scratch::new();
     let agent = create_token(&s.ws(), "default", "agent-a");
     let admin = create_admin_token(&s.ws(), "default", "alice");
-    let server = HttpServer::start(&s.ws());
-    let client = connect(&server.mcp(), &agent).await;
+    let server = HttpServer::start(&s.ws(), &[]);
+    let client = agent_client(&server.mcp(), &agent).await;
     let evil = r#"<script>alert("owned")</script><img src=x onerror=alert(1)> & "quoted""#;
     refused(
         &client,
@@ -238,7 +238,7 @@ async fn a_revoked_admin_token_ends_its_console_session_at_once() {
     let s = Scratch::new();
     let admin = create_admin_token(&s.ws(), "default", "alice");
     let id = newest_token_id(&s.ws());
-    let server = HttpServer::start(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
     let mut person = Person::new(&server.base);
     assert_eq!(person.login(&admin).await.status, 303);
     assert_eq!(person.get("/ui/audit").await.status, 200);
@@ -258,9 +258,9 @@ async fn the_audit_trail_filters_pages_and_verifies_the_chain() {
     let agent = create_token(&s.ws(), "default", "agent-a");
     let other = create_token(&s.ws(), "default", "agent-b");
     let admin = create_admin_token(&s.ws(), "default", "alice");
-    let server = HttpServer::start(&s.ws());
-    let a = connect(&server.mcp(), &agent).await;
-    let b = connect(&server.mcp(), &other).await;
+    let server = HttpServer::start(&s.ws(), &[]);
+    let a = agent_client(&server.mcp(), &agent).await;
+    let b = agent_client(&server.mcp(), &other).await;
     for _ in 0..55 {
         ok(&a, "file_read", json!({"target_file": "a.txt"})).await;
     }

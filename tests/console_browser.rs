@@ -166,11 +166,11 @@ async fn a_person_approves_in_the_browser_what_an_agent_asked_and_its_retry_succ
     s.write(".arbiter/policy.yaml", &policy_with_gates());
     let agent = create_token(&s.ws(), "default", "agent-a");
     let admin = create_admin_token(&s.ws(), "default", "alice");
-    let server = HttpServer::start(&s.ws());
+    let server = HttpServer::start(&s.ws(), &[]);
     let base = server.base.clone();
 
     // The agent: some task work for the board, then a refused write and a request.
-    let client = connect(&server.mcp(), &agent).await;
+    let client = agent_client(&server.mcp(), &agent).await;
     ok(
         &client,
         "agent_register",

@@ -10,61 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use rmcp::ServiceExt;
-use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 
 /// The name the test client gives itself (a token's agent name outranks it).
-const CLIENT_NAME: &str = "http-test-client";
 const PROTOCOL: &str = "2025-11-25";
 
 /// `arbiter serve --http 127.0.0.1:0` on a workspace; the address it bound
 /// is read from its start-up log.
-type HttpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
-
-/// rmcp's streamable HTTP client, with a bearer token or without.
-async fn connect(url: &str, token: Option<&str>) -> Result<HttpClient, String> {
-    let mut config = StreamableHttpClientTransportConfig::with_uri(url.to_string());
-    if let Some(token) = token {
-        config = config.auth_header(token.to_string());
-    }
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new(CLIENT_NAME, "1"),
-    )
-    .serve(StreamableHttpClientTransport::from_config(config))
-    .await
-    .map_err(|e| format!("{e:?}"))
-}
-
-fn create_token(ws: &Path, tenant: &str, agent: &str) -> String {
-    token_with(ws, &["--tenant", tenant, "--agent", agent])
-}
-
-/// An admin token: for a person at /admin, never for MCP.
-fn create_admin_token(ws: &Path, tenant: &str, person: &str) -> String {
-    token_with(ws, &["--tenant", tenant, "--agent", person, "--admin"])
-}
-
-fn token_with(ws: &Path, args: &[&str]) -> String {
-    let mut all = vec!["token", "create"];
-    all.extend_from_slice(args);
-    let (code, out, err) = run_cli(ws, &all);
-    assert_eq!(code, 0, "token create: {err}");
-    let token = out.trim().to_string();
-    assert!(token.starts_with("arb_"), "{out}");
-    token
-}
-
-/// The id `arbiter token list --json` shows for the newest token.
-fn newest_token_id(ws: &Path) -> String {
-    let (code, out, err) = run_cli(ws, &["token", "list", "--json"]);
-    assert_eq!(code, 0, "token list: {err}");
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    last["id"].to_string()
-}
 
 /// One raw JSON-RPC POST to /mcp; returns the status, the session id header
 /// and the body.
@@ -320,7 +272,7 @@ async fn no_auth_is_refused_off_loopback_and_acts_as_the_client_on_loopback() {
     client.cancel().await.unwrap();
     let records = audit_records(&s.ws());
     let read = records.iter().rfind(|r| r["tool"] == "file_read").unwrap();
-    assert_eq!(read["client_name"], CLIENT_NAME, "{read}");
+    assert_eq!(read["client_name"], HTTP_CLIENT_NAME, "{read}");
 }
 
 #[tokio::test]

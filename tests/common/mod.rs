@@ -364,3 +364,55 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+/// The client name of [`connect`]'s MCP clients.
+pub const HTTP_CLIENT_NAME: &str = "http-test-client";
+
+pub type HttpClient = rmcp::service::RunningService<rmcp::RoleClient, rmcp::model::ClientConfig>;
+
+/// rmcp's streamable HTTP client, with a bearer token or without.
+pub async fn connect(url: &str, token: Option<&str>) -> Result<HttpClient, String> {
+    let mut config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            url.to_string(),
+        );
+    if let Some(token) = token {
+        config = config.auth_header(token.to_string());
+    }
+    rmcp::model::ClientConfig::new(
+        rmcp::model::ClientCapabilities::default(),
+        rmcp::model::Implementation::new(HTTP_CLIENT_NAME, "1"),
+    )
+    .serve(rmcp::transport::StreamableHttpClientTransport::from_config(
+        config,
+    ))
+    .await
+    .map_err(|e| format!("{e:?}"))
+}
+
+pub fn create_token(ws: &Path, tenant: &str, agent: &str) -> String {
+    token_with(ws, &["--tenant", tenant, "--agent", agent])
+}
+
+/// An admin token: for a person at /admin, never for MCP.
+pub fn create_admin_token(ws: &Path, tenant: &str, person: &str) -> String {
+    token_with(ws, &["--tenant", tenant, "--agent", person, "--admin"])
+}
+
+pub fn token_with(ws: &Path, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_cli(ws, &all);
+    assert_eq!(code, 0, "token create: {err}");
+    let token = out.trim().to_string();
+    assert!(token.starts_with("arb_"), "{out}");
+    token
+}
+
+/// The id `arbiter token list --json` shows for the newest token.
+pub fn newest_token_id(ws: &Path) -> String {
+    let (code, out, err) = run_cli(ws, &["token", "list", "--json"]);
+    assert_eq!(code, 0, "token list: {err}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    last["id"].to_string()
+}

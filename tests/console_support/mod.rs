@@ -4,83 +4,15 @@
 //! forms by hand, redirects not followed).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use rmcp::ServiceExt;
 use rmcp::model::{ClientCapabilities, ClientConfig, Implementation};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use serde_json::Value;
 
-use super::common::{BIN, run_cli};
-
-pub struct HttpServer {
-    child: Child,
-    pub base: String,
-}
-
-impl HttpServer {
-    pub fn start(ws: &Path) -> Self {
-        Self::start_with(ws, &[])
-    }
-
-    pub fn start_with(ws: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
-            .arg(ws)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn arbiter");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Read stderr for the server's whole life, so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let echo = std::env::var_os("ARBITER_TEST_STDERR").is_some();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if echo {
-                    eprintln!("[server] {line}");
-                }
-                if let Some(at) = line.find("url=http://") {
-                    let url: String = line[at + 4..]
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '"')
-                        .collect();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs the address it serves");
-        Self {
-            child,
-            base: url.trim_end_matches("/mcp").to_string(),
-        }
-    }
-
-    pub fn mcp(&self) -> String {
-        format!("{}/mcp", self.base)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub type HttpClient = rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>;
+use super::common::HttpClient;
 
 /// rmcp's streamable HTTP client with an agent token.
-pub async fn connect(url: &str, token: &str) -> HttpClient {
+pub async fn agent_client(url: &str, token: &str) -> HttpClient {
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_string())
         .auth_header(token.to_string());
     ClientConfig::new(
@@ -90,32 +22,6 @@ pub async fn connect(url: &str, token: &str) -> HttpClient {
     .serve(StreamableHttpClientTransport::from_config(config))
     .await
     .expect("the MCP client connects")
-}
-
-pub fn create_token(ws: &Path, tenant: &str, agent: &str) -> String {
-    token_with(ws, &["--tenant", tenant, "--agent", agent])
-}
-
-pub fn create_admin_token(ws: &Path, tenant: &str, person: &str) -> String {
-    token_with(ws, &["--tenant", tenant, "--agent", person, "--admin"])
-}
-
-fn token_with(ws: &Path, args: &[&str]) -> String {
-    let mut all = vec!["token", "create"];
-    all.extend_from_slice(args);
-    let (code, out, err) = run_cli(ws, &all);
-    assert_eq!(code, 0, "token create: {err}");
-    let token = out.trim().to_string();
-    assert!(token.starts_with("arb_"), "{out}");
-    token
-}
-
-/// The id `arbiter token list --json` shows for the newest token.
-pub fn newest_token_id(ws: &Path) -> String {
-    let (code, out, err) = run_cli(ws, &["token", "list", "--json"]);
-    assert_eq!(code, 0, "token list: {err}");
-    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    last["id"].to_string()
 }
 
 /// A response as the test reads it.

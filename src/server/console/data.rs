@@ -185,7 +185,7 @@ pub async fn audit(runtime: &TenantRuntime, filter: &AuditFilter) -> Result<Audi
     let store = store_of(runtime).await?;
     runtime.audit.flush_index().await.map_err(read_failed)?;
     // The same walk as `arbiter audit verify`.
-    let verify = verify_chain(store.as_ref(), &runtime.name)
+    let verify = verify_chain(store.as_ref(), &runtime.name, &mut |_| {})
         .await
         .map_err(read_failed)?;
     // Then one pass for the filter: keep only the matching seqs, so a long
