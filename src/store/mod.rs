@@ -9,6 +9,8 @@ mod conformance;
 pub mod journal;
 pub mod postgres;
 mod postgres_tasks;
+#[cfg(test)]
+mod rls_tests;
 pub mod sqlite;
 mod sqlite_tasks;
 pub mod tasks;
