@@ -42,9 +42,7 @@ if ! bindir="$(find_bin)"; then
     log "installing PostgreSQL from Debian's packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    # The package's own cluster is not used; keep it from being created.
-    mkdir -p /etc/postgresql-common
-    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    # (The package's own cluster, if it makes one, is not used.)
     apt-get install -y -qq postgresql >&2
     bindir="$(find_bin)"
 fi
