@@ -111,7 +111,11 @@ async fn a_server_given_the_owners_url_refuses_to_serve_on_it() {
     };
     let s = Scratch::new();
     s.write("notes.txt", "hello\n");
-    let client = start_with(&s.ws(), &["--db", &db.owner_url, "--db-owner", &db.owner_url]).await;
+    let client = start_with(
+        &s.ws(),
+        &["--db", &db.owner_url, "--db-owner", &db.owner_url],
+    )
+    .await;
     let why = refused(&client, "file_read", json!({"target_file": "notes.txt"})).await;
     assert!(why.contains("owns the tables"), "{why}");
     assert!(why.contains("AUDIT-001"), "{why}");

@@ -361,3 +361,53 @@ async fn another_tenant_sees_none_of_the_tasks() {
         );
     }
 }
+
+/// PostgreSQL only: appenders on separate pools (as separate processes or
+/// hosts have) extend one chain per tenant, with no fork and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let TestDb::Postgres { app_url, .. } = &db else {
+        unreachable!()
+    };
+    let mut pools = Vec::new();
+    for _ in 0..4 {
+        pools.push(super::PgStore::connect(app_url).await.unwrap());
+    }
+    let entry = |i: usize| super::AuditEntry {
+        ts: format!("2026-01-01T00:00:{:02}Z", i % 60),
+        session_id: format!("s{i}"),
+        client_name: "c".into(),
+        tool: "file_read".into(),
+        args_sha256: "0".into(),
+        args_redacted: "{}".into(),
+        decision: "allow".into(),
+        rule_ids: String::new(),
+        outcome: "ok".into(),
+        detail: String::new(),
+        duration_us: i as i64,
+        waiver_ids: String::new(),
+    };
+    let appends = (0..120).map(|i| {
+        let store = &pools[i % pools.len()];
+        let tenant = if i % 3 == 0 { "b" } else { "a" };
+        let e = entry(i);
+        async move { store.audit_append(tenant, &e).await.unwrap() }
+    });
+    let records = futures::future::join_all(appends).await;
+    let store = pools[0].for_tenant("a");
+    for (tenant, expected) in [("a", 80), ("b", 40)] {
+        let report = super::audit::verify_chain(&store, tenant).await.unwrap();
+        assert!(report.first_bad.is_none(), "{tenant}: {report:?}");
+        assert_eq!(report.records, expected, "{tenant}");
+        let mut seqs: Vec<i64> = records
+            .iter()
+            .filter(|r| r.tenant == tenant)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>(), "{tenant}");
+    }
+}

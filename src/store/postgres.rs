@@ -173,6 +173,71 @@ impl PgStore {
         Ok(tx)
     }
 
+    /// Append one record to a tenant's chain and commit it, for several
+    /// processes (or hosts) on one database: the transaction locks the
+    /// tenant's row in `audit_heads`, so appenders take turns and each links
+    /// to the record committed just before it (no fork, no gap). The head
+    /// row is made on first use from the newest record already stored.
+    ///
+    /// Not yet what the server calls: it commits to the journal file and
+    /// indexes behind it (`journal.rs`), which serializes appenders on one
+    /// machine only. Do not mix the two on one tenant's chain.
+    pub async fn audit_append(
+        &self,
+        tenant: &str,
+        entry: &super::AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        let mut tx = self.begin(Some(tenant)).await?;
+        sqlx::query(
+            "INSERT INTO audit_heads (tenant, seq, hash) \
+             SELECT $1, COALESCE(MAX(seq), 0), \
+             COALESCE((SELECT hash FROM audit_records WHERE tenant = $1 ORDER BY seq DESC LIMIT 1), $2) \
+             FROM audit_records WHERE tenant = $1 ON CONFLICT (tenant) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(super::audit::GENESIS_HASH)
+        .execute(&mut *tx)
+        .await?;
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant = $1 FOR UPDATE")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+        let record = AuditRecord::from_entry(tenant, seq + 1, &hash, entry);
+        let mut insert = QueryBuilder::<Postgres>::new(concat!(
+            "INSERT INTO audit_records (",
+            audit_columns!(),
+            ") "
+        ));
+        insert.push_values(std::slice::from_ref(&record), |mut row, r| {
+            row.push_bind(&r.tenant)
+                .push_bind(r.seq)
+                .push_bind(&r.ts)
+                .push_bind(&r.session_id)
+                .push_bind(&r.client_name)
+                .push_bind(&r.tool)
+                .push_bind(&r.args_sha256)
+                .push_bind(&r.args_redacted)
+                .push_bind(&r.decision)
+                .push_bind(&r.rule_ids)
+                .push_bind(&r.outcome)
+                .push_bind(&r.detail)
+                .push_bind(r.duration_us)
+                .push_bind(&r.waiver_ids)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        });
+        insert.build().execute(&mut *tx).await?;
+        sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant = $1")
+            .bind(tenant)
+            .bind(record.seq)
+            .bind(&record.hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
     async fn override_by_id(
         tx: &mut Transaction<'static, Postgres>,
         id: i64,
