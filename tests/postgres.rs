@@ -43,7 +43,12 @@ async fn database() -> Option<Database> {
         eprintln!("PostgreSQL not available: skipped");
         return None;
     };
-    let name = format!("arbiter_it_{}", unique());
+    // The time in the name lets tools/pg/setup.sh drop old ones.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let name = format!("arbiter_it_{secs}_{}", unique());
     let admin = PgStore::connect(owner).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(admin.pool())

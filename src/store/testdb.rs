@@ -3,7 +3,7 @@
 //! started by `tools/pg/setup.sh` (idempotent, behind a lock file, so test
 //! binaries running at once share one cluster); each test gets a database of
 //! its own, migrated by the owner role, and talks to it as the application
-//! role. Without PostgreSQL the PostgreSQL half of a test is skipped with a
+//! role (databases older than an hour are dropped by the script). Without PostgreSQL the PostgreSQL half of a test is skipped with a
 //! note on stderr — except under CI (`CI=true`), where it fails.
 
 use std::collections::HashMap;
@@ -88,7 +88,12 @@ impl TestDb {
     /// A fresh, migrated PostgreSQL database; `None` when there is no cluster.
     pub async fn postgres() -> Option<Self> {
         let cluster = cluster().await?;
-        let name = format!("arbiter_t_{}", uuid::Uuid::new_v4().simple());
+        // The time in the name lets tools/pg/setup.sh drop old ones.
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let name = format!("arbiter_t_{secs}_{}", uuid::Uuid::new_v4().simple());
         let admin = PgStore::connect(&cluster.owner_url).await.unwrap();
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(admin.pool())

@@ -143,6 +143,13 @@ EOF
     psql_su -d arbiter -c "REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT ALL ON SCHEMA public TO arbiter_owner; GRANT USAGE ON SCHEMA public TO arbiter_app;"
 fi
 
+# Tests make a database each, named arbiter_t_<unix seconds>_…; drop those
+# older than an hour (a test run is long over by then).
+for old in $(psql_su -c "SELECT datname FROM pg_database WHERE datname ~ '^arbiter_(t|it)_[0-9]+_' \
+        AND split_part(datname, '_', 3)::bigint < extract(epoch FROM now()) - 3600"); do
+    psql_su -c "DROP DATABASE IF EXISTS \"$old\" WITH (FORCE)" || true
+done
+
 base="127.0.0.1:$port"
 {
     echo "ARBITER_DATABASE_URL=postgres://arbiter_app:$app_pw@$base/arbiter"
