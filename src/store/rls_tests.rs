@@ -90,6 +90,7 @@ async fn populate(app: &PgStore, t: &str) {
             hash: &format!("hash-{t}"),
             prefix: "arb_",
             now: 1,
+            rate_limit: None,
         })
         .await
         .unwrap();
