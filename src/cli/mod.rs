@@ -3,6 +3,7 @@
 
 mod audit;
 mod call;
+mod db;
 mod doctor;
 mod init;
 mod overrides;
@@ -15,7 +16,7 @@ mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -23,7 +24,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::exec::WorkspaceRoot;
 use crate::policy::Policy;
 use crate::store::journal::StoreOpener;
-use crate::store::{AuditChain, DEFAULT_TENANT, LazyStore, SqliteStore, Store, StoreError};
+use crate::store::{
+    AuditChain, DEFAULT_TENANT, LazyStore, PgStore, SqliteStore, Store, StoreError,
+};
 use crate::tools::Toolbox;
 
 #[derive(Debug, Parser)]
@@ -39,6 +42,29 @@ struct Cli {
     /// Policy file. Default: <workspace>/.arbiter/policy.yaml if it exists, else the built-in default.
     #[arg(long, global = true, env = "ARBITER_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// The database: `postgres://ROLE@HOST/DB` (the application role, which
+    /// row-level security confines to one tenant per request) or
+    /// `sqlite://FILE`. Default: SQLite under <workspace>/.arbiter/.
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    db: Option<String>,
+    /// PostgreSQL URL of the role that owns the tables: `serve` applies the
+    /// migrations with it at start, `arbiter db migrate` too, and the
+    /// operator's commands (token, tenant, override, task, agents) use it to
+    /// see every tenant.
+    #[arg(
+        long,
+        global = true,
+        env = "ARBITER_DATABASE_OWNER_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    db_owner: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -113,6 +139,11 @@ enum Command {
         #[command(subcommand)]
         command: tasks::TaskCommand,
     },
+    /// The database: apply migrations.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -147,6 +178,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let _ = DATABASE.set(Database {
+        url: cli.db.clone().filter(|u| !u.is_empty()),
+        owner_url: cli.db_owner.clone().filter(|u| !u.is_empty()),
+    });
     let workspace = cli.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
     let setup = Setup {
         workspace,
@@ -165,6 +200,7 @@ pub fn main() -> ExitCode {
             Command::Tenant { command } => tenant::run(&setup, command).await,
             Command::Agents { json } => tasks::agents(&setup, json).await,
             Command::Task { command } => tasks::task(&setup, command).await,
+            Command::Db { command } => db::run(&setup, command).await,
         }
     });
     // Do not wait for idle blocking threads (e.g. a stdin reader) at exit.
@@ -237,8 +273,15 @@ impl Setup {
     }
 }
 
-/// The workspace root and its policy, without the audit trail.
+/// The workspace root and its policy, without the audit trail; its store
+/// is the operator's (see [`open_store`]).
 pub fn open_toolbox(setup: &Setup) -> anyhow::Result<Toolbox> {
+    open_toolbox_for(setup, None)
+}
+
+/// [`open_toolbox`] for a server's tenant (`Some`): on PostgreSQL its store
+/// is the application role's, scoped to that tenant.
+fn open_toolbox_for(setup: &Setup, tenant: Option<&str>) -> anyhow::Result<Toolbox> {
     let root = WorkspaceRoot::open(&setup.workspace)
         .with_context(|| format!("cannot open the workspace {}", setup.workspace.display()))?;
     let policy = setup.load_policy()?;
@@ -248,9 +291,16 @@ pub fn open_toolbox(setup: &Setup) -> anyhow::Result<Toolbox> {
         "policy loaded"
     );
     let root_path = root.path().to_path_buf();
+    let tenant = tenant.map(str::to_string);
     let opener: StoreOpener = Arc::new(move || {
         let root = root_path.clone();
-        Box::pin(async move { open_store(&root).await })
+        let tenant = tenant.clone();
+        Box::pin(async move {
+            match tenant {
+                Some(tenant) => open_tenant_store(&root, &tenant).await,
+                None => open_store(&root).await,
+            }
+        })
     });
     Ok(Toolbox::new(root, policy, LazyStore::new(opener)))
 }
@@ -271,11 +321,99 @@ pub fn state_dir(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Open the embedded store of a workspace.
+/// The database the operator chose (`--db`, `--db-owner`), set once at start.
+static DATABASE: OnceLock<Database> = OnceLock::new();
+
+#[derive(Debug, Default)]
+struct Database {
+    url: Option<String>,
+    owner_url: Option<String>,
+}
+
+impl Database {
+    fn get() -> &'static Database {
+        DATABASE.get_or_init(Database::default)
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.url.as_deref().is_some_and(PgStore::is_url)
+            || self.owner_url.as_deref().is_some_and(PgStore::is_url)
+    }
+}
+
+/// One pool per process and role, shared by every tenant's handle.
+static APP_POOL: tokio::sync::OnceCell<Result<PgStore, String>> =
+    tokio::sync::OnceCell::const_new();
+static OWNER_POOL: tokio::sync::OnceCell<Result<PgStore, String>> =
+    tokio::sync::OnceCell::const_new();
+
+/// The server's pool: migrations first (with the owner's URL, if given),
+/// then the application role, refused if row security would not hold for it.
+async fn app_pool() -> Result<PgStore, StoreError> {
+    let db = Database::get();
+    APP_POOL
+        .get_or_init(|| async {
+            let url = db.url.as_deref().filter(|u| PgStore::is_url(u)).ok_or(
+                "the server needs --db postgres://… (ARBITER_DATABASE_URL): the application role;                  the owner's URL is only for migrations and the operator's commands",
+            )?;
+            if let Some(owner) = &db.owner_url {
+                PgStore::migrate(owner).await.map_err(|e| {
+                    format!("applying the PostgreSQL migrations (owner URL): {e}")
+                })?;
+            }
+            let store = PgStore::connect(url).await.map_err(message)?;
+            store.check_application_role().await.map_err(message)?;
+            Ok(store)
+        })
+        .await
+        .clone()
+        .map_err(StoreError::Database)
+}
+
+fn message(e: StoreError) -> String {
+    match e {
+        StoreError::Database(m) => m,
+    }
+}
+
+/// The operator's pool: the owner's URL if given (every tenant), else `--db`.
+async fn owner_pool() -> Result<PgStore, StoreError> {
+    let db = Database::get();
+    OWNER_POOL
+        .get_or_init(|| async {
+            let url = db
+                .owner_url
+                .as_deref()
+                .or(db.url.as_deref())
+                .ok_or("no PostgreSQL URL")?;
+            PgStore::connect(url).await.map_err(message)
+        })
+        .await
+        .clone()
+        .map_err(StoreError::Database)
+}
+
+/// The operator's store: SQLite under the workspace, or PostgreSQL (see [`owner_pool`]).
 pub async fn open_store(root: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    let db = Database::get();
+    if db.is_postgres() {
+        return Ok(Arc::new(owner_pool().await?));
+    }
+    if let Some(url) = &db.url {
+        return Ok(Arc::new(SqliteStore::open_url(url).await?));
+    }
     let dir = state_dir(root).map_err(|e| StoreError::Database(format!("{e:#}")))?;
     let store = SqliteStore::open(&dir.join("arbiter.db")).await?;
     Ok(Arc::new(store))
+}
+
+/// A server tenant's store: on PostgreSQL the application role's pool,
+/// scoped to the tenant; on SQLite the workspace's own file.
+async fn open_tenant_store(root: &Path, tenant: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if Database::get().is_postgres() {
+        return Ok(Arc::new(app_pool().await?.for_tenant(tenant)));
+    }
+    open_store(root).await
 }
 
 /// Everything a server needs for one workspace: the toolbox and the audit writer.
@@ -289,7 +427,7 @@ pub fn open_workspace_as(
     setup: &Setup,
     tenant: &str,
 ) -> anyhow::Result<(Arc<Toolbox>, AuditChain)> {
-    let toolbox = Arc::new(open_toolbox(setup)?);
+    let toolbox = Arc::new(open_toolbox_for(setup, Some(tenant))?);
     let root_path = toolbox.root.path().to_path_buf();
     state_dir(&root_path)?;
     let journal = tenant_journal_path(&root_path, tenant);

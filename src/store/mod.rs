@@ -1,12 +1,21 @@
 //! Persistent state behind one interface. SQLite under `<workspace>/.arbiter/`
-//! is the embedded default; the [`Store`] trait is what a PostgreSQL
-//! implementation will provide too, so nothing above this module names a backend.
+//! is the embedded default; PostgreSQL (`postgres.rs`) is for several
+//! processes sharing one database, with row-level security per tenant.
+//! Nothing above this module names a backend.
 
 pub mod audit;
+#[cfg(test)]
+mod conformance;
 pub mod journal;
+pub mod postgres;
+mod postgres_tasks;
+#[cfg(test)]
+mod rls_tests;
 pub mod sqlite;
 mod sqlite_tasks;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod testdb;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -17,6 +26,7 @@ use async_trait::async_trait;
 
 pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
 pub use journal::AuditChain;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;
 pub use tokens::{NewToken, TenantRecord, TokenRecord, TokenRole};

@@ -1,0 +1,415 @@
+//! The store's tests, each body run on both backends: SQLite, and
+//! PostgreSQL as the application role under row-level security (see
+//! `testdb.rs` for how the database is found; under CI it must be).
+
+use super::tasks::{Claim, NewTask, Requeued, TaskCompletion, TaskJudgement, TaskReview};
+use super::testdb::TestDb;
+use super::{NewToken, Store, TenantRecord, TokenRole};
+use crate::tasks::gates::{GateResult, Verdict};
+use crate::tasks::routing::{RoutingInput, RoutingStrategy};
+use crate::tasks::{RequiredCapabilities, RouteChoice, TaskRecord, TaskState, TaskType};
+
+const MINUTE: i64 = 60_000;
+
+#[tokio::test]
+async fn a_token_is_found_by_hash_and_keeps_its_first_revocation() {
+    for db in TestDb::all().await {
+        let store = db.operator().await;
+        let server = db.store().await;
+        let new = NewToken {
+            tenant: "acme",
+            role: TokenRole::Agent,
+            agent: "bot",
+            hash: "h1",
+            prefix: "arb_abcdefgh",
+            now: 100,
+            rate_limit: Some("5/s"),
+        };
+        let made = store.token_create(&new).await.unwrap();
+        // The server (another tenant's handle) finds it by hash.
+        assert_eq!(
+            server.token_by_hash("h1").await.unwrap(),
+            Some(made.clone()),
+            "{}",
+            db.name()
+        );
+        assert_eq!(server.token_by_hash("h2").await.unwrap(), None);
+        // The same secret twice is refused (the hash is unique).
+        assert!(store.token_create(&new).await.is_err());
+        let revoked = store.token_revoke(made.id, 200).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at, Some(200));
+        let again = store.token_revoke(made.id, 300).await.unwrap().unwrap();
+        assert_eq!(again.revoked_at, Some(200));
+        assert!(
+            store
+                .token_revoke(made.id + 1, 300)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.token_list().await.unwrap(), vec![again]);
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_name_or_workspace_is_registered_once() {
+    for db in TestDb::all().await {
+        let store = db.operator().await;
+        let acme = TenantRecord {
+            name: "acme".into(),
+            workspace: "/srv/acme".into(),
+            policy: None,
+            created_at: 1,
+        };
+        store.tenant_add(&acme).await.unwrap();
+        assert!(store.tenant_add(&acme).await.is_err(), "{}", db.name());
+        let same_dir = TenantRecord {
+            name: "other".into(),
+            ..acme.clone()
+        };
+        assert!(store.tenant_add(&same_dir).await.is_err(), "{}", db.name());
+        assert_eq!(store.tenant_get("acme").await.unwrap(), Some(acme.clone()));
+        assert_eq!(store.tenant_list().await.unwrap(), vec![acme.clone()]);
+        assert_eq!(store.tenant_get("nobody").await.unwrap(), None);
+        // The server reads a tenant's registration by name.
+        let server = db.store().await;
+        assert_eq!(server.tenant_get("acme").await.unwrap(), Some(acme));
+    }
+}
+
+fn queue_it(_: &RoutingInput<'_>) -> RouteChoice {
+    RouteChoice {
+        strategy: RoutingStrategy::Ucb1,
+        seed: 0,
+        chosen: None,
+        rationale: "nobody".into(),
+        candidates: vec![],
+    }
+}
+
+async fn submit(store: &dyn Store, title: &str, now: i64) -> TaskRecord {
+    let required = RequiredCapabilities::default();
+    let (task, routing) = store
+        .task_create(
+            &NewTask {
+                tenant: "default",
+                title,
+                description: "",
+                spec: None,
+                spec_id: None,
+                task_type: TaskType::Test,
+                type_confidence: 1.0,
+                type_source: "given",
+                risk_tier: 3,
+                tier_reason: "test",
+                priority: 3,
+                required: &required,
+                submitted_by: "lead",
+                now,
+                assignment_ends: now + 30 * MINUTE,
+            },
+            &queue_it,
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.state, TaskState::Queued);
+    assert_eq!(routing.choice.chosen, None);
+    task
+}
+
+fn claim(agent: &str, now: i64) -> Claim<'_> {
+    Claim {
+        tenant: "default",
+        agent,
+        now,
+        lease_ends: now + 30 * MINUTE,
+    }
+}
+
+fn judgement<'a>(
+    id: i64,
+    now: i64,
+    verdict: Verdict,
+    needs_review: bool,
+    gates: &'a [GateResult],
+    reasons: &'a [String],
+) -> TaskJudgement<'a> {
+    TaskJudgement {
+        tenant: "default",
+        id,
+        agent: "worker",
+        summary: "done",
+        now,
+        decided_at: now + 1,
+        lease_ends: now + 30 * MINUTE,
+        risk_tier: 1,
+        verdict,
+        needs_review,
+        score: 80.0,
+        coverage: None,
+        mutation: Some(0.5),
+        reasons,
+        gates,
+    }
+}
+
+#[tokio::test]
+async fn verdicts_move_the_task_and_keep_every_gate() {
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let store = store.as_ref();
+        let task = submit(store, "judged", 0).await;
+        store
+            .task_claim_queued(&claim("worker", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let gate = GateResult {
+            name: "deploy".into(),
+            command: "deploy prod".into(),
+            passed: false,
+            rule_id: Some("GATE-002".into()),
+            policy_rule: Some("NO-DEPLOY".into()),
+            exit_code: None,
+            duration_ms: 3,
+            measured: None,
+            detail: "refused".into(),
+            output_tail: String::new(),
+        };
+        let reasons = vec!["0 of 1 gate(s) passed".to_string()];
+        // A fail keeps the claim (renewed) and counts a failure.
+        let gates = [gate.clone()];
+        let j = judgement(task.id, 2 * MINUTE, Verdict::Fail, true, &gates, &reasons);
+        let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
+        assert_eq!(held.state, TaskState::Claimed);
+        assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
+        assert_eq!(perf.unwrap().stats.failures, 1);
+        // A pass in a reviewed tier waits, uncounted, then is approved.
+        let (waiting, perf) = store
+            .task_judge(&judgement(
+                task.id,
+                3 * MINUTE,
+                Verdict::Pass,
+                true,
+                &[],
+                &reasons,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
+        let late = judgement(task.id, 4 * MINUTE, Verdict::Pass, false, &[], &reasons);
+        assert!(store.task_judge(&late).await.unwrap().is_none());
+        let review = TaskReview {
+            id: task.id,
+            approve: true,
+            by: "cli:ops",
+            note: Some("ok"),
+            now: 5 * MINUTE,
+        };
+        let (done, perf) = store.task_review(&review).await.unwrap().unwrap();
+        assert_eq!(done.state, TaskState::Completed);
+        assert_eq!(perf.unwrap().stats.successes, 1);
+        assert!(store.task_review(&review).await.unwrap().is_none());
+        let verdicts = store.task_verdicts(task.id).await.unwrap();
+        assert_eq!(verdicts.len(), 2, "{}", db.name());
+        assert_eq!(verdicts[0].gates, vec![gate]);
+        assert_eq!(verdicts[0].mutation, Some(0.5));
+        assert_eq!(verdicts[1].review.as_deref(), Some("approved"));
+        assert_eq!(verdicts[1].review_note.as_deref(), Some("ok"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_task_is_claimed_by_exactly_one_of_many_racers() {
+    for db in TestDb::all().await {
+        // Separate pools are separate connections, as separate processes have.
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(db.store().await);
+        }
+        let task = submit(stores[0].as_ref(), "race", 1_000).await;
+        let names: Vec<String> = (0..20).map(|i| format!("agent-{i}")).collect();
+        let results = futures::future::join_all(names.iter().enumerate().map(|(i, name)| {
+            let store = &stores[i % stores.len()];
+            async move {
+                store
+                    .task_claim_queued(&claim(name, 2_000), task.id)
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let winners: Vec<&TaskRecord> = results.iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "{}: {results:?}", db.name());
+        let stored = stores[1].task_get(None, task.id).await.unwrap().unwrap();
+        assert_eq!(stored.holder, winners[0].holder);
+        assert_eq!(stored.attempts, 1);
+        let claims = stores[2]
+            .task_events(task.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "claimed")
+            .count();
+        assert_eq!(claims, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_lapsed_claim_is_requeued_once_and_counts_as_a_failure() {
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let task = submit(store.as_ref(), "lapse", 0).await;
+        let held = store
+            .task_claim_queued(&claim("slow", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.lease_expires_at, Some(31 * MINUTE));
+        // Not yet lapsed: nothing moves.
+        assert!(
+            store
+                .task_requeue_lapsed("default", 30 * MINUTE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let requeued = store
+            .task_requeue_lapsed("default", 31 * MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(
+            requeued,
+            vec![Requeued {
+                task_id: task.id,
+                agent: Some("slow".into()),
+                kind: "lease_expired"
+            }],
+            "{}",
+            db.name()
+        );
+        assert!(
+            store
+                .task_requeue_lapsed("default", 32 * MINUTE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let back = store
+            .task_get(Some("default"), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((back.state, back.holder), (TaskState::Queued, None));
+        let record = store.performance_list(None, Some("slow")).await.unwrap();
+        assert_eq!(record[0].stats.failures, 1);
+        assert_eq!(record[0].stats.attempts, 1);
+        // The lapsed holder can no longer complete it; another agent can claim it.
+        let late = TaskCompletion {
+            tenant: "default",
+            id: task.id,
+            agent: "slow",
+            summary: "done",
+            now: 33 * MINUTE,
+        };
+        assert!(store.task_complete(&late).await.unwrap().is_none());
+        assert!(
+            store
+                .task_claim_queued(&claim("quick", 33 * MINUTE), task.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_tenant_sees_none_of_the_tasks() {
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let task = submit(store.as_ref(), "mine", 0).await;
+        assert!(
+            store
+                .task_get(Some("other"), task.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .task_list(Some("other"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.task_queued("other", 10, 0).await.unwrap().is_empty());
+        let foreign = Claim {
+            tenant: "other",
+            agent: "x",
+            now: 1,
+            lease_ends: 2,
+        };
+        assert!(
+            store
+                .task_claim_queued(&foreign, task.id)
+                .await
+                .unwrap()
+                .is_none(),
+            "{}",
+            db.name()
+        );
+    }
+}
+
+/// PostgreSQL only: appenders on separate pools (as separate processes or
+/// hosts have) extend one chain per tenant, with no fork and no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let TestDb::Postgres { app_url, .. } = &db else {
+        unreachable!()
+    };
+    let mut pools = Vec::new();
+    for _ in 0..4 {
+        pools.push(super::PgStore::connect(app_url).await.unwrap());
+    }
+    let entry = |i: usize| super::AuditEntry {
+        ts: format!("2026-01-01T00:00:{:02}Z", i % 60),
+        session_id: format!("s{i}"),
+        client_name: "c".into(),
+        tool: "file_read".into(),
+        args_sha256: "0".into(),
+        args_redacted: "{}".into(),
+        decision: "allow".into(),
+        rule_ids: String::new(),
+        outcome: "ok".into(),
+        detail: String::new(),
+        duration_us: i as i64,
+        waiver_ids: String::new(),
+    };
+    let appends = (0..120).map(|i| {
+        let store = &pools[i % pools.len()];
+        let tenant = if i % 3 == 0 { "b" } else { "a" };
+        let e = entry(i);
+        async move { store.audit_append(tenant, &e).await.unwrap() }
+    });
+    let records = futures::future::join_all(appends).await;
+    let store = pools[0].for_tenant("a");
+    for (tenant, expected) in [("a", 80), ("b", 40)] {
+        let report = super::audit::verify_chain(&store, tenant, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(report.first_bad.is_none(), "{tenant}: {report:?}");
+        assert_eq!(report.records, expected, "{tenant}");
+        let mut seqs: Vec<i64> = records
+            .iter()
+            .filter(|r| r.tenant == tenant)
+            .map(|r| r.seq)
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>(), "{tenant}");
+    }
+}
