@@ -1037,6 +1037,51 @@ mod tests {
     }
 
     #[test]
+    fn judges_load_and_bad_judge_settings_are_refused() {
+        let p = parse_policy(
+            "version: 1\ntasks:\n  judge:\n    min_confidence: 0.7\n    judges:\n      - {name: local, api: ollama, url: 'http://127.0.0.1:11434', model: llama3.1, prompt_price_per_1k: 0.01}\n      - {name: hosted, api: openai, url: 'https://example.invalid/v1', model: m, api_key_env: KEY}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let j = &p.task_settings().judge;
+        assert_eq!(j.judges.len(), 2);
+        assert_eq!(j.judges[1].api, JudgeApi::Openai);
+        assert_eq!(j.min_confidence, 0.7);
+        assert_eq!(j.max_attempts, 3);
+        assert_eq!(
+            p.effective()["tasks"]["judge"]["judges"][0]["model"],
+            "llama3.1"
+        );
+        for (yaml, says) in [
+            (
+                "    min_confidence: 2\n",
+                "min_confidence must be between 0 and 1",
+            ),
+            ("    max_attempts: 0\n", "max_attempts must be 1 to 10"),
+            ("    breaker_failures: 0\n", "breaker_failures must be 1"),
+            (
+                "    judges: [{name: a, api: ollama, url: 'ftp://x', model: m}]\n",
+                "must start with http:// or https://",
+            ),
+            (
+                "    judges: [{name: a, api: ollama, url: 'http://x', model: m}, {name: a, api: openai, url: 'http://y', model: m}]\n",
+                "two judges are named `a`",
+            ),
+            (
+                "    judges: [{name: a, api: ollama, url: 'http://x', model: m, completion_price_per_1k: -1}]\n",
+                "completion_price_per_1k must be 0 or more",
+            ),
+            (
+                "    judges: [{name: a, api: claude, url: 'http://x', model: m}]\n",
+                "claude",
+            ),
+        ] {
+            let e = errors(&format!("version: 1\ntasks:\n  judge:\n{yaml}"));
+            assert!(e.iter().any(|e| e.message.contains(says)), "{yaml}: {e:?}");
+        }
+    }
+
+    #[test]
     fn duplicate_rule_ids_are_refused() {
         let e = errors(
             "version: 1\ncontent:\n  rules:\n    - {id: C-1, decision: deny, patterns: [a], justification: j}\n    - {id: C-1, decision: deny, patterns: [b], justification: j}\n",
