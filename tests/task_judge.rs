@@ -167,8 +167,8 @@ impl Setup {
         Self { s, worker, lead }
     }
 
-    /// Submit (with the spec: tier 3), claim and complete a task: (id, reply).
-    async fn complete(&self) -> (String, Value) {
+    /// Submit (with the spec: tier 3) and claim a task.
+    async fn claim(&self) -> String {
         let sub = ok(
             &self.lead,
             "task_submit",
@@ -178,6 +178,17 @@ impl Setup {
         let id = sub["task_id"].as_str().unwrap().to_string();
         let next = ok(&self.worker, "task_next", json!({})).await;
         assert_eq!(next["task"]["task_id"], id.as_str(), "{next}");
+        id
+    }
+
+    /// Submit, claim and complete a task: (id, reply).
+    async fn complete(&self) -> (String, Value) {
+        let id = self.claim().await;
+        self.finish(&id).await
+    }
+
+    async fn finish(&self, id: &str) -> (String, Value) {
+        let id = id.to_string();
         let done = ok(
             &self.worker,
             "task_complete",
@@ -221,7 +232,27 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         ", prompt_price_per_1k: 1.0, completion_price_per_1k: 1.0",
     );
     let t = Setup::new(&format!("    judges:\n{judges}")).await;
-    let (id, done) = t.complete().await;
+    let id = t.claim().await;
+    // The worker's file and terminal calls are made under the task.
+    ok(
+        &t.worker,
+        "file_write",
+        json!({"file_path": "src/export.rs", "contents": "pub fn export() {}\n"}),
+    )
+    .await;
+    ok(
+        &t.worker,
+        "run_terminal_cmd",
+        json!({"command": "echo built"}),
+    )
+    .await;
+    ok(
+        &t.lead,
+        "file_read",
+        json!({"target_file": "src/export.rs"}),
+    )
+    .await;
+    let (_, done) = t.finish(&id).await;
     let v = &done["verdict"];
     assert_eq!(v["verdict"], "pass", "{done}");
     assert_eq!(done["task"]["state"], "completed", "{done}");
@@ -258,6 +289,10 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         "added the CSV button",
         "tests `echo 12 passed`: passed",
         "12 passed",
+        // What changed, from the calls attributed to the task.
+        "- file_write {",
+        "src/export.rs",
+        "- run_terminal_cmd {\"command\":\"echo built\"} → ok",
     ] {
         assert!(user.contains(part), "{part} not in the prompt:\n{user}");
     }
@@ -308,9 +343,41 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         .iter()
         .map(|r| r["tool"].as_str().unwrap())
         .collect();
-    // The worker's task_complete and the lead's task_status named the task.
-    assert_eq!(audited, ["task_complete", "task_status"], "{e}");
-    let record = &e["provenance"]["audit"]["records"][0];
+    // The worker's calls under the task, its task_complete and the lead's
+    // task_status that named it; not the lead's file_read.
+    assert_eq!(
+        audited,
+        [
+            "file_write",
+            "run_terminal_cmd",
+            "task_complete",
+            "task_status"
+        ],
+        "{e}"
+    );
+    let records = audit_records(&t.s.ws());
+    let under: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["tool"].as_str().unwrap(),
+                r.get("task_ids").and_then(Value::as_str).unwrap_or(""),
+            )
+        })
+        .filter(|(tool, _)| !tool.starts_with("task_") && *tool != "agent_register")
+        .collect();
+    assert_eq!(
+        under,
+        [
+            ("file_write", id.as_str()),
+            ("run_terminal_cmd", id.as_str()),
+            ("file_read", "")
+        ]
+    );
+    // Records with and without the field verify in one chain.
+    let (code, out, err) = t.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let record = &e["provenance"]["audit"]["records"][2];
     assert_eq!(record["hash"].as_str().unwrap().len(), 64, "{record}");
     assert!(
         record["detail"]

@@ -382,7 +382,9 @@ async fn export(setup: &super::Setup, id: String) -> anyhow::Result<ExitCode> {
         index_journal(&*store, &t.tenant, &journal).await?;
     }
     let display = t.display_id();
-    let mut records = Vec::new();
+    // Calls made under the task (linked when indexed), and the task tool
+    // calls that named it.
+    let mut records = store.audit_for_task(&t.tenant, t.id).await?;
     let mut after = 0;
     loop {
         let page = store.audit_page(&t.tenant, after, 1000).await?;
@@ -390,6 +392,8 @@ async fn export(setup: &super::Setup, id: String) -> anyhow::Result<ExitCode> {
         after = last.seq;
         records.extend(page.into_iter().filter(|r| names_task(r, &display)));
     }
+    records.sort_by_key(|r| r.seq);
+    records.dedup_by_key(|r| r.seq);
     let head = store.audit_head(&t.tenant).await?;
     out["provenance"] = json!({
         "exported_at": rfc3339_ms(now_ms()),
@@ -400,7 +404,7 @@ async fn export(setup: &super::Setup, id: String) -> anyhow::Result<ExitCode> {
         },
         "audit": {
             "tenant": t.tenant,
-            "attributed_by": "task tool calls that named this task (task_id); each record carries its seq, prev_hash and hash in the tenant's chain (`arbiter audit verify`)",
+            "attributed_by": "file and terminal calls made while the agent held this task (the record's task_ids), and task tool calls that named it (task_id); each record carries its seq, prev_hash and hash in the tenant's chain (`arbiter audit verify`)",
             "chain_head": head.map(|h| json!({"seq": h.seq, "hash": h.hash})),
             "records": records,
         },

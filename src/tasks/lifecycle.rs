@@ -381,6 +381,7 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?;
         if held.len() >= agent.max_concurrent_tasks as usize {
+            super::attribution::claimed(tenant, &agent.name);
             return Ok(Next {
                 task: held.first().cloned(),
                 how: NextHow::AlreadyHeld,
@@ -415,6 +416,7 @@ impl TaskCall<'_> {
             });
         };
         tracing::info!(task = %task.display_id(), agent = %agent.name, "task claimed");
+        super::attribution::claimed(tenant, &agent.name);
         let mut held = held;
         held.push(task.clone());
         Ok(Next {
@@ -498,7 +500,10 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?;
         match updated {
-            Some(task) => Ok(task),
+            Some(task) => {
+                super::attribution::claimed(&self.caller.tenant, &self.caller.agent);
+                Ok(task)
+            }
             None => Err(self.why_not_held(id, "update").await),
         }
     }

@@ -23,6 +23,7 @@
 //! decides; a close vote or a judge without a valid answer also waits in
 //! `needs_review`.
 
+pub mod attribution;
 pub mod detect;
 pub mod gates;
 pub mod judge;

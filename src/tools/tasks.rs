@@ -775,6 +775,7 @@ async fn consult_judges(
     summary: &str,
     judgement: &Judgement,
     gates: &[GateResult],
+    changes: Option<&str>,
     settings: &JudgeSettings,
     tiers: &Tiers,
 ) -> Arbitration {
@@ -792,7 +793,7 @@ async fn consult_judges(
             acceptance: &acceptance,
             judgement,
             gates,
-            changes: None,
+            changes,
         },
     );
     let asks = settings
@@ -1102,11 +1103,13 @@ impl Toolbox {
                     format!("asking {} judge(s)", judging.judges.len()),
                 );
             }
+            let changes = self.changes_under(&cx, &task).await;
             let a = consult_judges(
                 &task,
                 summary,
                 &judgement,
                 &results,
+                changes.as_deref(),
                 judging,
                 policy.tiers(),
             )
@@ -1226,6 +1229,49 @@ impl Toolbox {
             performance: perf.as_ref().map(PerformanceView::new),
             next,
         })
+    }
+
+    /// What the task's holder did under it, from the audit records
+    /// attributed to the task (the journal is indexed first: the newest
+    /// calls may not be in the store yet): one line per file or terminal
+    /// call, with its redacted arguments and outcome. `None` when nothing is
+    /// known.
+    async fn changes_under(&self, cx: &TaskContext, task: &TaskRecord) -> Option<String> {
+        const MAX_LINES: usize = 100;
+        let tenant = &cx.caller.tenant;
+        let journal = self
+            .root
+            .path()
+            .join(crate::exec::workspace::STATE_DIR)
+            .join(crate::server::tenants::journal_file_name(tenant));
+        if let Err(e) = crate::store::journal::index_journal(&*cx.store, tenant, &journal).await {
+            tracing::warn!(error = %e, "cannot index the audit journal; the judge sees the calls indexed so far");
+        }
+        let records = match cx.store.audit_for_task(tenant, task.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the task's audit records");
+                return None;
+            }
+        };
+        let lines: Vec<String> = records
+            .iter()
+            .filter(|r| !r.tool.starts_with("task_"))
+            .map(|r| format!("- {} {} → {}", r.tool, r.args_redacted, r.outcome))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let mut text = lines
+            .iter()
+            .take(MAX_LINES)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        if lines.len() > MAX_LINES {
+            text.push_str(&format!("\n… and {} more call(s)", lines.len() - MAX_LINES));
+        }
+        Some(text)
     }
 
     /// Run one gate through run_terminal_cmd's path (policy, sandbox,
