@@ -28,9 +28,6 @@ fn client() -> Result<&'static reqwest::Client, String> {
     static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            // reqwest is built without a TLS provider of its own; ring is
-            // installed once for the process (an error means one already is).
-            let _ = rustls::crypto::ring::default_provider().install_default();
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .build()
