@@ -12,11 +12,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// The name the test client gives itself (a token's agent name outranks it).
 const PROTOCOL: &str = "2025-11-25";
-
-/// `arbiter serve --http 127.0.0.1:0` on a workspace; the address it bound
-/// is read from its start-up log.
 
 /// One raw JSON-RPC POST to /mcp; returns the status, the session id header
 /// and the body.

@@ -580,7 +580,10 @@ async fn the_policy_chooses_round_robin_and_policy_show_prints_it() {
     assert_eq!(
         shown["tasks"],
         json!({"strategy": "round_robin", "ucb1_exploration": std::f64::consts::SQRT_2,
-               "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7, "gates": {}})
+               "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7, "gates": {},
+               "judge": {"judges": [], "min_confidence": 0.6, "gates_weight": 1.0,
+                         "max_attempts": 3, "backoff_ms": 500, "timeout_ms": 60000,
+                         "breaker_failures": 3, "breaker_cooldown_seconds": 60}})
     );
     for c in agents {
         c.cancel().await.unwrap();

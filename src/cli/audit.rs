@@ -83,11 +83,14 @@ pub async fn run(workspace: &Path, command: AuditCommand) -> anyhow::Result<Exit
                     } else {
                         &r.rule_ids
                     };
-                    let waived = if r.waiver_ids.is_empty() {
+                    let mut waived = if r.waiver_ids.is_empty() {
                         String::new()
                     } else {
                         format!(" waived-by:{}", r.waiver_ids)
                     };
+                    if !r.task_ids.is_empty() {
+                        waived.push_str(&format!(" task:{}", r.task_ids));
+                    }
                     println!(
                         "{:>6} {} {:<20} {:<8} {:<14} {:<24} {} {}{waived}",
                         r.seq,

@@ -158,6 +158,7 @@ pub async fn decide(
             } else {
                 String::new()
             },
+            task_ids: String::new(),
         })
         .await
         .map_err(|e| DecideError::Store(e.to_string()))?;

@@ -82,6 +82,193 @@ pub struct TaskSettings {
     /// (the verdict says so).
     #[serde(default)]
     pub gates: std::collections::BTreeMap<u8, Vec<GateSpec>>,
+    /// Model judges consulted after the gates pass (none by default).
+    #[serde(default)]
+    pub judge: JudgeSettings,
+}
+
+/// The model judge (`tasks.judge`): endpoints asked for a verdict on a task
+/// whose gates did not fail, and how their answers are combined.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeSettings {
+    /// The judges; none means no model is asked.
+    #[serde(default)]
+    pub judges: Vec<JudgeSpec>,
+    /// What the judges are told to weigh, besides the acceptance criteria.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rubric: Option<String>,
+    /// An outcome whose vote share is below this goes to `needs_review`.
+    #[serde(default = "sixty_percent")]
+    pub min_confidence: f64,
+    /// The gates' weight in the vote (a judge's weight is its confidence).
+    #[serde(default = "one_f64")]
+    pub gates_weight: f64,
+    /// Tries per judge per task_complete (a malformed answer or a failed
+    /// call is tried again, up to this many times in all).
+    #[serde(default = "three_u32")]
+    pub max_attempts: u32,
+    /// Wait before the second try; doubled for each later one.
+    #[serde(default = "half_second")]
+    pub backoff_ms: u64,
+    /// Time limit of one call.
+    #[serde(default = "one_minute_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive failed calls to an endpoint that open its circuit breaker.
+    #[serde(default = "three_u32")]
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls fast before one is tried again.
+    #[serde(default = "sixty_u64")]
+    pub breaker_cooldown_seconds: u64,
+}
+
+impl Default for JudgeSettings {
+    fn default() -> Self {
+        Self {
+            judges: Vec::new(),
+            rubric: None,
+            min_confidence: sixty_percent(),
+            gates_weight: one_f64(),
+            max_attempts: three_u32(),
+            backoff_ms: half_second(),
+            timeout_ms: one_minute_ms(),
+            breaker_failures: three_u32(),
+            breaker_cooldown_seconds: sixty_u64(),
+        }
+    }
+}
+
+/// One model endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeSpec {
+    /// Unique; shown in the verdict and the stored exchange.
+    pub name: String,
+    /// `ollama` (`POST {url}/api/chat`) or `openai` (`POST {url}/v1/chat/completions`).
+    pub api: JudgeApi,
+    /// The server's base URL, `http://` or `https://`, without the API path.
+    pub url: String,
+    pub model: String,
+    /// An environment variable holding a bearer token (OpenAI-compatible servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Price per 1,000 prompt tokens, in whatever currency the operator counts.
+    #[serde(default)]
+    pub prompt_price_per_1k: f64,
+    /// Price per 1,000 completion tokens.
+    #[serde(default)]
+    pub completion_price_per_1k: f64,
+    /// This judge's time limit of one call (default `tasks.judge.timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Which wire format a judge speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JudgeApi {
+    Ollama,
+    Openai,
+}
+
+impl JudgeApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeApi::Ollama => "ollama",
+            JudgeApi::Openai => "openai",
+        }
+    }
+}
+
+impl JudgeSettings {
+    /// The problems of values out of range, one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if !(self.min_confidence.is_finite() && (0.0..=1.0).contains(&self.min_confidence)) {
+            found.push(format!(
+                "tasks.judge.min_confidence must be between 0 and 1, not {}",
+                self.min_confidence
+            ));
+        }
+        if !(self.gates_weight.is_finite() && (0.0..=10.0).contains(&self.gates_weight)) {
+            found.push(format!(
+                "tasks.judge.gates_weight must be between 0 and 10, not {}",
+                self.gates_weight
+            ));
+        }
+        for (field, value, max) in [
+            ("max_attempts", u64::from(self.max_attempts), 10),
+            ("breaker_failures", u64::from(self.breaker_failures), 100),
+            ("timeout_ms", self.timeout_ms, 3_600_000),
+            (
+                "breaker_cooldown_seconds",
+                self.breaker_cooldown_seconds,
+                86_400,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                found.push(format!(
+                    "tasks.judge.{field} must be 1 to {max}, not {value}"
+                ));
+            }
+        }
+        if self.backoff_ms > 60_000 {
+            found.push(format!(
+                "tasks.judge.backoff_ms must be at most 60000, not {}",
+                self.backoff_ms
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for j in &self.judges {
+            let name = j.name.trim();
+            if name.is_empty() || j.model.trim().is_empty() {
+                found.push("tasks.judge.judges: every judge needs a name and a model".into());
+            } else if !names.insert(name) {
+                found.push(format!("tasks.judge.judges: two judges are named `{name}`"));
+            }
+            if !(j.url.starts_with("http://") || j.url.starts_with("https://")) {
+                found.push(format!(
+                    "tasks.judge.judges.{name}.url must start with http:// or https://, not `{}`",
+                    j.url
+                ));
+            }
+            for (field, price) in [
+                ("prompt_price_per_1k", j.prompt_price_per_1k),
+                ("completion_price_per_1k", j.completion_price_per_1k),
+            ] {
+                if !(price.is_finite() && price >= 0.0) {
+                    found.push(format!(
+                        "tasks.judge.judges.{name}.{field} must be 0 or more, not {price}"
+                    ));
+                }
+            }
+            if matches!(j.timeout_ms, Some(t) if !(1..=3_600_000).contains(&t)) {
+                found.push(format!(
+                    "tasks.judge.judges.{name}.timeout_ms must be 1 to 3600000"
+                ));
+            }
+        }
+        found
+    }
+}
+
+fn sixty_percent() -> f64 {
+    0.6
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn three_u32() -> u32 {
+    3
+}
+fn half_second() -> u64 {
+    500
+}
+fn one_minute_ms() -> u64 {
+    60_000
+}
+fn sixty_u64() -> u64 {
+    60
 }
 
 /// One quality gate: a command judged by the policy and run in the sandbox
@@ -112,6 +299,7 @@ impl Default for TaskSettings {
             lease_minutes: thirty(),
             seed: None,
             gates: Default::default(),
+            judge: JudgeSettings::default(),
         }
     }
 }
@@ -137,6 +325,7 @@ impl TaskSettings {
                 ));
             }
         }
+        found.extend(self.judge.problems());
         for (tier, gates) in &self.gates {
             if !(1..=3).contains(tier) {
                 found.push(format!(
@@ -845,6 +1034,51 @@ mod tests {
         assert!(e[0].message.contains("not 4"), "{}", e[0]);
         let e = errors("version: 1\ntasks:\n  gates:\n    1: [{name: a, comand: b}]\n");
         assert!(e[0].message.contains("comand"), "{}", e[0]);
+    }
+
+    #[test]
+    fn judges_load_and_bad_judge_settings_are_refused() {
+        let p = parse_policy(
+            "version: 1\ntasks:\n  judge:\n    min_confidence: 0.7\n    judges:\n      - {name: local, api: ollama, url: 'http://127.0.0.1:11434', model: llama3.1, prompt_price_per_1k: 0.01}\n      - {name: hosted, api: openai, url: 'https://example.invalid/v1', model: m, api_key_env: KEY}\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let j = &p.task_settings().judge;
+        assert_eq!(j.judges.len(), 2);
+        assert_eq!(j.judges[1].api, JudgeApi::Openai);
+        assert_eq!(j.min_confidence, 0.7);
+        assert_eq!(j.max_attempts, 3);
+        assert_eq!(
+            p.effective()["tasks"]["judge"]["judges"][0]["model"],
+            "llama3.1"
+        );
+        for (yaml, says) in [
+            (
+                "    min_confidence: 2\n",
+                "min_confidence must be between 0 and 1",
+            ),
+            ("    max_attempts: 0\n", "max_attempts must be 1 to 10"),
+            ("    breaker_failures: 0\n", "breaker_failures must be 1"),
+            (
+                "    judges: [{name: a, api: ollama, url: 'ftp://x', model: m}]\n",
+                "must start with http:// or https://",
+            ),
+            (
+                "    judges: [{name: a, api: ollama, url: 'http://x', model: m}, {name: a, api: openai, url: 'http://y', model: m}]\n",
+                "two judges are named `a`",
+            ),
+            (
+                "    judges: [{name: a, api: ollama, url: 'http://x', model: m, completion_price_per_1k: -1}]\n",
+                "completion_price_per_1k must be 0 or more",
+            ),
+            (
+                "    judges: [{name: a, api: claude, url: 'http://x', model: m}]\n",
+                "claude",
+            ),
+        ] {
+            let e = errors(&format!("version: 1\ntasks:\n  judge:\n{yaml}"));
+            assert!(e.iter().any(|e| e.message.contains(says)), "{yaml}: {e:?}");
+        }
     }
 
     #[test]

@@ -798,6 +798,10 @@ impl ArbiterServer {
                 .as_ref()
                 .map(|n| n.waiver_ids.clone())
                 .unwrap_or_default(),
+            task_ids: note
+                .as_ref()
+                .map(|n| n.task_ids.clone())
+                .unwrap_or_default(),
         };
         tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
         // A name the server does not have is not a label: clients choose it.

@@ -44,6 +44,9 @@ pub struct AuditEntry {
     pub duration_us: i64,
     /// Waivers that lifted a rule for this call (comma-separated ids).
     pub waiver_ids: String,
+    /// The tasks the calling agent held when it made a file or terminal
+    /// call (comma-separated, `T-12`); empty otherwise.
+    pub task_ids: String,
 }
 
 /// A committed record.
@@ -65,6 +68,9 @@ pub struct AuditRecord {
     /// Waivers that lifted a rule for this call; absent from older records.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub waiver_ids: String,
+    /// The tasks the call was made under; absent from older records.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub task_ids: String,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -95,6 +101,9 @@ struct HashedFields<'a> {
     // Skipped when empty, so records written before waivers hash as they did.
     #[serde(skip_serializing_if = "str::is_empty")]
     waiver_ids: &'a str,
+    // Likewise for records written before tasks were attributed.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    task_ids: &'a str,
     prev_hash: &'a str,
 }
 
@@ -115,6 +124,7 @@ impl AuditRecord {
             detail: cap(&e.detail, MAX_DETAIL_BYTES),
             duration_us: e.duration_us,
             waiver_ids: e.waiver_ids.clone(),
+            task_ids: e.task_ids.clone(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -139,6 +149,7 @@ impl AuditRecord {
             detail: &self.detail,
             duration_us: self.duration_us,
             waiver_ids: &self.waiver_ids,
+            task_ids: &self.task_ids,
             prev_hash: &self.prev_hash,
         };
         let bytes = serde_json::to_vec(&fields).expect("plain fields serialize");
@@ -359,6 +370,7 @@ mod tests {
             detail: String::new(),
             duration_us: 5,
             waiver_ids: String::new(),
+            task_ids: String::new(),
         };
         let r = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
         assert_eq!(r.hash, r.compute_hash());
@@ -368,5 +380,22 @@ mod tests {
         let mut moved = r.clone();
         moved.seq = 2;
         assert_ne!(moved.compute_hash(), r.hash);
+        // The task a call was made under is covered too.
+        let mut attributed = r.clone();
+        attributed.task_ids = "T-1".into();
+        assert_ne!(attributed.compute_hash(), r.hash);
+    }
+
+    #[test]
+    fn a_record_without_tasks_hashes_as_before_tasks_existed() {
+        // A record from before `task_ids` (and `waiver_ids`): its JSON has
+        // neither field, and its hash is over the fields it had.
+        let old = r#"{"tenant":"default","seq":1,"ts":"t","session_id":"s","client_name":"c","tool":"file_read","args_sha256":"h","args_redacted":"{}","decision":"allow","rule_ids":"","outcome":"ok","detail":"","duration_us":5,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","hash":""}"#;
+        let mut r: AuditRecord = serde_json::from_str(old).unwrap();
+        assert!(r.task_ids.is_empty());
+        let fields_then = r#"{"tenant":"default","seq":1,"ts":"t","session_id":"s","client_name":"c","tool":"file_read","args_sha256":"h","args_redacted":"{}","decision":"allow","rule_ids":"","outcome":"ok","detail":"","duration_us":5,"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        r.hash = hex::encode(Sha256::digest(fields_then.as_bytes()));
+        assert_eq!(r.compute_hash(), r.hash);
+        assert!(!serde_json::to_string(&r).unwrap().contains("task_ids"));
     }
 }

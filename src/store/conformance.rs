@@ -150,7 +150,45 @@ fn judgement<'a>(
         mutation: Some(0.5),
         reasons,
         gates,
+        arbitration: None,
     }
+}
+
+/// Two judges: one answered after a malformed try, one never did.
+pub(super) fn unsettled_arbitration() -> crate::tasks::judge::Arbitration {
+    use crate::tasks::judge::{Exchange, JudgeAnswer, JudgeCall};
+    let call = |attempt: u32, answer: Option<JudgeAnswer>| JudgeCall {
+        attempt,
+        started_at: 3 * MINUTE,
+        duration_ms: 7,
+        request: Some("{}".into()),
+        http_status: Some(200),
+        raw_answer: Some("garbage".into()),
+        rule_id: answer.is_none().then(|| "JUDGE-001".into()),
+        error: answer.is_none().then(|| "not JSON".into()),
+        answer,
+        prompt_tokens: Some(100),
+        completion_tokens: Some(20),
+        cost: 0.25,
+    };
+    let good = JudgeAnswer {
+        verdict: Verdict::Pass,
+        score: 90.0,
+        confidence: 0.9,
+        reasons: vec!["fine".into()],
+    };
+    let ex = |name: &str, calls| {
+        Exchange::from_calls(name.into(), "ollama".into(), "u".into(), "m".into(), calls)
+    };
+    crate::tasks::judge::combine(
+        Verdict::Pass,
+        1.0,
+        vec![
+            ex("a", vec![call(1, None), call(2, Some(good))]),
+            ex("b", vec![call(1, None)]),
+        ],
+        0.6,
+    )
 }
 
 #[tokio::test]
@@ -179,25 +217,22 @@ async fn verdicts_move_the_task_and_keep_every_gate() {
         let reasons = vec!["0 of 1 gate(s) passed".to_string()];
         // A fail keeps the claim (renewed) and counts a failure.
         let gates = [gate.clone()];
-        let j = judgement(task.id, 2 * MINUTE, Verdict::Fail, true, &gates, &reasons);
+        let j = judgement(task.id, 2 * MINUTE, Verdict::Fail, false, &gates, &reasons);
         let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!(held.state, TaskState::Claimed);
         assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
         assert_eq!(perf.unwrap().stats.failures, 1);
-        // A pass in a reviewed tier waits, uncounted, then is approved.
-        let (waiting, perf) = store
-            .task_judge(&judgement(
-                task.id,
-                3 * MINUTE,
-                Verdict::Pass,
-                true,
-                &[],
-                &reasons,
-            ))
-            .await
-            .unwrap()
-            .unwrap();
+        // A pass the judges could not settle waits, uncounted, with the
+        // exchange kept; then it is approved.
+        let arbitration = unsettled_arbitration();
+        let mut j = judgement(task.id, 3 * MINUTE, Verdict::Pass, true, &[], &reasons);
+        j.arbitration = Some(&arbitration);
+        let (waiting, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
+        let stored = store.task_arbitrations(task.id).await.unwrap();
+        assert_eq!(stored.len(), 1, "{}", db.name());
+        assert_eq!(stored[0].arbitration, arbitration, "{}", db.name());
+        assert_eq!(stored[0].arbitration.usage(), (300, 60, 0.75));
         let late = judgement(task.id, 4 * MINUTE, Verdict::Pass, false, &[], &reasons);
         assert!(store.task_judge(&late).await.unwrap().is_none());
         let review = TaskReview {
@@ -389,6 +424,7 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
         detail: String::new(),
         duration_us: i as i64,
         waiver_ids: String::new(),
+        task_ids: String::new(),
     };
     let appends = (0..120).map(|i| {
         let store = &pools[i % pools.len()];

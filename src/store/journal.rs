@@ -421,6 +421,7 @@ mod tests {
             detail: String::new(),
             duration_us: 1,
             waiver_ids: String::new(),
+            task_ids: String::new(),
         };
         let r1 = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
         let r2 = AuditRecord::from_entry("default", 2, &r1.hash, &entry);

@@ -69,6 +69,12 @@ pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<AuditRecord>, StoreError>;
     /// The newest `n` records, oldest first.
     async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The records of calls made under task `task_id` (its `task_ids`), oldest first.
+    async fn audit_for_task(
+        &self,
+        tenant: &str,
+        task_id: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// What a working spec's work has changed so far, and whether `path` is among it.
     async fn budget_usage(
         &self,

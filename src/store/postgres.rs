@@ -59,7 +59,7 @@ macro_rules! token_columns {
 macro_rules! audit_columns {
     () => {
         "tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, decision, \
-         rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash"
+         rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash"
     };
 }
 
@@ -224,6 +224,7 @@ impl PgStore {
                 .push_bind(&r.detail)
                 .push_bind(r.duration_us)
                 .push_bind(&r.waiver_ids)
+                .push_bind(&r.task_ids)
                 .push_bind(&r.prev_hash)
                 .push_bind(&r.hash);
         });
@@ -295,6 +296,7 @@ fn record_from_row(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
         detail: row.try_get("detail")?,
         duration_us: row.try_get("duration_us")?,
         waiver_ids: row.try_get("waiver_ids")?,
+        task_ids: row.try_get("task_ids")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
@@ -373,6 +375,7 @@ impl Store for PgStore {
                     .push_bind(&r.detail)
                     .push_bind(r.duration_us)
                     .push_bind(&r.waiver_ids)
+                    .push_bind(&r.task_ids)
                     .push_bind(&r.prev_hash)
                     .push_bind(&r.hash);
             });
@@ -399,6 +402,26 @@ impl Store for PgStore {
         .bind(tenant)
         .bind(after)
         .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows(&found, record_from_row)
+    }
+
+    async fn audit_for_task(
+        &self,
+        tenant: &str,
+        task_id: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self.begin(Some(tenant)).await?;
+        let found = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_records WHERE tenant = $1 AND task_ids <> '' \
+             AND $2 = ANY(string_to_array(task_ids, ',')) ORDER BY seq"
+        ))
+        .bind(tenant)
+        .bind(crate::tasks::display_id(task_id))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -19,6 +19,7 @@ use super::tasks::{
 };
 use super::{PgStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
+use crate::tasks::judge::{Arbitration, ArbitrationRecord, Exchange, JudgeCall, Vote};
 use crate::tasks::routing::{AgentSnapshot, RoutingInput, RoutingStrategy};
 use crate::tasks::{
     AgentRecord, CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities,
@@ -288,7 +289,138 @@ async fn add_verdict(
         .execute(&mut **tx)
         .await?;
     }
+    if let Some(a) = j.arbitration {
+        add_arbitration(tx, j.tenant, task_id, verdict_id, j.decided_at, a).await?;
+    }
     Ok(())
+}
+
+/// Store the judges' arbitration of a verdict and every call they took.
+async fn add_arbitration(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: &str,
+    task_id: i64,
+    verdict_id: i64,
+    decided_at: i64,
+    a: &Arbitration,
+) -> Result<(), StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO task_arbitrations (tenant, verdict_id, task_id, gates_verdict, verdict, \
+         confidence, needs_review, reasons, votes, decided_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(tenant)
+    .bind(verdict_id)
+    .bind(task_id)
+    .bind(a.gates_verdict.as_str())
+    .bind(a.verdict.as_str())
+    .bind(a.confidence)
+    .bind(a.needs_review)
+    .bind(to_json(&a.reasons)?)
+    .bind(to_json(&a.votes)?)
+    .bind(decided_at)
+    .fetch_one(&mut **tx)
+    .await?;
+    // Collected first: an iterator of closures held across the awaits below
+    // would not be `Send`.
+    let mut calls: Vec<(&Exchange, &JudgeCall)> = Vec::new();
+    for e in &a.exchanges {
+        for c in &e.calls {
+            calls.push((e, c));
+        }
+    }
+    for (ord, (e, c)) in calls.into_iter().enumerate() {
+        let answer = c.answer.as_ref().map(to_json).transpose()?;
+        sqlx::query(
+            "INSERT INTO task_judge_calls (tenant, arbitration_id, ord, task_id, judge, api, url, \
+             model, attempt, started_at, duration_ms, request, http_status, raw_answer, answer, \
+             rule_id, error, prompt_tokens, completion_tokens, cost) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(ord as i64)
+        .bind(task_id)
+        .bind(&e.judge)
+        .bind(&e.api)
+        .bind(&e.url)
+        .bind(&e.model)
+        .bind(i64::from(c.attempt))
+        .bind(c.started_at)
+        .bind(c.duration_ms)
+        .bind(&c.request)
+        .bind(c.http_status.map(i64::from))
+        .bind(&c.raw_answer)
+        .bind(answer)
+        .bind(&c.rule_id)
+        .bind(&c.error)
+        .bind(c.prompt_tokens.map(|n| n as i64))
+        .bind(c.completion_tokens.map(|n| n as i64))
+        .bind(c.cost)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn verdict_column(row: &PgRow, column: &str) -> Result<Verdict, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    Verdict::parse(&text).ok_or_else(|| decode(format!("{column}: unknown `{text}`")))
+}
+
+fn arbitration_from_row(row: &PgRow) -> Result<ArbitrationRecord, sqlx::Error> {
+    Ok(ArbitrationRecord {
+        id: row.try_get("id")?,
+        verdict_id: row.try_get("verdict_id")?,
+        task_id: row.try_get("task_id")?,
+        decided_at: row.try_get("decided_at")?,
+        arbitration: Arbitration {
+            gates_verdict: verdict_column(row, "gates_verdict")?,
+            verdict: verdict_column(row, "verdict")?,
+            confidence: row.try_get("confidence")?,
+            needs_review: row.try_get("needs_review")?,
+            reasons: json_column(row, "reasons")?,
+            votes: json_column::<Vec<Vote>>(row, "votes")?,
+            exchanges: Vec::new(),
+        },
+    })
+}
+
+/// A call row, with its judge's (name, api, url, model).
+fn call_from_row(row: &PgRow) -> Result<([String; 4], JudgeCall), sqlx::Error> {
+    let answer: Option<String> = row.try_get("answer")?;
+    let answer = answer
+        .map(|text| serde_json::from_str(&text).map_err(|e| decode(format!("answer: {e}"))))
+        .transpose()?;
+    let judge = [
+        row.try_get("judge")?,
+        row.try_get("api")?,
+        row.try_get("url")?,
+        row.try_get("model")?,
+    ];
+    Ok((
+        judge,
+        JudgeCall {
+            attempt: row.try_get::<i64, _>("attempt")? as u32,
+            started_at: row.try_get("started_at")?,
+            duration_ms: row.try_get("duration_ms")?,
+            request: row.try_get("request")?,
+            http_status: row
+                .try_get::<Option<i64>, _>("http_status")?
+                .map(|s| s as u16),
+            raw_answer: row.try_get("raw_answer")?,
+            answer,
+            rule_id: row.try_get("rule_id")?,
+            error: row.try_get("error")?,
+            prompt_tokens: row
+                .try_get::<Option<i64>, _>("prompt_tokens")?
+                .map(|n| n as u64),
+            completion_tokens: row
+                .try_get::<Option<i64>, _>("completion_tokens")?
+                .map(|n| n as u64),
+            cost: row.try_get("cost")?,
+        },
+    ))
 }
 
 fn gate_from_row(row: &PgRow) -> Result<GateResult, sqlx::Error> {
@@ -1064,6 +1196,30 @@ impl TaskStore for PgStore {
             )?;
         }
         Ok(verdicts)
+    }
+
+    async fn task_arbitrations(&self, id: i64) -> Result<Vec<ArbitrationRecord>, StoreError> {
+        let mut tx = self.begin(None).await?;
+        let mut found = rows(
+            &sqlx::query("SELECT * FROM task_arbitrations WHERE task_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?,
+            arbitration_from_row,
+        )?;
+        for a in &mut found {
+            let calls = rows(
+                &sqlx::query(
+                    "SELECT * FROM task_judge_calls WHERE arbitration_id = $1 ORDER BY ord",
+                )
+                .bind(a.id)
+                .fetch_all(&mut *tx)
+                .await?,
+                call_from_row,
+            )?;
+            a.arbitration.exchanges = super::sqlite_tasks::exchanges_of(calls);
+        }
+        Ok(found)
     }
 
     async fn task_review(

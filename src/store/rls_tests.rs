@@ -33,6 +33,8 @@ const TABLES: &[(&str, &str)] = &[
     ("agent_performance", "tenant"),
     ("task_verdicts", "tenant"),
     ("task_gate_results", "tenant"),
+    ("task_arbitrations", "tenant"),
+    ("task_judge_calls", "tenant"),
 ];
 
 /// Give tenant `t` at least one row in every table, through the store.
@@ -50,6 +52,7 @@ async fn populate(app: &PgStore, t: &str) {
         detail: String::new(),
         duration_us: 1,
         waiver_ids: String::new(),
+        task_ids: String::new(),
         ts: "2026-01-01T00:00:00Z".into(),
     };
     let record = AuditRecord::from_entry(t, 1, GENESIS_HASH, &entry);
@@ -195,6 +198,7 @@ async fn populate(app: &PgStore, t: &str) {
             mutation: None,
             reasons: &reasons,
             gates: std::slice::from_ref(&gate),
+            arbitration: Some(&super::conformance::unsettled_arbitration()),
         })
         .await
         .unwrap()

@@ -76,7 +76,7 @@ pub struct SqliteStore {
 }
 
 const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-                       decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash";
+                       decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash";
 
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply migrations.
@@ -144,6 +144,7 @@ fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
         detail: row.try_get("detail")?,
         duration_us: row.try_get("duration_us")?,
         waiver_ids: row.try_get("waiver_ids")?,
+        task_ids: row.try_get("task_ids")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
@@ -190,6 +191,7 @@ impl Store for SqliteStore {
                 .push_bind(&r.detail)
                 .push_bind(r.duration_us)
                 .push_bind(&r.waiver_ids)
+                .push_bind(&r.task_ids)
                 .push_bind(&r.prev_hash)
                 .push_bind(&r.hash);
         });
@@ -197,7 +199,44 @@ impl Store for SqliteStore {
         // and caching up to 100 of these large statements grew the server by
         // ~250 bytes a call (measured RssAnon over 40,000 calls).
         query.build().persistent(false).execute(&self.pool).await?;
+        // Each record made under a task is linked to it, for the task's provenance.
+        let links: Vec<(&AuditRecord, i64)> = records
+            .iter()
+            .flat_map(|r| {
+                r.task_ids
+                    .split(',')
+                    .filter_map(crate::tasks::parse_id)
+                    .map(move |id| (r, id))
+            })
+            .collect();
+        if !links.is_empty() {
+            let mut query =
+                QueryBuilder::new("INSERT OR IGNORE INTO audit_task_links (task_id, tenant, seq) ");
+            query.push_values(links, |mut row, (r, id)| {
+                row.push_bind(id).push_bind(&r.tenant).push_bind(r.seq);
+            });
+            query.build().persistent(false).execute(&self.pool).await?;
+        }
         Ok(())
+    }
+
+    async fn audit_for_task(
+        &self,
+        tenant: &str,
+        task_id: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.tenant, a.seq, a.ts, a.session_id, a.client_name, a.tool, a.args_sha256, \
+             a.args_redacted, a.decision, a.rule_ids, a.outcome, a.detail, a.duration_us, \
+             a.waiver_ids, a.task_ids, a.prev_hash, a.hash \
+             FROM audit_task_links l JOIN audit_records a ON a.tenant = l.tenant AND a.seq = l.seq \
+             WHERE l.task_id = ? AND l.tenant = ? ORDER BY a.seq",
+        )
+        .bind(task_id)
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn audit_page(
@@ -208,7 +247,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash \
+             decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash \
              FROM audit_records WHERE tenant = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(tenant)
@@ -222,7 +261,7 @@ impl Store for SqliteStore {
     async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, waiver_ids, prev_hash, hash \
+             decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash \
              FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(tenant)

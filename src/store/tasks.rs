@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::StoreError;
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
+use crate::tasks::judge::{Arbitration, ArbitrationRecord};
 use crate::tasks::routing::RoutingInput;
 use crate::tasks::{
     AgentRecord, Capabilities, PerformanceRecord, RequiredCapabilities, RouteChoice, RoutingRecord,
@@ -103,15 +104,19 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Option<(TaskRecord, PerformanceRecord)>, StoreError>;
     /// Record the quality gates' verdict on a task the agent holds (a claim
     /// that had not lapsed at `j.now`), and move it: `fail` keeps it claimed
-    /// (lease renewed) and counts a failure; a tier 1 pass goes to
-    /// `needs_review` (counted when a person decides); otherwise completed,
-    /// counted as a success. `None` unless the agent holds it.
+    /// (lease renewed) and counts a failure, unless `needs_review`: then
+    /// (whatever the verdict) it waits for a person (counted when the person
+    /// decides); otherwise completed, counted as a success. The judges'
+    /// arbitration, if any, is stored with the verdict. `None` unless the
+    /// agent holds it.
     async fn task_judge(
         &self,
         j: &TaskJudgement<'_>,
     ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError>;
     /// Every verdict on a task with its gates, oldest first.
     async fn task_verdicts(&self, id: i64) -> Result<Vec<VerdictRecord>, StoreError>;
+    /// Every judges' arbitration on a task with each call made, oldest first.
+    async fn task_arbitrations(&self, id: i64) -> Result<Vec<ArbitrationRecord>, StoreError>;
     /// A person's decision on a task in `needs_review` (any tenant: the
     /// operator's CLI): approved → completed, a success of its holder;
     /// rejected → back to the queue, a failure. `None` unless it is in
@@ -226,13 +231,15 @@ pub struct TaskJudgement<'a> {
     pub lease_ends: i64,
     pub risk_tier: u8,
     pub verdict: Verdict,
-    /// A tier that needs a person's sign-off.
+    /// A person must sign off: a tier that asks for it, or the judges.
     pub needs_review: bool,
     pub score: f64,
     pub coverage: Option<f64>,
     pub mutation: Option<f64>,
     pub reasons: &'a [String],
     pub gates: &'a [GateResult],
+    /// What the model judges said and how it was combined.
+    pub arbitration: Option<&'a Arbitration>,
 }
 
 /// A person approving or rejecting a task in `needs_review`.

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use super::detect::{Detection, detect_task_type, infer_risk_tier};
 use super::gates::{GateResult, Judgement, Verdict};
+use super::judge::Arbitration;
 use super::registry::{MAX_CONCURRENT, check_agent_name};
 use super::routing::{RoutingParams, route};
 use super::{
@@ -380,6 +381,7 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?;
         if held.len() >= agent.max_concurrent_tasks as usize {
+            super::attribution::claimed(tenant, &agent.name);
             return Ok(Next {
                 task: held.first().cloned(),
                 how: NextHow::AlreadyHeld,
@@ -414,6 +416,7 @@ impl TaskCall<'_> {
             });
         };
         tracing::info!(task = %task.display_id(), agent = %agent.name, "task claimed");
+        super::attribution::claimed(tenant, &agent.name);
         let mut held = held;
         held.push(task.clone());
         Ok(Next {
@@ -497,7 +500,10 @@ impl TaskCall<'_> {
             .await
             .map_err(store_failed)?;
         match updated {
-            Some(task) => Ok(task),
+            Some(task) => {
+                super::attribution::claimed(&self.caller.tenant, &self.caller.agent);
+                Ok(task)
+            }
             None => Err(self.why_not_held(id, "update").await),
         }
     }
@@ -536,17 +542,23 @@ impl TaskCall<'_> {
         }
     }
 
-    /// Record the gates' verdict on a task the caller held when it called
+    /// Record the verdict on a task the caller held when it called
     /// task_complete (`self.now`), and move the task accordingly (see
-    /// [`crate::store::tasks::TaskStore::task_judge`]).
+    /// [`crate::store::tasks::TaskStore::task_judge`]). `judgement` is the
+    /// final one (the judges' vote, when they were asked); a person signs
+    /// off when the tier asks for it (`human_review`, unless the verdict is
+    /// `fail`) or the judges could not settle it (whatever the verdict).
     pub async fn judge(
         &self,
         task: &TaskRecord,
         summary: &str,
         judgement: &Judgement,
         gates: &[GateResult],
-        needs_review: bool,
+        human_review: bool,
+        arbitration: Option<&Arbitration>,
     ) -> Result<(TaskRecord, Option<PerformanceRecord>), TaskError> {
+        let needs_review = (human_review && judgement.verdict != Verdict::Fail)
+            || arbitration.is_some_and(|a| a.needs_review);
         let decided_at = super::now_ms().max(self.now);
         let done = self
             .store
@@ -560,12 +572,13 @@ impl TaskCall<'_> {
                 lease_ends: decided_at + self.lease_ms(),
                 risk_tier: task.risk_tier,
                 verdict: judgement.verdict,
-                needs_review: needs_review && judgement.verdict != Verdict::Fail,
+                needs_review,
                 score: judgement.score,
                 coverage: judgement.coverage,
                 mutation: judgement.mutation,
                 reasons: &judgement.reasons,
                 gates,
+                arbitration,
             })
             .await
             .map_err(store_failed)?;
@@ -645,8 +658,10 @@ impl TaskCall<'_> {
             TaskState::NeedsReview => TaskError::new(
                 TaskErrorKind::Refused,
                 "GATE-005",
-                format!("{shown} passed its gates and waits for a person's review (risk tier 1)"),
-                "nothing more to do on it; a person runs `arbiter task approve` or `arbiter task reject`; call task_next for other work",
+                format!(
+                    "{shown} waits for a person's review (risk tier 1, or the judges could not settle it)"
+                ),
+                "nothing more to do on it; a person runs `arbiter task review` (or `approve`/`reject`); call task_next for other work",
             ),
             TaskState::Completed | TaskState::Cancelled => TaskError::new(
                 TaskErrorKind::Refused,
@@ -684,10 +699,7 @@ impl TaskCall<'_> {
             TaskError::new(
                 TaskErrorKind::Refused,
                 "GATE-005",
-                format!(
-                    "{} passed its gates and waits for a person's review",
-                    task.display_id()
-                ),
+                format!("{} waits for a person's review", task.display_id()),
                 "a person runs `arbiter task reject ID` to turn it down",
             )
         } else if task.state.is_final() {
@@ -785,7 +797,7 @@ pub async fn review(
         TaskErrorKind::Refused,
         "GATE-005",
         format!(
-            "{} is {}, not waiting for review; only a risk tier 1 task whose gates passed is",
+            "{} is {}, not waiting for review; only a task in needs_review is (risk tier 1 after its gates, or one the judges could not settle)",
             task.display_id(),
             task.state.as_str()
         ),

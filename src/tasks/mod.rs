@@ -18,10 +18,16 @@
 //! `task_complete` runs the tier's quality gates ([`gates`]): `fail` leaves
 //! the task claimed by its holder (fix and complete again); `pass` or
 //! `conditional` completes it, except at tier 1, where it waits in
-//! `needs_review` for a person.
+//! `needs_review` for a person. With model judges configured ([`judge`]),
+//! a gates' pass or conditional is put to them too, and the combined vote
+//! decides; a close vote or a judge without a valid answer also waits in
+//! `needs_review`.
 
+pub mod attribution;
 pub mod detect;
 pub mod gates;
+pub mod judge;
+pub mod judge_client;
 pub mod lifecycle;
 pub mod registry;
 pub mod routing;
@@ -86,8 +92,9 @@ pub enum TaskState {
     Assigned,
     /// Held by an agent working on it.
     Claimed,
-    /// A tier 1 task whose gates passed, waiting for a person's sign-off
-    /// (`arbiter task approve ID` or `arbiter task reject ID`).
+    /// Waiting for a person's sign-off (`arbiter task review|approve|reject
+    /// ID`): a tier 1 task whose gates passed, or one the judges could not
+    /// settle.
     NeedsReview,
     /// Done: the quality gates passed it (`pass` or `conditional`), and for
     /// tier 1 a person approved it.

@@ -108,6 +108,7 @@ impl Toolbox {
         let mut judged: Vec<(Action<'_>, Decision)> =
             actions.iter().map(|a| (*a, policy.evaluate(a))).collect();
         self.lift_waived(&policy, &mut judged).await;
+        self.note_held_tasks().await;
         let mut decision = Decision::allow();
         for (_, d) in judged {
             decision.merge(d);
@@ -130,6 +131,37 @@ impl Toolbox {
             .deciding_rules()
             .all(|r| policy.waivability(&r.id) == Waivability::Waivable);
         Err(ToolError::from_decision(&decision, subject, waivable))
+    }
+
+    /// Note, for the audit record, the tasks the caller holds (claims not
+    /// lapsed): its file and terminal calls are made under them. Only agents
+    /// this process saw claim a task are looked up.
+    async fn note_held_tasks(&self) {
+        let caller = current_caller();
+        if !crate::tasks::attribution::may_hold(&caller.tenant, &caller.agent) {
+            return;
+        }
+        let Ok(store) = self.store.get().await else {
+            return;
+        };
+        let now = crate::tasks::now_ms();
+        match store.task_held(&caller.tenant, &caller.agent).await {
+            Ok(held) => {
+                let ids: Vec<String> = held
+                    .iter()
+                    .filter(|t| t.lease_expires_at.is_some_and(|end| end > now))
+                    .map(|t| t.display_id())
+                    .collect();
+                if ids.is_empty() {
+                    crate::tasks::attribution::released(&caller.tenant, &caller.agent);
+                    return;
+                }
+                let _ = CALL_NOTE.try_with(|n| n.borrow_mut().task_ids = ids.join(","));
+            }
+            Err(e) => {
+                tracing::warn!(agent = %caller.agent, error = %e, "cannot tell which tasks the caller holds; the call is not attributed")
+            }
+        }
     }
 
     /// Lift, from each action's decision, the rules an active waiver for the
@@ -327,6 +359,8 @@ pub struct CallNote {
     pub rule_ids: String,
     /// Waivers that lifted a rule for the call.
     pub waiver_ids: String,
+    /// The tasks the caller held when it made the call (`T-12,T-13`).
+    pub task_ids: String,
     /// Set when the call was refused or failed.
     pub outcome: Option<Outcome>,
     pub detail: String,

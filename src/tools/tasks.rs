@@ -8,7 +8,9 @@
 //! `task_complete` runs the quality gates of the task's risk tier (policy
 //! `tasks.gates`) one after another, each through `run_terminal_cmd`'s own
 //! path (policy check, sandbox, timeout), and stores the verdict
-//! ([`crate::tasks::gates`] does the arithmetic). Not yet here: a model judge.
+//! ([`crate::tasks::gates`] does the arithmetic). With model judges in the
+//! policy (`tasks.judge`), a verdict that is not `fail` is then put to them
+//! ([`crate::tasks::judge_client`]) and the vote decides.
 
 use std::sync::Arc;
 
@@ -18,12 +20,15 @@ use serde::{Deserialize, Serialize};
 use super::terminal::{CommandSession, RunTerminalCmdInput};
 use super::{Outcome, ToolError, Toolbox, current_caller, note_detail, note_error, with_call_note};
 use crate::overrides::Caller;
+use crate::policy::file::JudgeSettings;
 use crate::policy::file::{GateSpec, TaskSettings};
 use crate::policy::spec::Violation;
+use crate::policy::spec::{Tiers, validate_spec};
 use crate::store::Store;
 use crate::tasks::gates::{
     self, GateMark, GateResult, Judgement, Measure, Verdict, VerdictRecord, tail,
 };
+use crate::tasks::judge::{self, Arbitration, ArbitrationRecord, Brief};
 use crate::tasks::lifecycle::{NextHow, Submission, TaskCall};
 use crate::tasks::{
     CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities, RoutingRecord,
@@ -456,6 +461,10 @@ pub struct VerdictView {
     pub reviewed_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review_note: Option<String>,
+    /// The model judges' answers and how they were combined with the gates
+    /// (absent when no judge was asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judges: Option<Arbitration>,
 }
 
 fn percent(fraction: Option<f64>) -> Option<f64> {
@@ -477,7 +486,40 @@ impl VerdictView {
             review: v.review.clone(),
             reviewed_by: v.reviewed_by.clone(),
             review_note: v.review_note.clone(),
+            judges: None,
         }
+    }
+
+    /// With the judges' arbitration of this verdict; the request bodies
+    /// (the whole prompt, again per try) only when `with_requests`.
+    pub fn with_judges(mut self, arbitration: Option<Arbitration>, with_requests: bool) -> Self {
+        self.judges = arbitration.map(|mut a| {
+            if !with_requests {
+                for call in a.exchanges.iter_mut().flat_map(|e| e.calls.iter_mut()) {
+                    call.request = None;
+                }
+            }
+            a
+        });
+        self
+    }
+
+    /// Each verdict with its arbitration, if any.
+    pub fn all(
+        verdicts: &[VerdictRecord],
+        arbitrations: &[ArbitrationRecord],
+        with_requests: bool,
+    ) -> Vec<Self> {
+        verdicts
+            .iter()
+            .map(|v| {
+                let a = arbitrations
+                    .iter()
+                    .find(|a| a.verdict_id == v.id)
+                    .map(|a| a.arbitration.clone());
+                Self::new(v).with_judges(a, with_requests)
+            })
+            .collect()
     }
 
     pub fn render(&self) -> String {
@@ -515,7 +557,66 @@ impl VerdictView {
                 text.push_str(&format!("\n  output (end): {}", g.output_tail.trim()));
             }
         }
+        if let Some(a) = &self.judges {
+            for e in &a.exchanges {
+                let (p, c) = e.tokens();
+                let said = match (&e.answer, &e.rule_id) {
+                    (Some(x), _) => format!(
+                        "{} (score {:.0}, confidence {:.2})",
+                        x.verdict.as_str(),
+                        x.score,
+                        x.confidence
+                    ),
+                    (None, rule) => format!(
+                        "no valid answer [{}]: {}",
+                        rule.as_deref().unwrap_or("-"),
+                        e.error.as_deref().unwrap_or("")
+                    ),
+                };
+                text.push_str(&format!(
+                    "\n- judge {} ({} {}): {said}; {} call(s), {p}+{c} tokens, cost {:.6}",
+                    e.judge,
+                    e.api,
+                    e.model,
+                    e.calls.len(),
+                    e.cost()
+                ));
+            }
+        }
         text
+    }
+}
+
+/// Tokens and cost of every judge call on a task.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct JudgeUsage {
+    pub calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// At the judges' per-1k-token prices.
+    pub cost: f64,
+}
+
+impl JudgeUsage {
+    pub fn of(arbitrations: &[ArbitrationRecord]) -> Option<Self> {
+        if arbitrations.is_empty() {
+            return None;
+        }
+        let mut u = JudgeUsage::default();
+        for a in arbitrations {
+            let (p, c, cost) = a.arbitration.usage();
+            u.prompt_tokens += p;
+            u.completion_tokens += c;
+            u.cost += cost;
+            u.calls += a
+                .arbitration
+                .exchanges
+                .iter()
+                .map(|e| e.calls.len() as u32)
+                .sum::<u32>();
+        }
+        u.cost = (u.cost * 1e6).round() / 1e6;
+        Some(u)
     }
 }
 
@@ -574,6 +675,9 @@ pub struct TaskStatusOutput {
     pub routing: Vec<RoutingView>,
     /// Every quality-gate verdict (one per task_complete), oldest first.
     pub verdicts: Vec<VerdictView>,
+    /// Tokens and cost of the model judges on this task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_usage: Option<JudgeUsage>,
 }
 
 impl TaskStatusOutput {
@@ -598,6 +702,12 @@ impl TaskStatusOutput {
         for v in &self.verdicts {
             text.push('\n');
             text.push_str(&v.render());
+        }
+        if let Some(u) = &self.judge_usage {
+            text.push_str(&format!(
+                "\nJudges: {} call(s), {} prompt + {} completion tokens, cost {:.6}.",
+                u.calls, u.prompt_tokens, u.completion_tokens, u.cost
+            ));
         }
         text
     }
@@ -656,6 +766,47 @@ impl TaskListOutput {
         }
         lines.join("\n")
     }
+}
+
+/// Put a task whose gates did not fail to every judge at once, and combine
+/// their answers with the gates' verdict.
+async fn consult_judges(
+    task: &TaskRecord,
+    summary: &str,
+    judgement: &Judgement,
+    gates: &[GateResult],
+    changes: Option<&str>,
+    settings: &JudgeSettings,
+    tiers: &Tiers,
+) -> Arbitration {
+    let acceptance = task
+        .spec
+        .as_deref()
+        .and_then(|text| validate_spec(text, tiers).spec)
+        .map(|spec| spec.acceptance)
+        .unwrap_or_default();
+    let (system, user) = judge::prompt(
+        settings.rubric.as_deref(),
+        &Brief {
+            task,
+            summary,
+            acceptance: &acceptance,
+            judgement,
+            gates,
+            changes,
+        },
+    );
+    let asks = settings
+        .judges
+        .iter()
+        .map(|spec| crate::tasks::judge_client::ask(spec, settings, &system, &user));
+    let exchanges = futures::future::join_all(asks).await;
+    judge::combine(
+        judgement.verdict,
+        settings.gates_weight,
+        exchanges,
+        settings.min_confidence,
+    )
 }
 
 /// Called as each gate starts and ends: (step, of steps, what happened).
@@ -938,14 +1089,65 @@ impl Toolbox {
         let (min_coverage, min_mutation, human_review) = tier
             .map(|t| (t.min_coverage, t.min_mutation, t.human_review))
             .unwrap_or((0.0, 0.0, false));
-        let judgement: Judgement = gates::judge(&marks, min_coverage, min_mutation);
+        let mut judgement: Judgement = gates::judge(&marks, min_coverage, min_mutation);
+        // The judges are asked only about work the gates did not fail: a
+        // failed gate is a fact no model can talk away.
+        let judging = &cx.settings.judge;
+        let arbitration = if judging.judges.is_empty() || judgement.verdict == Verdict::Fail {
+            None
+        } else {
+            if let Some(p) = progress.as_mut() {
+                p(
+                    2 * total + 1,
+                    2 * total + 2,
+                    format!("asking {} judge(s)", judging.judges.len()),
+                );
+            }
+            let changes = self.changes_under(&cx, &task).await;
+            let a = consult_judges(
+                &task,
+                summary,
+                &judgement,
+                &results,
+                changes.as_deref(),
+                judging,
+                policy.tiers(),
+            )
+            .await;
+            if let Some(p) = progress.as_mut() {
+                p(
+                    2 * total + 2,
+                    2 * total + 2,
+                    format!(
+                        "judges: {} with {:.0}% of the vote{}",
+                        a.verdict.as_str(),
+                        a.confidence * 100.0,
+                        if a.needs_review {
+                            "; a person must review"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            judgement.verdict = a.verdict;
+            judgement.reasons.extend(a.reasons.iter().cloned());
+            Some(a)
+        };
         let (done, perf) = call
-            .judge(&task, summary, &judgement, &results, human_review)
+            .judge(
+                &task,
+                summary,
+                &judgement,
+                &results,
+                human_review,
+                arbitration.as_ref(),
+            )
             .await
             .map_err(tool_error)
             .inspect_err(note_error)?;
         note_detail(format!(
-            "verdict {} (score {:.2}) on {}: {}",
+            "verdict {} (score {:.2}) on {}: {}{}",
             judgement.verdict.as_str(),
             judgement.score,
             done.display_id(),
@@ -961,16 +1163,44 @@ impl Toolbox {
                         .unwrap_or_default()
                 ))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            arbitration
+                .as_ref()
+                .map(|a| format!(
+                    "; judges {} ({:.0}%){}",
+                    a.exchanges
+                        .iter()
+                        .map(|e| format!(
+                            "{} {}",
+                            e.judge,
+                            e.answer
+                                .as_ref()
+                                .map(|x| x.verdict.as_str())
+                                .or(e.rule_id.as_deref())
+                                .unwrap_or("-")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    a.confidence * 100.0,
+                    if a.needs_review { ", needs review" } else { "" }
+                ))
+                .unwrap_or_default()
         ));
         let next = match done.state {
+            TaskState::NeedsReview if arbitration.as_ref().is_some_and(|a| a.needs_review) => {
+                format!(
+                    "the judges could not settle {}: it waits for a person (`arbiter task review {}`); call task_next for other work",
+                    done.display_id(),
+                    done.display_id()
+                )
+            }
             TaskState::NeedsReview => format!(
                 "{} waits for a person's sign-off (risk tier 1: `arbiter task approve {}`); call task_next for other work",
                 done.display_id(),
                 done.display_id()
             ),
             TaskState::Claimed => format!(
-                "you still hold {}: fix what the failed gate(s) show and call task_complete again (your claim was renewed for {} minutes)",
+                "you still hold {}: fix what the verdict shows and call task_complete again (your claim was renewed for {} minutes)",
                 done.display_id(),
                 cx.settings.lease_minutes
             ),
@@ -995,10 +1225,53 @@ impl Toolbox {
         };
         Ok(TaskCompleteOutput {
             task: TaskView::new(&done, false),
-            verdict: VerdictView::new(&verdict),
+            verdict: VerdictView::new(&verdict).with_judges(arbitration, false),
             performance: perf.as_ref().map(PerformanceView::new),
             next,
         })
+    }
+
+    /// What the task's holder did under it, from the audit records
+    /// attributed to the task (the journal is indexed first: the newest
+    /// calls may not be in the store yet): one line per file or terminal
+    /// call, with its redacted arguments and outcome. `None` when nothing is
+    /// known.
+    async fn changes_under(&self, cx: &TaskContext, task: &TaskRecord) -> Option<String> {
+        const MAX_LINES: usize = 100;
+        let tenant = &cx.caller.tenant;
+        let journal = self
+            .root
+            .path()
+            .join(crate::exec::workspace::STATE_DIR)
+            .join(crate::server::tenants::journal_file_name(tenant));
+        if let Err(e) = crate::store::journal::index_journal(&*cx.store, tenant, &journal).await {
+            tracing::warn!(error = %e, "cannot index the audit journal; the judge sees the calls indexed so far");
+        }
+        let records = match cx.store.audit_for_task(tenant, task.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the task's audit records");
+                return None;
+            }
+        };
+        let lines: Vec<String> = records
+            .iter()
+            .filter(|r| !r.tool.starts_with("task_"))
+            .map(|r| format!("- {} {} → {}", r.tool, r.args_redacted, r.outcome))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let mut text = lines
+            .iter()
+            .take(MAX_LINES)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        if lines.len() > MAX_LINES {
+            text.push_str(&format!("\n… and {} more call(s)", lines.len() - MAX_LINES));
+        }
+        Some(text)
     }
 
     /// Run one gate through run_terminal_cmd's path (policy, sandbox,
@@ -1160,18 +1433,22 @@ impl Toolbox {
             let id = task_id(&input.task_id)?;
             let cx = self.task_context().await?;
             let status = cx.call().status(id).await.map_err(tool_error)?;
+            let verdicts = cx
+                .store
+                .task_verdicts(id)
+                .await
+                .map_err(|e| tool_error(store_failed(e)))?;
+            let arbitrations = cx
+                .store
+                .task_arbitrations(id)
+                .await
+                .map_err(|e| tool_error(store_failed(e)))?;
             Ok(TaskStatusOutput {
                 task: TaskView::new(&status.task, true),
                 events: status.events.iter().map(EventView::new).collect(),
                 routing: status.routing.iter().map(RoutingView::new).collect(),
-                verdicts: cx
-                    .store
-                    .task_verdicts(id)
-                    .await
-                    .map_err(|e| tool_error(store_failed(e)))?
-                    .iter()
-                    .map(VerdictView::new)
-                    .collect(),
+                verdicts: VerdictView::all(&verdicts, &arbitrations, false),
+                judge_usage: JudgeUsage::of(&arbitrations),
             })
         }
         .await
