@@ -188,13 +188,11 @@ impl Client {
         let (written, read) = thread::scope(|scope| {
             let writer = scope.spawn(move || -> Result<()> {
                 for i in 0..n {
-                    if window.is_some() {
-                        if permit_rx.try_recv().is_err() {
-                            // Waiting for a reply: what is buffered must go out first.
-                            stdin.flush()?;
-                            if permit_rx.recv().is_err() {
-                                return Ok(()); // the reader gave up
-                            }
+                    if window.is_some() && permit_rx.try_recv().is_err() {
+                        // Waiting for a reply: what is buffered must go out first.
+                        stdin.flush()?;
+                        if permit_rx.recv().is_err() {
+                            return Ok(()); // the reader gave up
                         }
                     }
                     let request = request_json(first + i as u64, "tools/call", &params(i));

@@ -325,10 +325,7 @@ fn print(args: &Args, setup: &Setup, f: &Figures) {
         f.registration.as_secs_f64()
     );
     println!();
-    let runs = [
-        ("0 agents", &f.without_agents),
-        ("with agents", &f.with_agents),
-    ];
+    let (without, with) = (&f.without_agents, &f.with_agents);
     println!(
         "{:<44}  {:>12}  {:>12}",
         "metric",
@@ -337,23 +334,21 @@ fn print(args: &Args, setup: &Setup, f: &Figures) {
     );
     println!("{}", "-".repeat(72));
     let row = |label: String, value: &dyn Fn(&RunFigures) -> String| {
-        println!(
-            "{label:<44}  {:>12}  {:>12}",
-            value(runs[0].1),
-            value(runs[1].1)
-        );
+        println!("{label:<44}  {:>12}  {:>12}", value(without), value(with));
     };
-    let parts: [(&str, fn(&RunFigures) -> &Part); 3] = [
-        ("sequential (1 in flight)", |r| &r.sequential),
-        ("pipelined", |r| &r.pipelined),
-        ("clients", |r| &r.clients),
+    /// A part of both runs, by name.
+    type PartOf = fn(&RunFigures) -> &Part;
+    let parts: [(String, PartOf); 3] = [
+        ("sequential (1 in flight)".into(), |r| &r.sequential),
+        (format!("pipelined ({} in flight)", args.window), |r| {
+            &r.pipelined
+        }),
+        (
+            format!("{} clients ({} in flight each)", args.clients, args.window),
+            |r| &r.clients,
+        ),
     ];
     for (name, part) in parts {
-        let name = match name {
-            "pipelined" => format!("pipelined ({} in flight)", args.window),
-            "clients" => format!("{} clients ({} in flight each)", args.clients, args.window),
-            other => other.to_owned(),
-        };
         row(format!("{name}: tasks/s"), &|r| {
             format!("{:.0}", part(r).per_sec())
         });
