@@ -101,7 +101,8 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `arbiter token create --tenant default --agent load-bench`: the secret it prints.
+/// `arbiter token create --tenant default --agent load-bench --rate-limit off`:
+/// the secret it prints.
 fn create_token(binary: &Path, workspace: &Path) -> Result<String> {
     let out = Command::new(binary)
         .args([
@@ -112,6 +113,9 @@ fn create_token(binary: &Path, workspace: &Path) -> Result<String> {
             "--agent",
             "load-bench",
         ])
+        // The server's default per-token limit (1200/min) would answer most
+        // calls with 429: this token is the load generator.
+        .args(["--rate-limit", "off"])
         .arg("--workspace")
         .arg(workspace)
         .stdin(Stdio::null())
