@@ -62,19 +62,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest_dir
-                .ancestors()
-                .nth(2)
-                .unwrap_or(manifest_dir)
-                .join("target")
-        })
-}
-
 fn run(args: Args) -> Result<()> {
     ensure!(
         args.iterations > 0 && args.concurrent > 0 && args.rounds > 0,
@@ -83,7 +70,7 @@ fn run(args: Args) -> Result<()> {
     let arbiter = args
         .arbiter
         .clone()
-        .unwrap_or_else(|| target_dir().join("release/arbiter"));
+        .unwrap_or_else(|| arbiter_bench::target_dir().join("release/arbiter"));
     ensure!(
         arbiter.exists(),
         "{} does not exist; run `cargo build --release` first",

@@ -60,7 +60,7 @@ fn main() -> Result<()> {
     let arbiter = args
         .arbiter
         .clone()
-        .unwrap_or_else(|| target_dir().join("release/arbiter"));
+        .unwrap_or_else(|| arbiter_bench::target_dir().join("release/arbiter"));
     ensure!(
         arbiter.is_file(),
         "{} not found: build it with `cargo build --release` (or pass --arbiter PATH)",
@@ -175,12 +175,6 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }
 
 fn std_library_source() -> Option<PathBuf> {

@@ -29,21 +29,19 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::ops::Range;
-use std::os::fd::AsFd;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use arbiter_bench::stdio::Client;
+use arbiter_bench::{arbiter_binary, elide, log_tail, percentile_us, reply_text, target_dir};
 use clap::Parser;
 use serde_json::{Value, json};
 
-/// MCP protocol revision offered in `initialize`.
-const PROTOCOL_VERSION: &str = "2025-11-25";
 /// Size of the files read, written and edited.
 const FILE_SIZE: usize = 4096;
 /// Untimed calls per tool before its latency is sampled (even, so the edit
@@ -88,17 +86,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // The chain without a backtrace: the request and reply are what matter.
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("\ncaused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    arbiter_bench::main_with(|| run(Args::parse()))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -115,14 +103,7 @@ fn run(args: Args) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
     };
 
-    let arbiter_bin = args
-        .arbiter
-        .unwrap_or_else(|| target.join("release/arbiter"));
-    ensure!(
-        arbiter_bin.is_file(),
-        "{} not found: build it first with `cargo build --release` (or pass --arbiter PATH)",
-        arbiter_bin.display()
-    );
+    let arbiter_bin = arbiter_binary(args.arbiter)?;
     let arbiter = Server {
         label: "arbiter",
         description: arbiter_bin.display().to_string(),
@@ -178,21 +159,6 @@ fn run(args: Args) -> Result<()> {
     println!();
     print_table(&arbiter_figures, reference_figures.as_ref());
     Ok(())
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<workspace>/target`
-/// (this crate lives in `<workspace>/tools/bench`).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest_dir
-                .ancestors()
-                .nth(2)
-                .unwrap_or(manifest_dir)
-                .join("target")
-        })
 }
 
 /// How much of each measurement to do.
@@ -294,15 +260,11 @@ struct Figures {
 fn run_server(server: &Server, plan: &Plan, scratch: &Path) -> Result<Figures> {
     let log = scratch.join(format!("{}.stderr", server.label));
     run_server_logged(server, plan, scratch, &log).with_context(|| {
-        let stderr = fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = stderr.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        let tail = if tail.trim().is_empty() {
-            "(nothing)".to_owned()
-        } else {
-            tail
-        };
-        format!("{} failed; last lines of its stderr:\n{tail}", server.label)
+        format!(
+            "{} failed; last lines of its stderr:\n{}",
+            server.label,
+            log_tail(&log, 20)
+        )
     })
 }
 
@@ -313,7 +275,8 @@ fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -
     let workspace_dir = tempfile::Builder::new().prefix("ws-").tempdir_in(scratch)?;
     let workspace = workspace_dir.path().canonicalize()?;
     let files = Files::create(&workspace)?;
-    let (mut client, _) = Client::spawn(server, &workspace, log, plan.timeout)?;
+    let (mut client, _) =
+        Client::spawn(&server.program, &server.args, &workspace, log, plan.timeout)?;
     let init = client.initialize()?;
     let server_info = format!(
         "serverInfo {} {}, protocol {}",
@@ -379,8 +342,13 @@ fn measure_cold_start(
         let workspace = tempfile::Builder::new()
             .prefix("cold-")
             .tempdir_in(scratch)?;
-        let (mut client, spawned_at) =
-            Client::spawn(server, &workspace.path().canonicalize()?, log, plan.timeout)?;
+        let (mut client, spawned_at) = Client::spawn(
+            &server.program,
+            &server.args,
+            &workspace.path().canonicalize()?,
+            log,
+            plan.timeout,
+        )?;
         client.initialize()?;
         samples.push(client.last_reply_at.duration_since(spawned_at));
         client.shutdown()?;
@@ -405,65 +373,8 @@ fn measure_latency(client: &mut Client, calls: &[String], n: usize) -> Result<Ve
 /// Calls per second for `n` identical calls written back to back by a writer
 /// thread while this thread reads and checks the replies, in any order.
 fn measure_pipelined(client: &mut Client, call: &str, n: usize) -> Result<f64> {
-    let ids = client.next_id..client.next_id + n as u64;
-    client.next_id = ids.end;
-    let Client {
-        child,
-        stdin,
-        stdout,
-        line,
-        timeout,
-        ..
-    } = client;
-    let begin = Instant::now();
-    let (written, read) = thread::scope(|scope| {
-        let writer = scope.spawn(|| -> Result<()> {
-            for id in ids.clone() {
-                write_request(stdin, id, "tools/call", call)?;
-            }
-            stdin.flush()?;
-            Ok(())
-        });
-        let read = collect_replies(stdout, line, *timeout, call, ids.clone());
-        if read.is_err() {
-            // Unblock the writer if the server stopped reading.
-            let _ = child.0.kill();
-        }
-        (writer.join().expect("writer thread panicked"), read)
-    });
-    let elapsed = begin.elapsed();
-    read?;
-    written.context("writing pipelined requests")?;
-    client.calls += n;
-    Ok(n as f64 / elapsed.as_secs_f64())
-}
-
-/// Reads one successful reply to each of the `tools/call` requests `ids`, in any order.
-fn collect_replies(
-    stdout: &mut BufReader<ChildStdout>,
-    line: &mut String,
-    timeout: Duration,
-    call: &str,
-    ids: Range<u64>,
-) -> Result<()> {
-    let mut seen = vec![false; usize::try_from(ids.end - ids.start)?];
-    for _ in 0..seen.len() {
-        let reply = loop {
-            let message = read_message(stdout, line, timeout)?;
-            if !is_notification(&message)? {
-                break message;
-            }
-        };
-        let Some(id) = reply["id"].as_u64().filter(|id| ids.contains(id)) else {
-            bail!("reply with unexpected id: {}", elide(&reply.to_string()))
-        };
-        let slot = &mut seen[usize::try_from(id - ids.start)?];
-        ensure!(!*slot, "second reply to id {id}");
-        *slot = true;
-        check_tool_reply(&reply)
-            .with_context(|| format!("request: {}", request_line(id, "tools/call", call)))?;
-    }
-    Ok(())
+    let run = client.pipelined(n, None, |_| call.to_owned(), |_, _| Ok(()))?;
+    Ok(run.calls_per_sec())
 }
 
 // ---------------------------------------------------------------------------
@@ -633,297 +544,9 @@ impl Calls {
     }
 }
 
-/// Concatenated text blocks of a tool result.
-fn reply_text(reply: &Value) -> String {
-    let blocks = reply["result"]["content"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    blocks
-        .iter()
-        .filter_map(|block| block["text"].as_str())
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Client
-// ---------------------------------------------------------------------------
-
-/// A minimal MCP client over a child's stdio: one JSON-RPC message per line.
-struct Client {
-    child: Reaper,
-    stdin: BufWriter<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    workspace: PathBuf,
-    /// Reused buffer for incoming lines.
-    line: String,
-    next_id: u64,
-    /// `tools/call`s answered so far.
-    calls: usize,
-    /// When the last reply line was read.
-    last_reply_at: Instant,
-    timeout: Duration,
-}
-
-impl Client {
-    /// Starts `server` on `workspace`, appending its stderr to `log`, and
-    /// returns the client with the instant just before the spawn.
-    fn spawn(
-        server: &Server,
-        workspace: &Path,
-        log: &Path,
-        timeout: Duration,
-    ) -> Result<(Self, Instant)> {
-        let stderr = File::options().create(true).append(true).open(log)?;
-        let spawned_at = Instant::now();
-        let mut child = Command::new(&server.program)
-            .args(&server.args)
-            .arg(workspace)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("starting {}", server.program.to_string_lossy()))?;
-        let client = Self {
-            stdin: BufWriter::new(child.stdin.take().expect("piped stdin")),
-            stdout: BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped stdout")),
-            child: Reaper(child),
-            workspace: workspace.to_owned(),
-            line: String::new(),
-            next_id: 1,
-            calls: 0,
-            last_reply_at: spawned_at,
-            timeout,
-        };
-        Ok((client, spawned_at))
-    }
-
-    /// The MCP handshake: `initialize`, its reply, `notifications/initialized`.
-    /// Returns the `initialize` result.
-    fn initialize(&mut self) -> Result<Value> {
-        let params = json!({
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": { "name": "arbiter-bench", "version": "0" },
-        });
-        let reply = self.request("initialize", &params.to_string())?;
-        writeln!(
-            self.stdin,
-            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-        )?;
-        self.stdin.flush()?;
-        Ok(reply["result"].clone())
-    }
-
-    /// Sends one request and waits for its reply, failing on a JSON-RPC error.
-    /// `params` is serialised JSON. Returns the reply and the round-trip time.
-    fn exchange(&mut self, method: &str, params: &str) -> Result<(Value, Duration)> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let sent_at = Instant::now();
-        write_request(&mut self.stdin, id, method, params)?;
-        self.stdin.flush()?;
-        let context = || format!("request: {}", request_line(id, method, params));
-        let reply = loop {
-            let message = read_message(&mut self.stdout, &mut self.line, self.timeout)
-                .with_context(context)?;
-            self.last_reply_at = Instant::now();
-            if !is_notification(&message).with_context(context)? {
-                break message;
-            }
-        };
-        let rtt = self.last_reply_at.duration_since(sent_at);
-        ensure!(
-            reply["id"].as_u64() == Some(id),
-            "reply to another id: {}\n{}",
-            elide(&reply.to_string()),
-            context()
-        );
-        if let Some(error) = reply.get("error") {
-            bail!("JSON-RPC error: {error}\n{}", context());
-        }
-        Ok((reply, rtt))
-    }
-
-    fn request(&mut self, method: &str, params: &str) -> Result<Value> {
-        Ok(self.exchange(method, params)?.0)
-    }
-
-    /// One `tools/call`; fails unless the tool succeeded.
-    fn call(&mut self, params: &str) -> Result<(Value, Duration)> {
-        let id = self.next_id;
-        let (reply, rtt) = self.exchange("tools/call", params)?;
-        check_tool_reply(&reply)
-            .with_context(|| format!("request: {}", request_line(id, "tools/call", params)))?;
-        self.calls += 1;
-        Ok((reply, rtt))
-    }
-
-    /// A `kB` field of /proc/PID/status, such as VmRSS, in KiB.
-    fn proc_status_kib(&self, field: &str) -> Result<u64> {
-        let pid = self.child.0.id();
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|value| value.trim().strip_suffix("kB")?.trim().parse().ok())
-            .with_context(|| format!("no {field} in /proc/{pid}/status"))
-    }
-
-    /// Closes stdin, which tells an MCP stdio server to exit, and reaps it
-    /// (killing it if it lingers).
-    fn shutdown(self) -> Result<()> {
-        let Self {
-            mut child, stdin, ..
-        } = self;
-        drop(stdin);
-        let child = &mut child.0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                eprintln!(
-                    "warning: server pid {} still running 5 s after stdin closed; killing it",
-                    child.id()
-                );
-                break; // the Reaper kills it
-            }
-            thread::sleep(Duration::from_millis(2));
-        }
-        Ok(())
-    }
-}
-
-/// Owns the server process and kills it when dropped, so that an aborted run
-/// (a hung server, a failed check) leaves nothing behind.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn write_request(out: &mut impl Write, id: u64, method: &str, params: &str) -> io::Result<()> {
-    writeln!(
-        out,
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
-    )
-}
-
-/// The request as sent, with long strings shortened, for error messages.
-fn request_line(id: u64, method: &str, params: &str) -> String {
-    let mut request: Value = serde_json::from_str(&format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#
-    ))
-    .expect("requests are valid JSON");
-    shorten_strings(&mut request);
-    request.to_string()
-}
-
-fn shorten_strings(value: &mut Value) {
-    match value {
-        Value::String(s) if s.len() > 80 => {
-            let cut = (0..=60).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-            *s = format!("{}...({} bytes)", &s[..cut], s.len());
-        }
-        Value::Array(items) => items.iter_mut().for_each(shorten_strings),
-        Value::Object(map) => map.values_mut().for_each(shorten_strings),
-        _ => {}
-    }
-}
-
-/// Reads the next non-blank line and parses it, waiting at most `timeout`
-/// for it to start arriving.
-fn read_message(
-    stdout: &mut BufReader<ChildStdout>,
-    line: &mut String,
-    timeout: Duration,
-) -> Result<Value> {
-    loop {
-        line.clear();
-        if stdout.buffer().is_empty() && !wait_readable(stdout.get_ref(), timeout)? {
-            bail!("no reply within {} s (server hung?)", timeout.as_secs_f64());
-        }
-        if stdout.read_line(line)? == 0 {
-            bail!("server closed its stdout (exited?)");
-        }
-        if !line.trim().is_empty() {
-            return serde_json::from_str(line)
-                .with_context(|| format!("reply is not JSON: {}", elide(line)));
-        }
-    }
-}
-
-/// Waits until `fd` is readable (or closed); false on timeout.
-fn wait_readable(fd: impl AsFd, timeout: Duration) -> Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let timeout = Timespec::try_from(timeout)?;
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    loop {
-        match poll(&mut fds, Some(&timeout)) {
-            Ok(ready) => return Ok(ready > 0),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// True for a notification (skipped); an error for a request from the server,
-/// which this client never invites (it declares no capabilities).
-fn is_notification(message: &Value) -> Result<bool> {
-    match (message.get("method"), message.get("id")) {
-        (Some(_), None) => Ok(true),
-        (Some(_), Some(_)) => bail!(
-            "unexpected request from the server: {}",
-            elide(&message.to_string())
-        ),
-        _ => Ok(false),
-    }
-}
-
-/// Fails on a JSON-RPC error or a tool result flagged `isError`.
-fn check_tool_reply(reply: &Value) -> Result<()> {
-    if let Some(error) = reply.get("error") {
-        bail!("JSON-RPC error: {error}");
-    }
-    let result = reply
-        .get("result")
-        .ok_or_else(|| anyhow!("reply has no result: {}", elide(&reply.to_string())))?;
-    if result.get("isError") == Some(&Value::Bool(true)) {
-        bail!("tool failed (isError: true): {}", elide(&reply.to_string()));
-    }
-    Ok(())
-}
-
-/// `text` cut to about 2,000 bytes, for error messages.
-fn elide(text: &str) -> String {
-    const MAX: usize = 2000;
-    let text = text.trim_end();
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let cut = (0..=MAX)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
-    format!("{}...({} bytes)", &text[..cut], text.len())
-}
-
 // ---------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------
-
-/// Nearest-rank percentile of `samples` in microseconds.
-/// (`p` in percent, 1..=100.)
-fn percentile_us(samples: &[Duration], p: usize) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
-    sorted[rank - 1].as_secs_f64() * 1e6
-}
 
 /// Which way a figure is better, for the ratio column.
 #[derive(Clone, Copy)]

@@ -1,0 +1,567 @@
+//! arbiter-bench-http: the issue 9 load test. `--sessions` MCP sessions at
+//! once, each making `--calls` sequential `file_read` calls of a 4 KiB file
+//! over streamable HTTP on loopback, against `arbiter serve --http` with a
+//! bearer token made by `arbiter token create` (so the token check is in every
+//! measured request), or with `--no-auth`.
+//!
+//! The client is `reqwest` speaking the transport by hand: `POST /mcp` with
+//! `Accept: application/json, text/event-stream`, the `Mcp-Session-Id` the
+//! server gave at `initialize`, and the reply read from the SSE stream (or
+//! JSON body) that answers each POST. Every reply is checked; failures are
+//! counted (and the first few printed), not fatal, since "errors" is one of
+//! the figures. Prints throughput, latency percentiles, errors, and the
+//! server's resident memory (VmRSS sampled every 20 ms, and VmHWM).
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use arbiter_bench::stdio::Reaper;
+use arbiter_bench::{
+    PROTOCOL_VERSION, arbiter_binary, check_tool_reply, elide, log_tail, percentile_sorted_us,
+    proc_cpu_seconds, proc_status_kib, reply_text,
+};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+
+/// Size of the file every call reads.
+const FILE_SIZE: usize = 4096;
+/// Failures printed in full (the rest are only counted).
+const ERRORS_SHOWN: usize = 5;
+/// How often the server's VmRSS is read during the run.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+#[derive(Parser)]
+#[command(
+    about = "Load test of `arbiter serve --http`: concurrent MCP sessions reading a file over streamable HTTP (see tools/bench/README.md)"
+)]
+struct Args {
+    /// arbiter binary to run [default: <target dir>/release/arbiter]
+    #[arg(long)]
+    arbiter: Option<PathBuf>,
+    /// Concurrent MCP sessions
+    #[arg(long, default_value_t = 100)]
+    sessions: usize,
+    /// Sequential file_read calls per session
+    #[arg(long, default_value_t = 1000)]
+    calls: usize,
+    /// Serve without tokens (`serve --no-auth`) instead of with a bearer token
+    #[arg(long)]
+    no_auth: bool,
+    /// Seconds to wait for any single reply
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    arbiter_bench::main_with(|| {
+        let args = Args::parse();
+        tokio::runtime::Runtime::new()?.block_on(run(args))
+    })
+}
+
+async fn run(args: Args) -> Result<()> {
+    ensure!(
+        args.sessions > 0 && args.calls > 0,
+        "--sessions and --calls must be at least 1"
+    );
+    let binary = arbiter_binary(args.arbiter.clone())?;
+    let scratch = tempfile::Builder::new()
+        .prefix("arbiter-bench-http-")
+        .tempdir()?;
+    let workspace = scratch.path().join("ws");
+    fs::create_dir(&workspace)?;
+    let workspace = workspace.canonicalize()?;
+    let content = text(FILE_SIZE);
+    fs::write(workspace.join("r.txt"), &content)?;
+    let log = scratch.path().join("server.stderr");
+
+    let token = if args.no_auth {
+        None
+    } else {
+        Some(create_token(&binary, &workspace)?)
+    };
+    let server = start_server(&binary, &workspace, &log, args.no_auth)?;
+    let result = load(&args, &server, token.as_deref(), &content).await;
+    let result = result.with_context(|| {
+        format!(
+            "the load test failed; last lines of the server's stderr:\n{}",
+            log_tail(&log, 20)
+        )
+    });
+    drop(server);
+    let figures = result?;
+    figures.print(&args, &binary);
+    Ok(())
+}
+
+/// `arbiter token create --tenant default --agent load-bench --rate-limit off`:
+/// the secret it prints.
+fn create_token(binary: &Path, workspace: &Path) -> Result<String> {
+    let out = Command::new(binary)
+        .args([
+            "token",
+            "create",
+            "--tenant",
+            "default",
+            "--agent",
+            "load-bench",
+        ])
+        // The server's default per-token limit (1200/min) would answer most
+        // calls with 429: this token is the load generator.
+        .args(["--rate-limit", "off"])
+        .arg("--workspace")
+        .arg(workspace)
+        .stdin(Stdio::null())
+        .output()
+        .context("running arbiter token create")?;
+    ensure!(
+        out.status.success(),
+        "arbiter token create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    ensure!(token.starts_with("arb_"), "token create printed {token:?}");
+    Ok(token)
+}
+
+/// A running `arbiter serve --http 127.0.0.1:0` and the URL it logged.
+struct Server {
+    process: Reaper,
+    url: String,
+}
+
+/// Starts the server on a free loopback port; its stderr is copied to `log`
+/// by a thread that also picks the URL out of the start-up line.
+fn start_server(binary: &Path, workspace: &Path, log: &Path, no_auth: bool) -> Result<Server> {
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
+        .arg(workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if no_auth {
+        command.arg("--no-auth");
+    }
+    let mut child = command.spawn().context("starting arbiter serve --http")?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let process = Reaper(child);
+    let mut file = File::create(log)?;
+    let (url_tx, url_rx) = mpsc::channel();
+    // Reads stderr for the server's whole life, so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if let Some(at) = line.find("url=http://") {
+                let url: String = line[at + 4..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+        }
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(30))
+        .with_context(|| format!("the server did not log its URL:\n{}", log_tail(log, 20)))?;
+    Ok(Server { process, url })
+}
+
+/// What the run measured.
+struct Figures {
+    server_info: String,
+    handshakes: Vec<Duration>,
+    /// Every call's latency, sorted.
+    latencies: Vec<Duration>,
+    errors: u64,
+    error_samples: Vec<String>,
+    elapsed: Duration,
+    rss_start_kib: u64,
+    rss_end_kib: u64,
+    rss_sampled_peak_kib: u64,
+    rss_hwm_kib: u64,
+    /// CPU seconds the server and this client used during the calls.
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+async fn load(args: &Args, server: &Server, token: Option<&str>, content: &str) -> Result<Figures> {
+    let pid = server.process.0.id();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(args.sessions)
+        .timeout(Duration::from_secs(args.timeout))
+        .build()?;
+    let client = Arc::new(McpHttp {
+        http,
+        url: server.url.clone(),
+        token: token.map(|t| format!("Bearer {t}")),
+    });
+
+    // One session first, to check that a read returns the whole file.
+    let (session, info) = client.open_session().await?;
+    let reply = client.call(&session, 2).await?;
+    let last_line = content.lines().last().expect("non-empty file");
+    ensure!(
+        reply_text(&reply).contains(last_line),
+        "file_read did not return the file's last line; reply: {}",
+        elide(&reply.to_string())
+    );
+    let server_info = format!(
+        "serverInfo {} {}, protocol {}",
+        info["serverInfo"]["name"].as_str().unwrap_or("?"),
+        info["serverInfo"]["version"].as_str().unwrap_or("?"),
+        info["protocolVersion"].as_str().unwrap_or("?"),
+    );
+    client.close_session(&session).await;
+    let rss_start_kib = proc_status_kib(pid, "VmRSS")?;
+
+    let peak = Arc::new(AtomicU64::new(rss_start_kib));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RSS_SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                match proc_status_kib(pid, "VmRSS") {
+                    Ok(kib) => peak.fetch_max(kib, Ordering::Relaxed),
+                    Err(_) => break,
+                };
+            }
+        })
+    };
+
+    eprintln!(
+        "{} sessions x {} file_read calls against {} ({}) ...",
+        args.sessions,
+        args.calls,
+        server.url,
+        if token.is_some() {
+            "bearer token"
+        } else {
+            "--no-auth"
+        }
+    );
+    // Every session is opened before the clock starts; then all start together.
+    let start = Arc::new(Barrier::new(args.sessions + 1));
+    let errors = Arc::new(Errors::default());
+    let mut workers = Vec::with_capacity(args.sessions);
+    for _ in 0..args.sessions {
+        let (client, start, errors) = (client.clone(), start.clone(), errors.clone());
+        let calls = args.calls;
+        workers.push(tokio::spawn(async move {
+            session_worker(&client, calls, &start, &errors).await
+        }));
+    }
+    start.wait().await;
+    let begin = Instant::now();
+    let cpu_before = (
+        proc_cpu_seconds(&pid.to_string())?,
+        proc_cpu_seconds("self")?,
+    );
+    let mut latencies = Vec::with_capacity(args.sessions * args.calls);
+    let mut handshakes = Vec::with_capacity(args.sessions);
+    for worker in workers {
+        let (handshake, samples) = worker.await?;
+        handshakes.push(handshake);
+        latencies.extend(samples);
+    }
+    let elapsed = begin.elapsed();
+    let server_cpu = proc_cpu_seconds(&pid.to_string())? - cpu_before.0;
+    let client_cpu = proc_cpu_seconds("self")? - cpu_before.1;
+    sampler.abort();
+    latencies.sort_unstable();
+    handshakes.sort_unstable();
+    let rss_end_kib = proc_status_kib(pid, "VmRSS")?;
+    let rss_hwm_kib = proc_status_kib(pid, "VmHWM")?;
+    let errors = Arc::into_inner(errors).expect("workers are done");
+    Ok(Figures {
+        server_info,
+        handshakes,
+        latencies,
+        errors: errors.count.into_inner(),
+        error_samples: errors
+            .samples
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
+        elapsed,
+        rss_start_kib,
+        rss_end_kib,
+        rss_sampled_peak_kib: peak.load(Ordering::Relaxed).max(rss_end_kib),
+        rss_hwm_kib,
+        server_cpu,
+        client_cpu,
+    })
+}
+
+/// Failed calls: counted, the first few kept.
+#[derive(Default)]
+struct Errors {
+    count: AtomicU64,
+    samples: Mutex<Vec<String>>,
+}
+
+impl Errors {
+    fn record(&self, error: &anyhow::Error) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() < ERRORS_SHOWN {
+            samples.push(format!("{error:#}"));
+        }
+    }
+}
+
+/// One session: open it, wait for the others, make `calls` reads, close it.
+/// Returns the handshake time and the latency of each successful call.
+async fn session_worker(
+    client: &McpHttp,
+    calls: usize,
+    start: &Barrier,
+    errors: &Errors,
+) -> (Duration, Vec<Duration>) {
+    let opened_at = Instant::now();
+    let opened = client.open_session().await;
+    let handshake = opened_at.elapsed();
+    start.wait().await;
+    let session = match opened {
+        Ok((session, _)) => session,
+        Err(e) => {
+            // Every call this session would have made fails with it.
+            for _ in 0..calls {
+                errors.record(&e);
+            }
+            return (handshake, Vec::new());
+        }
+    };
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let sent_at = Instant::now();
+        match client.call(&session, i as u64 + 2).await {
+            Ok(_) => samples.push(sent_at.elapsed()),
+            Err(e) => errors.record(&e),
+        }
+    }
+    client.close_session(&session).await;
+    (handshake, samples)
+}
+
+/// The MCP streamable HTTP transport, by hand, on a shared connection pool.
+struct McpHttp {
+    http: reqwest::Client,
+    url: String,
+    /// `Bearer arb_...`, or none with `--no-auth`.
+    token: Option<String>,
+}
+
+impl McpHttp {
+    fn post(&self, session: Option<&str>, body: String) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", token);
+        }
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request
+    }
+
+    /// `initialize` and `notifications/initialized`: the session id and the
+    /// `initialize` result.
+    async fn open_session(&self) -> Result<(String, Value)> {
+        let params = json!({
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "arbiter-bench-http", "version": "0" },
+        });
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params});
+        let response = self.post(None, body.to_string()).send().await?;
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let reply = read_reply(response, 1).await.context("initialize")?;
+        let session = session.context("the initialize reply has no Mcp-Session-Id header")?;
+        let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let response = self
+            .post(Some(&session), notification.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        ensure!(
+            status.is_success(),
+            "notifications/initialized: HTTP {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+        Ok((session, reply["result"].clone()))
+    }
+
+    /// One `file_read` of r.txt; fails unless it succeeded.
+    async fn call(&self, session: &str, id: u64) -> Result<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "file_read", "arguments": {"target_file": "r.txt"}}});
+        let response = self.post(Some(session), body.to_string()).send().await?;
+        let reply = read_reply(response, id).await?;
+        check_tool_reply(&reply)?;
+        Ok(reply)
+    }
+
+    /// `DELETE /mcp`: ends the session (best effort: it is not measured).
+    async fn close_session(&self, session: &str) {
+        let mut request = self
+            .http
+            .delete(&self.url)
+            .header("mcp-session-id", session);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", token);
+        }
+        let _ = request.send().await;
+    }
+}
+
+/// The JSON-RPC reply with `id` in a POST's response: a JSON body, or the
+/// `data:` lines of an SSE stream (which rmcp ends after the reply).
+async fn read_reply(response: reqwest::Response, id: u64) -> Result<Value> {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = response.text().await?;
+    ensure!(status.is_success(), "HTTP {status}: {}", elide(&body));
+    if is_json {
+        return Ok(serde_json::from_str(&body)?);
+    }
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim();
+        if data.is_empty() {
+            continue; // rmcp's priming event
+        }
+        let message: Value = serde_json::from_str(data)
+            .with_context(|| format!("SSE data is not JSON: {}", elide(data)))?;
+        if message["id"].as_u64() == Some(id) {
+            return Ok(message);
+        }
+    }
+    bail!("no reply to request {id} in the response: {}", elide(&body))
+}
+
+/// `size` bytes of numbered 64-byte lines.
+fn text(size: usize) -> String {
+    (0..size / 64)
+        .map(|i| format!("{:<63.63}\n", format!("r line {i:04}: load benchmark")))
+        .collect()
+}
+
+impl Figures {
+    fn print(&self, args: &Args, binary: &Path) {
+        let ms = |us: f64| us / 1e3;
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let lat = |p| ms(percentile_sorted_us(&self.latencies, p));
+        let ok = self.latencies.len();
+        let total = args.sessions * args.calls;
+        println!();
+        println!("arbiter:   {} ({})", binary.display(), self.server_info);
+        println!(
+            "workload:  {} sessions x {} sequential file_read calls (4 KiB) over streamable HTTP on loopback, {}",
+            args.sessions,
+            args.calls,
+            if args.no_auth {
+                "--no-auth"
+            } else {
+                "bearer token checked on every request"
+            }
+        );
+        println!(
+            "machine:   {} CPUs, shared by the server and this client",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!();
+        let per_call_us = |seconds: f64| seconds * 1e6 / ok.max(1) as f64;
+        let rows: [(&str, String); 15] = [
+            ("calls ok / made", format!("{ok} / {total}")),
+            ("errors", format!("{}", self.errors)),
+            (
+                "wall time (s)",
+                format!("{:.2}", self.elapsed.as_secs_f64()),
+            ),
+            (
+                "throughput (calls/s)",
+                format!("{:.0}", ok as f64 / self.elapsed.as_secs_f64()),
+            ),
+            ("latency p50 (ms)", format!("{:.2}", lat(50))),
+            ("latency p90 (ms)", format!("{:.2}", lat(90))),
+            ("latency p99 (ms)", format!("{:.2}", lat(99))),
+            ("latency max (ms)", format!("{:.2}", lat(100))),
+            (
+                "server CPU per call (µs)",
+                format!("{:.0}", per_call_us(self.server_cpu)),
+            ),
+            (
+                "client CPU per call (µs)",
+                format!("{:.0}", per_call_us(self.client_cpu)),
+            ),
+            (
+                "session handshake p50 (ms)",
+                format!("{:.2}", ms(percentile_sorted_us(&self.handshakes, 50))),
+            ),
+            (
+                "server RSS before load (MiB)",
+                format!("{:.1}", mib(self.rss_start_kib)),
+            ),
+            (
+                "server RSS after load (MiB)",
+                format!("{:.1}", mib(self.rss_end_kib)),
+            ),
+            (
+                "server RSS peak, sampled (MiB)",
+                format!("{:.1}", mib(self.rss_sampled_peak_kib)),
+            ),
+            (
+                "server VmHWM (MiB)",
+                format!("{:.1}", mib(self.rss_hwm_kib)),
+            ),
+        ];
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (label, value) in rows {
+            println!("{label:<width$}  {value:>14}");
+        }
+        if !self.error_samples.is_empty() {
+            println!();
+            println!("first errors:");
+            for e in &self.error_samples {
+                println!("  {e}");
+            }
+        }
+        println!();
+        println!(
+            "targets (issue 9): 0 errors, p99 under 10 ms, memory under 100 MB: {}",
+            if self.errors == 0 && lat(99) < 10.0 && (self.rss_hwm_kib as f64 * 1024.0) < 100e6 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+}
