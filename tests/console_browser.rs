@@ -122,7 +122,17 @@ fn policy_with_gates() -> String {
     .unwrap();
     let gates = "    - {name: tests, command: 'echo 42 passed, 0 failed'}\n    \
                  - {name: lint, command: 'echo no warnings'}\n";
-    format!("{shipped}\ntasks:\n  gates:\n    1:\n{gates}    2:\n{gates}    3:\n{gates}")
+    // The shipped policy has a `tasks:` block with no gates: give it some.
+    let empty = "  gates: {}";
+    let at = shipped
+        .find(empty)
+        .expect("the shipped tasks block has `gates: {}`");
+    let line_end = at + shipped[at..].find('\n').unwrap_or(shipped.len() - at);
+    format!(
+        "{}  gates:\n    1:\n{gates}    2:\n{gates}    3:\n{gates}{}",
+        &shipped[..at],
+        &shipped[line_end + 1..]
+    )
 }
 
 async fn sign_in(browser: &Client, base: &str, token: &str) -> String {

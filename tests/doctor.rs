@@ -36,3 +36,27 @@ fn doctor_fails_on_a_broken_policy_and_says_where_and_how_to_fix_it() {
     assert!(out.contains("fix: "), "{out}");
     assert!(out.contains("1 check(s) failed"), "{out}");
 }
+
+#[test]
+fn doctor_checks_that_each_client_configuration_can_start_the_binary() {
+    let s = Scratch::new();
+    // Claude Code's project file names this very binary: fine.
+    let good = serde_json::json!({"mcpServers": {"arbiter": {
+        "command": BIN, "args": ["serve", "--workspace", "."]}}});
+    s.write(".mcp.json", &good.to_string());
+    let (code, out, err) = run_cli(&s.ws(), &["doctor"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("`arbiter` starts {BIN}")), "{out}");
+    // Cursor's names a binary that is not there: a failure, with the fix.
+    let bad = serde_json::json!({"mcpServers": {"arbiter": {
+        "command": "/nonexistent/bin/arbiter", "args": ["serve"]}}});
+    s.write(".cursor/mcp.json", &bad.to_string());
+    let (code, out, _) = run_cli(&s.ws(), &["doctor"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  clients:") && out.contains("/nonexistent/bin/arbiter"),
+        "{out}"
+    );
+    assert!(out.contains("absolute path"), "{out}");
+    assert!(out.contains("1 check(s) failed"), "{out}");
+}

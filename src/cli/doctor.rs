@@ -3,6 +3,7 @@
 //! sandbox is checked by running a real command through it, the way a tool
 //! call would, so what it reports is what commands get.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -69,26 +70,36 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
         }
     };
 
-    match super::open_store(&std::path::absolute(&setup.workspace)?).await {
+    let root = std::path::absolute(&setup.workspace)?;
+    let described = super::store_description(&root);
+    let postgres = described.starts_with("PostgreSQL");
+    match super::open_store(&root).await {
         Ok(store) => match store.audit_head(crate::store::DEFAULT_TENANT).await {
             Ok(head) => report.ok(
                 "store",
                 format!(
-                    "SQLite under {}/.arbiter ({} audit records indexed)",
-                    setup.workspace.display(),
+                    "{described} ({} audit records indexed)",
                     head.map_or(0, |h| h.seq)
                 ),
             ),
             Err(e) => report.fail(
                 "store",
-                e,
-                "move .arbiter/arbiter.db aside; the audit journal re-indexes it",
+                format!("{described}: {e}"),
+                if postgres {
+                    "check that the database is up and migrated (`arbiter db migrate`)"
+                } else {
+                    "move .arbiter/arbiter.db aside; the audit journal re-indexes it"
+                },
             ),
         },
         Err(e) => report.fail(
             "store",
-            e,
-            "check that the workspace is writable and .arbiter/ is not a file",
+            format!("{described}: {e}"),
+            if postgres {
+                "check the URL, that the server is up and the role may connect (README, PostgreSQL)"
+            } else {
+                "check that the workspace is writable and .arbiter/ is not a file"
+            },
         ),
     }
 
@@ -134,12 +145,112 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
         Err(e) => report.fail("disk", e, "check that the workspace exists"),
     }
 
+    check_clients(&mut report, &root);
+
     if report.failures == 0 {
         println!("all checks passed");
         Ok(ExitCode::SUCCESS)
     } else {
         println!("{} check(s) failed", report.failures);
         Ok(ExitCode::from(1))
+    }
+}
+
+/// Client configurations that may start arbiter: the workspace's own (Claude
+/// Code, Cursor, VS Code) and the user's Claude Desktop file.
+fn client_configs(root: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = [".mcp.json", ".cursor/mcp.json", ".vscode/mcp.json"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        let home = PathBuf::from(home);
+        paths.push(home.join(".config/Claude/claude_desktop_config.json"));
+        paths.push(home.join("Library/Application Support/Claude/claude_desktop_config.json"));
+    }
+    paths.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// Where `command` leads: itself when it has a slash, else the first match on `PATH`.
+fn resolve_command(command: &str, path_var: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return runnable(&p).then_some(p);
+    }
+    std::env::split_paths(path_var?)
+        .map(|dir| dir.join(command))
+        .find(|p| runnable(p))
+}
+
+/// The `command` of every server entry (`mcpServers` or VS Code's `servers`)
+/// that runs arbiter, by entry name.
+fn arbiter_commands(config: &serde_json::Value) -> Vec<(String, String)> {
+    let servers = config
+        .get("mcpServers")
+        .or_else(|| config.get("servers"))
+        .and_then(serde_json::Value::as_object);
+    servers
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, entry)| {
+            let command = entry.get("command")?.as_str()?;
+            let runs_arbiter = Path::new(command)
+                .file_name()
+                .is_some_and(|f| f == "arbiter")
+                || name.contains("arbiter");
+            runs_arbiter.then(|| (name.clone(), command.to_string()))
+        })
+        .collect()
+}
+
+/// Whether the clients configured here can start this binary.
+fn check_clients(report: &mut Report, root: &Path) {
+    let path_var = std::env::var_os("PATH");
+    match resolve_command("arbiter", path_var.as_deref()) {
+        Some(found) => report.ok("clients", format!("`arbiter` on PATH is {}", found.display())),
+        None => report.ok(
+            "clients",
+            "`arbiter` is not on PATH: client configurations must name the binary by its absolute path (`arbiter init` prints them so)",
+        ),
+    }
+    for config in client_configs(root) {
+        let parsed = std::fs::read_to_string(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
+            });
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                report.fail(
+                    "clients",
+                    format!("{}: {e}", config.display()),
+                    "fix the JSON (`arbiter init` prints a working entry)",
+                );
+                continue;
+            }
+        };
+        for (name, command) in arbiter_commands(&parsed) {
+            match resolve_command(&command, path_var.as_deref()) {
+                Some(found) => report.ok(
+                    "clients",
+                    format!("{} `{name}` starts {}", config.display(), found.display()),
+                ),
+                None => report.fail(
+                    "clients",
+                    format!(
+                        "{} `{name}` names `{command}`, which is not a runnable file{}",
+                        config.display(),
+                        if command.contains('/') { "" } else { " on PATH" }
+                    ),
+                    "put the binary's absolute path in `command` (`arbiter init` prints it), or install arbiter on PATH",
+                ),
+            }
+        }
     }
 }
 
@@ -189,4 +300,35 @@ async fn probe_sandbox() -> anyhow::Result<Vec<String>> {
     tracker.close();
     tracker.wait().await;
     Ok(output.sandbox_missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_resolve_by_path_or_on_path_and_entries_that_run_arbiter_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("arbiter");
+        std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+        assert_eq!(resolve_command("arbiter", Some(&path)), Some(bin.clone()));
+        assert_eq!(
+            resolve_command(bin.to_str().unwrap(), None),
+            Some(bin.clone())
+        );
+        assert_eq!(resolve_command("arbiter", None), None);
+        assert_eq!(resolve_command("/nonexistent/arbiter", Some(&path)), None);
+        let config = serde_json::json!({"mcpServers": {
+            "arbiter": {"command": "/opt/x/arbiter", "args": ["serve"]},
+            "other": {"command": "node"},
+            "remote": {"type": "http", "url": "http://127.0.0.1:8787/mcp"}
+        }});
+        assert_eq!(
+            arbiter_commands(&config),
+            vec![("arbiter".to_string(), "/opt/x/arbiter".to_string())]
+        );
+    }
 }

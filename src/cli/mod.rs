@@ -354,12 +354,13 @@ async fn app_pool() -> Result<PgStore, StoreError> {
     APP_POOL
         .get_or_init(|| async {
             let url = db.url.as_deref().filter(|u| PgStore::is_url(u)).ok_or(
-                "the server needs --db postgres://… (ARBITER_DATABASE_URL): the application role;                  the owner's URL is only for migrations and the operator's commands",
+                "the server needs --db postgres://… (ARBITER_DATABASE_URL): the application role; \
+                 the owner's URL is only for migrations and the operator's commands",
             )?;
             if let Some(owner) = &db.owner_url {
-                PgStore::migrate(owner).await.map_err(|e| {
-                    format!("applying the PostgreSQL migrations (owner URL): {e}")
-                })?;
+                PgStore::migrate(owner)
+                    .await
+                    .map_err(|e| format!("applying the PostgreSQL migrations (owner URL): {e}"))?;
             }
             let store = PgStore::connect(url).await.map_err(message)?;
             store.check_application_role().await.map_err(message)?;
@@ -391,6 +392,33 @@ async fn owner_pool() -> Result<PgStore, StoreError> {
         .await
         .clone()
         .map_err(StoreError::Database)
+}
+
+/// Which store [`open_store`] opens, for people: a PostgreSQL URL without
+/// its password, or the SQLite file.
+pub fn store_description(root: &Path) -> String {
+    let db = Database::get();
+    match (&db.url, &db.owner_url) {
+        (Some(url), _) | (None, Some(url)) if PgStore::is_url(url) => {
+            format!("PostgreSQL at {}", without_password(url))
+        }
+        (Some(url), _) => format!("SQLite at {url}"),
+        _ => format!("SQLite under {}/.arbiter", root.display()),
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        None => url.to_string(),
+    }
 }
 
 /// The operator's store: SQLite under the workspace, or PostgreSQL (see [`owner_pool`]).

@@ -209,25 +209,7 @@ impl PgStore {
             audit_columns!(),
             ") "
         ));
-        insert.push_values(std::slice::from_ref(&record), |mut row, r| {
-            row.push_bind(&r.tenant)
-                .push_bind(r.seq)
-                .push_bind(&r.ts)
-                .push_bind(&r.session_id)
-                .push_bind(&r.client_name)
-                .push_bind(&r.tool)
-                .push_bind(&r.args_sha256)
-                .push_bind(&r.args_redacted)
-                .push_bind(&r.decision)
-                .push_bind(&r.rule_ids)
-                .push_bind(&r.outcome)
-                .push_bind(&r.detail)
-                .push_bind(r.duration_us)
-                .push_bind(&r.waiver_ids)
-                .push_bind(&r.task_ids)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash);
-        });
+        push_records(&mut insert, std::slice::from_ref(&record));
         insert.build().execute(&mut *tx).await?;
         sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant = $1")
             .bind(tenant)
@@ -278,6 +260,29 @@ fn override_from_row(row: &PgRow) -> Result<OverrideRecord, sqlx::Error> {
         note: row.try_get("note")?,
         expires_at: row.try_get("expires_at")?,
     })
+}
+
+/// `VALUES (...), (...)` of `records`, in the order of `audit_columns!`.
+fn push_records(query: &mut QueryBuilder<Postgres>, records: &[AuditRecord]) {
+    query.push_values(records, |mut row, r| {
+        row.push_bind(&r.tenant)
+            .push_bind(r.seq)
+            .push_bind(&r.ts)
+            .push_bind(&r.session_id)
+            .push_bind(&r.client_name)
+            .push_bind(&r.tool)
+            .push_bind(&r.args_sha256)
+            .push_bind(&r.args_redacted)
+            .push_bind(&r.decision)
+            .push_bind(&r.rule_ids)
+            .push_bind(&r.outcome)
+            .push_bind(&r.detail)
+            .push_bind(r.duration_us)
+            .push_bind(&r.waiver_ids)
+            .push_bind(&r.task_ids)
+            .push_bind(&r.prev_hash)
+            .push_bind(&r.hash);
+    });
 }
 
 fn record_from_row(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
@@ -360,25 +365,7 @@ impl Store for PgStore {
                 audit_columns!(),
                 ") "
             ));
-            query.push_values(batch, |mut row, r| {
-                row.push_bind(&r.tenant)
-                    .push_bind(r.seq)
-                    .push_bind(&r.ts)
-                    .push_bind(&r.session_id)
-                    .push_bind(&r.client_name)
-                    .push_bind(&r.tool)
-                    .push_bind(&r.args_sha256)
-                    .push_bind(&r.args_redacted)
-                    .push_bind(&r.decision)
-                    .push_bind(&r.rule_ids)
-                    .push_bind(&r.outcome)
-                    .push_bind(&r.detail)
-                    .push_bind(r.duration_us)
-                    .push_bind(&r.waiver_ids)
-                    .push_bind(&r.task_ids)
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
+            push_records(&mut query, batch);
             query.push(" ON CONFLICT (tenant, seq) DO NOTHING");
             query.build().persistent(false).execute(&mut *tx).await?;
             tx.commit().await?;
