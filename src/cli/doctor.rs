@@ -72,7 +72,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
 
     let root = std::path::absolute(&setup.workspace)?;
     let described = super::store_description(&root);
-    let postgres = described.starts_with("PostgreSQL");
+    let postgres = super::uses_postgres();
     match super::open_store(&root).await {
         Ok(store) => match store.audit_head(crate::store::DEFAULT_TENANT).await {
             Ok(head) => report.ok(

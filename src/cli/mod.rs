@@ -394,6 +394,11 @@ async fn owner_pool() -> Result<PgStore, StoreError> {
         .map_err(StoreError::Database)
 }
 
+/// Whether the operator chose PostgreSQL (`--db` / `--db-owner`).
+pub fn uses_postgres() -> bool {
+    Database::get().is_postgres()
+}
+
 /// Which store [`open_store`] opens, for people: a PostgreSQL URL without
 /// its password, or the SQLite file.
 pub fn store_description(root: &Path) -> String {

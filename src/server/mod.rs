@@ -74,9 +74,6 @@ struct SessionState {
     audit: AuditChain,
     session_id: String,
     tool_router: ToolRouter<ArbiterServer>,
-    /// Calls still running, and background jobs, of every session of the
-    /// workspace (the toolbox's); see `call_tool` and [`ArbiterServer::in_flight`].
-    in_flight: TaskTracker,
     /// This session's background commands; they end with it.
     jobs: JobTable,
     /// This session's interactive terminal sessions; they end with it.
@@ -180,7 +177,6 @@ impl ArbiterServer {
             inner: Arc::new(SessionState {
                 jobs,
                 sessions: SessionTable::new(toolbox.shutdown.child_token()),
-                in_flight: toolbox.calls.clone(),
                 toolbox,
                 audit,
                 session_id: uuid::Uuid::new_v4().simple().to_string(),
@@ -194,7 +190,7 @@ impl ArbiterServer {
     /// The calls still running. A server that is shutting down waits for them,
     /// so that every effect it started gets its audit record.
     pub fn in_flight(&self) -> TaskTracker {
-        self.inner.in_flight.clone()
+        self.inner.toolbox.calls.clone()
     }
 
     #[tool(
@@ -363,7 +359,7 @@ impl ArbiterServer {
     ) -> CallToolResult {
         let session = CommandSession {
             jobs: &self.inner.jobs,
-            tracker: &self.inner.in_flight,
+            tracker: &self.inner.toolbox.calls,
             cancel: ctx.ct.clone(),
         };
         let progress = command_progress(&ctx);
@@ -411,7 +407,7 @@ impl ArbiterServer {
         let inner = &self.inner;
         match inner
             .toolbox
-            .terminal_create_session(input, &inner.sessions, &inner.in_flight)
+            .terminal_create_session(input, &inner.sessions, &inner.toolbox.calls)
             .await
         {
             Ok(out) => tool_success(out.render(), &out),
@@ -594,7 +590,7 @@ impl ArbiterServer {
     ) -> CallToolResult {
         let session = CommandSession {
             jobs: &self.inner.jobs,
-            tracker: &self.inner.in_flight,
+            tracker: &self.inner.toolbox.calls,
             cancel: ctx.ct.clone(),
         };
         let progress = gate_progress(&ctx);
@@ -667,7 +663,8 @@ impl ServerHandler for ArbiterServer {
         // be a hole in the trail.
         let this = self.clone();
         self.inner
-            .in_flight
+            .toolbox
+            .calls
             .spawn(async move { this.call_tool_audited(request, context).await })
             .await
             .unwrap_or_else(|e| {

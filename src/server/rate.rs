@@ -138,17 +138,10 @@ impl RateLimits {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             OverLimit {
                 limit,
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                // Whole seconds, rounded up: never 0, which would invite a retry at once.
+                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
             }
-            .at_least_one_second()
         })
-    }
-}
-
-impl OverLimit {
-    fn at_least_one_second(mut self) -> Self {
-        self.retry_after_secs = self.retry_after_secs.max(1);
-        self
     }
 }
 
