@@ -299,3 +299,167 @@ async fn the_audit_trail_filters_pages_and_verifies_the_chain() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     assert!(!bad.body.contains("<script"), "{}", bad.body);
 }
+
+/// Two tenants: an admin of one sees only its own trail and requests (asking
+/// for the other's is 403), while an operator's token (`--all-tenants`) picks
+/// a tenant on each page, and decides the other tenant's request — through
+/// the console and through the admin API, whose `?tenant=` works the same way.
+#[tokio::test]
+async fn an_operator_filters_by_tenant_and_a_tenant_admin_sees_only_its_own() {
+    let s = Scratch::new();
+    let beta_dir = s.outside().join("beta");
+    std::fs::create_dir_all(beta_dir.join("config")).unwrap();
+    std::fs::write(beta_dir.join("config/.env"), "B=1\n").unwrap();
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &[
+            "tenant",
+            "add",
+            "beta",
+            "--tenant-workspace",
+            beta_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let default_agent = create_token(&s.ws(), "default", "bot-default");
+    let beta_agent = create_token(&s.ws(), "beta", "bot-beta");
+    let default_admin = create_admin_token(&s.ws(), "default", "dora");
+    let operator = token_with(&s.ws(), &["--all-tenants", "--admin", "--agent", "olga"]);
+    // --all-tenants is for people only.
+    let (code, _, err) = run_cli(
+        &s.ws(),
+        &["token", "create", "--all-tenants", "--agent", "bot"],
+    );
+    assert_ne!(code, 0, "an agent token over every tenant was made: {err}");
+    let (_, list, _) = run_cli(&s.ws(), &["token", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("olga") && l.contains(" * ")),
+        "{list}"
+    );
+
+    let server = HttpServer::start(&s.ws(), &[]);
+    let d = agent_client(&server.mcp(), &default_agent).await;
+    let b = agent_client(&server.mcp(), &beta_agent).await;
+    ok(&d, "list_dir", json!({"relative_workspace_path": "."})).await;
+    refused(&b, "file_read", json!({"target_file": "config/.env"})).await;
+    let asked = ok(
+        &b,
+        "override_request",
+        json!({"rule_id": "PATH-002", "reason": "beta needs its env", "scope": {"paths": ["config/.env"]}}),
+    )
+    .await;
+    let id = asked["override_id"].as_str().unwrap().to_string();
+
+    // The default tenant's admin: its own trail; beta's is not for it.
+    let mut dora = Person::new(&server.base);
+    assert_eq!(dora.login(&default_admin).await.status, 303);
+    let own = dora.get("/ui/audit").await;
+    assert!(
+        own.body.contains("bot-default") && !own.body.contains("bot-beta"),
+        "{}",
+        own.body
+    );
+    assert!(
+        !own.body.contains("Tenants:"),
+        "no tenant switcher for one tenant's admin"
+    );
+    for page in [
+        "/ui/audit?tenant=beta",
+        "/ui/overrides?tenant=beta",
+        "/ui/tasks?tenant=beta",
+    ] {
+        let r = dora.get(page).await;
+        assert_eq!(r.status, 403, "{page}: {}", r.body);
+        assert!(r.body.contains("for tenant `default` only"), "{}", r.body);
+    }
+    let r = dora
+        .post(
+            &format!("/ui/overrides/{id}/approve?tenant=beta"),
+            &[("minutes", "5")],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // The operator: default first, beta on asking, each with its own chain.
+    let mut olga = Person::new(&server.base);
+    assert_eq!(olga.login(&operator).await.status, 303);
+    let first = olga.get("/ui/audit").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        first.body.contains("bot-default") && !first.body.contains("bot-beta"),
+        "{}",
+        first.body
+    );
+    assert!(
+        first.body.contains("Tenants:") && first.body.contains("?tenant=beta"),
+        "{}",
+        first.body
+    );
+    let beta = olga
+        .get("/ui/audit?tenant=beta&agent=bot-beta&decision=deny")
+        .await;
+    assert_eq!(beta.status, 200, "{}", beta.body);
+    assert!(beta.body.contains("1 matching records"), "{}", beta.body);
+    assert!(
+        beta.body.contains("PATH-002") && !beta.body.contains("bot-default"),
+        "{}",
+        beta.body
+    );
+    assert!(beta.body.contains("Chain verified"), "{}", beta.body);
+    let pending = olga.get("/ui/overrides?tenant=beta").await;
+    assert!(
+        pending.body.contains(&id) && pending.body.contains("beta needs its env"),
+        "{}",
+        pending.body
+    );
+    assert!(
+        pending
+            .body
+            .contains(&format!("/ui/overrides/{id}/approve?tenant=beta")),
+        "the forms keep the tenant: {}",
+        pending.body
+    );
+    assert!(
+        !olga
+            .get("/ui/overrides")
+            .await
+            .body
+            .contains("beta needs its env")
+    );
+    let r = olga
+        .post(
+            &format!("/ui/overrides/{id}/approve?tenant=beta"),
+            &[("minutes", "5"), ("note", "ok for beta")],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), "/ui/overrides?tenant=beta");
+    ok(&b, "file_read", json!({"target_file": "config/.env"})).await;
+    assert_eq!(olga.get("/ui/audit?tenant=nobody").await.status, 404);
+
+    // The admin API: the same rule.
+    let http = reqwest::Client::new();
+    let api = |token: &str, path: &str| {
+        http.get(format!("{}{path}", server.base))
+            .bearer_auth(token)
+            .send()
+    };
+    let r = api(&default_admin, "/admin/overrides?state=all&tenant=beta")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = api(&operator, "/admin/overrides?state=all&tenant=beta")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["tenant"], "beta", "{body}");
+    assert_eq!(body["overrides"][0]["state"], "approved", "{body}");
+    assert_eq!(body["overrides"][0]["decided_by"], "admin:olga", "{body}");
+    let r = api(&operator, "/admin/overrides?state=all").await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["overrides"].as_array().unwrap().len(), 0, "{body}");
+    d.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}

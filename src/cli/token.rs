@@ -9,7 +9,7 @@ use clap::Subcommand;
 use crate::overrides::{now_unix, rfc3339};
 use crate::server::auth::generate_token;
 use crate::server::rate::RateLimit;
-use crate::store::{DEFAULT_TENANT, NewToken, Store, TokenRecord, TokenRole};
+use crate::store::{ALL_TENANTS, DEFAULT_TENANT, NewToken, Store, TokenRecord, TokenRole};
 
 /// Longest agent name.
 const MAX_AGENT_LEN: usize = 128;
@@ -20,8 +20,12 @@ pub enum TokenCommand {
     Create {
         /// The tenant it acts for: `default` (the served workspace) or one added
         /// with `arbiter tenant add`.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "all_tenants")]
+        tenant: Option<String>,
+        /// With --admin: an operator's token over every tenant (the console and
+        /// the admin API then take `?tenant=NAME`; without it, `default`).
+        #[arg(long, requires = "admin", conflicts_with = "tenant")]
+        all_tenants: bool,
         /// The agent name its calls are recorded under (and overrides granted to);
         /// for an admin token, the person's name, recorded with each decision.
         #[arg(long)]
@@ -56,6 +60,7 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
             tenant,
             agent,
             admin,
+            all_tenants,
             rate_limit,
         } => {
             let role = if admin {
@@ -63,6 +68,10 @@ pub async fn run(setup: &super::Setup, command: TokenCommand) -> anyhow::Result<
             } else {
                 TokenRole::Agent
             };
+            // clap makes one of --tenant and --all-tenants present.
+            let tenant = tenant
+                .filter(|_| !all_tenants)
+                .unwrap_or_else(|| ALL_TENANTS.to_string());
             create(store.as_ref(), &tenant, &agent, role, rate_limit).await
         }
         TokenCommand::List { json } => {
@@ -112,7 +121,8 @@ async fn create(
     role: TokenRole,
     rate_limit: Option<RateLimit>,
 ) -> anyhow::Result<ExitCode> {
-    if tenant != DEFAULT_TENANT && store.tenant_get(tenant).await?.is_none() {
+    let everyone = tenant == ALL_TENANTS && role == TokenRole::Admin;
+    if tenant != DEFAULT_TENANT && !everyone && store.tenant_get(tenant).await?.is_none() {
         eprintln!(
             "arbiter token create: there is no tenant `{tenant}`; add it first with \
              `arbiter tenant add {tenant} --tenant-workspace DIR` (or use --tenant default)"
@@ -142,12 +152,16 @@ async fn create(
         .await?;
     // The token alone on stdout, for `TOKEN=$(arbiter token create ...)`.
     println!("{}", secret.token);
+    let whose = if record.is_operator() {
+        "every tenant".to_string()
+    } else {
+        format!("tenant `{}`", record.tenant)
+    };
     eprintln!(
-        "{} token {} for tenant `{}`, `{}`: shown only this once, so keep it now. \
+        "{} token {} for {whose}, `{}`: shown only this once, so keep it now. \
          Clients send it as `Authorization: Bearer <token>`; revoke it with `arbiter token revoke {}`.",
         record.role.as_str(),
         record.id,
-        record.tenant,
         record.agent,
         record.id
     );

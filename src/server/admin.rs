@@ -5,6 +5,10 @@
 //! grants it. Agent tokens get 403 here. Every decision goes through the same
 //! code as `arbiter override` and joins the tenant's audit chain.
 //!
+//! An operator's admin token (`token create --admin --all-tenants`) acts on
+//! the tenant named by `?tenant=NAME` on any route (default: `default`); an
+//! admin token of one tenant naming another gets 403.
+//!
 //! Routes (JSON in and out; bodies are optional):
 //! - `GET  /admin/overrides[?state=pending|approved|denied|expired|revoked|all]`
 //! - `GET  /admin/overrides/{id}`
@@ -62,6 +66,7 @@ struct DecisionBody {
 /// The admin token of a request and its tenant, or the response that refuses it.
 async fn admin(
     state: &AdminState,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(TokenRecord, Arc<TenantRuntime>), Response> {
     if let Some(refused) =
@@ -82,7 +87,10 @@ async fn admin(
              holds (`arbiter token create --admin`)",
         ));
     }
-    let runtime = state.tenants.get(&token.tenant).await.map_err(|e| {
+    let tenant = token
+        .administered_tenant(super::tenants::asked_tenant(uri).as_deref())
+        .map_err(|why| json_error(StatusCode::FORBIDDEN, "other_tenant", &why))?;
+    let runtime = state.tenants.get(&tenant).await.map_err(|e| {
         json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "tenant_unavailable",
@@ -110,7 +118,7 @@ fn ok(body: serde_json::Value) -> Response {
 }
 
 async fn list(State(state): State<AdminState>, uri: Uri, headers: HeaderMap) -> Response {
-    let (_, runtime) = match admin(&state, &headers).await {
+    let (_, runtime) = match admin(&state, &uri, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -135,6 +143,7 @@ async fn list(State(state): State<AdminState>, uri: Uri, headers: HeaderMap) -> 
     let now = now_unix();
     match store.override_list(Some(&runtime.name), None, 1000).await {
         Ok(records) => ok(json!({
+            "tenant": runtime.name,
             "overrides": records
                 .iter()
                 .filter(|r| wanted == "all" || r.state_at(now).as_str() == wanted)
@@ -173,9 +182,10 @@ async fn find(
 async fn show(
     State(state): State<AdminState>,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let (_, runtime) = match admin(&state, &headers).await {
+    let (_, runtime) = match admin(&state, &uri, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -188,10 +198,11 @@ async fn show(
 async fn act(
     State(state): State<AdminState>,
     Path((id, action)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (token, runtime) = match admin(&state, &headers).await {
+    let (token, runtime) = match admin(&state, &uri, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };

@@ -115,6 +115,15 @@ pub fn workspaces_overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// The `tenant` an admin request names in its query string (`?tenant=acme`), if any.
+pub fn asked_tenant(uri: &axum::http::Uri) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "tenant")
+        .map(|(_, v)| v)
+}
+
 /// A tenant name is used in file names (`audit.<tenant>.journal`) and shown
 /// in lists: lower-case letters, digits, `-` and `_`, starting with a letter
 /// or digit.

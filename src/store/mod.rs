@@ -29,7 +29,7 @@ pub use journal::AuditChain;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;
-pub use tokens::{NewToken, TenantRecord, TokenRecord, TokenRole};
+pub use tokens::{ALL_TENANTS, NewToken, TenantRecord, TokenRecord, TokenRole};
 
 /// The tenant of an embedded, single-user server.
 pub const DEFAULT_TENANT: &str = "default";

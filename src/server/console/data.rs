@@ -113,6 +113,10 @@ fn refused_call(trail: &[AuditRecord], record: &OverrideRecord) -> Option<AuditR
 /// The audit page's filter, as its form submits it.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct AuditFilter {
+    /// For an operator's session: the tenant whose trail is shown (each
+    /// tenant has a chain of its own). Empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tenant: String,
     #[serde(default)]
     pub agent: String,
     #[serde(default)]

@@ -11,6 +11,10 @@
 //! Content-Security-Policy; every form carries a CSRF token compared in
 //! constant time, and Host/Origin are checked as for `/admin` (the console's
 //! own origin is accepted, since its forms post to it).
+//!
+//! An admin token sees its own tenant. An operator's token (`token create
+//! --admin --all-tenants`) sees every tenant, one at a time: each page takes
+//! `?tenant=NAME` (default `default`) and offers the others.
 
 mod data;
 mod pages;
@@ -27,10 +31,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::auth::{TOKEN_PREFIX, token_hash};
-use super::tenants::{TenantRegistry, TenantRuntime};
+use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
 use crate::overrides::decide::{DecideError, Decision, Verdict, decide};
 use crate::overrides::{now_unix, parse_id};
-use crate::store::TokenRole;
+use crate::store::{ALL_TENANTS, DEFAULT_TENANT, TokenRole, tokens::administered_tenant};
 use session::{COOKIE, LOGIN_COOKIE, Session, Sessions};
 
 /// No scripts, no frames, no foreign anything: styles and forms of this origin only.
@@ -141,11 +145,34 @@ struct SignedIn {
     session: Session,
     flash: Option<session::Flash>,
     runtime: Arc<TenantRuntime>,
+    /// The tenants an operator may switch to (empty for one tenant's admin).
+    tenants: Vec<String>,
 }
 
-/// The session of a request, with its token checked again; otherwise the
-/// response to send (the sign-in page, or a refusal).
-async fn signed_in(console: &Console, headers: &HeaderMap) -> Result<SignedIn, Response> {
+impl SignedIn {
+    /// `?tenant=NAME` for links and forms, when the session spans tenants.
+    fn tenant_query(&self) -> String {
+        if self.tenants.is_empty() {
+            String::new()
+        } else {
+            format!("?tenant={}", self.runtime.name)
+        }
+    }
+}
+
+/// The `tenant` of a console URL's query, if it names one.
+fn asked(uri: &Uri) -> Option<String> {
+    super::tenants::asked_tenant(uri)
+}
+
+/// The session of a request, with its token checked again, acting on the
+/// tenant it `asked` for (if its token may); otherwise the response to send
+/// (the sign-in page, or a refusal).
+async fn signed_in(
+    console: &Console,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+) -> Result<SignedIn, Response> {
     if let Some(refused) = check_origin(console, headers) {
         return Err(refused);
     }
@@ -189,16 +216,38 @@ async fn signed_in(console: &Console, headers: &HeaderMap) -> Result<SignedIn, R
             ));
         }
     }
-    let runtime = console
-        .tenants
-        .get(&session.tenant)
-        .await
-        .map_err(|e| unavailable(&format!("{e}; the operator must fix it, then retry")))?;
+    let tenant = administered_tenant(&session.tenant, asked).map_err(|why| {
+        html(
+            StatusCode::FORBIDDEN,
+            pages::problem("Not your tenant", &why),
+        )
+    })?;
+    let runtime = console.tenants.get(&tenant).await.map_err(|e| match e {
+        TenantError::Unknown(_) => html(
+            StatusCode::NOT_FOUND,
+            pages::problem("No such tenant", &e.to_string()),
+        ),
+        TenantError::Unavailable { .. } => {
+            unavailable(&format!("{e}; the operator must fix it, then retry"))
+        }
+    })?;
+    let tenants = if session.tenant == ALL_TENANTS {
+        let others = store
+            .tenant_list()
+            .await
+            .map_err(|e| unavailable(&format!("the store cannot be read: {e}")))?;
+        std::iter::once(DEFAULT_TENANT.to_string())
+            .chain(others.into_iter().map(|t| t.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(SignedIn {
         id,
         session,
         flash,
         runtime,
+        tenants,
     })
 }
 
@@ -347,7 +396,8 @@ async fn login(State(console): State<Arc<Console>>, headers: HeaderMap, body: By
             ),
         );
     }
-    if let Err(e) = console.tenants.get(&record.tenant).await {
+    let first = administered_tenant(&record.tenant, None).unwrap_or_default();
+    if let Err(e) = console.tenants.get(&first).await {
         return unavailable(&format!("{e}; the operator must fix it, then retry"));
     }
     let id = console
@@ -360,7 +410,7 @@ async fn login(State(console): State<Arc<Console>>, headers: HeaderMap, body: By
 
 /// `POST /ui/logout`.
 async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
-    let me = match signed_in(&console, &headers).await {
+    let me = match signed_in(&console, &headers, None).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -376,8 +426,12 @@ async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, body: B
 }
 
 /// `GET /ui/overrides`: pending requests with the refused call, and recent decisions.
-async fn overrides_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let me = match signed_in(&console, &headers).await {
+async fn overrides_page(
+    State(console): State<Arc<Console>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -394,10 +448,11 @@ async fn overrides_page(State(console): State<Arc<Console>>, headers: HeaderMap)
 async fn decide_override(
     State(console): State<Arc<Console>>,
     Path((id, action)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let me = match signed_in(&console, &headers).await {
+    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -414,7 +469,7 @@ async fn decide_override(
         Err(text) => (false, text),
     };
     console.sessions.flash(&me.id, ok, text);
-    see_other("/ui/overrides")
+    see_other(&format!("/ui/overrides{}", me.tenant_query()))
 }
 
 /// Apply a decision; the account of what happened, or why nothing did.
@@ -466,11 +521,11 @@ async fn decide_from_form(
 
 /// `GET /ui/audit`: the tenant's trail, filtered and paged, with verify status.
 async fn audit_page(State(console): State<Arc<Console>>, uri: Uri, headers: HeaderMap) -> Response {
-    let me = match signed_in(&console, &headers).await {
+    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
-    let filter: data::AuditFilter =
+    let mut filter: data::AuditFilter =
         match serde_urlencoded::from_str(uri.query().unwrap_or_default()) {
             Ok(f) => f,
             Err(e) => {
@@ -483,6 +538,12 @@ async fn audit_page(State(console): State<Arc<Console>>, uri: Uri, headers: Head
     if let Err(why) = filter.check() {
         return html(StatusCode::BAD_REQUEST, pages::problem("Bad filter", &why));
     }
+    // Pages and links carry the tenant only when there is a choice.
+    filter.tenant = if me.tenants.is_empty() {
+        String::new()
+    } else {
+        me.runtime.name.clone()
+    };
     match data::audit(&me.runtime, &filter).await {
         Ok(view) => html(
             StatusCode::OK,
@@ -493,8 +554,8 @@ async fn audit_page(State(console): State<Arc<Console>>, uri: Uri, headers: Head
 }
 
 /// `GET /ui/tasks`: the task board.
-async fn tasks_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let me = match signed_in(&console, &headers).await {
+async fn tasks_page(State(console): State<Arc<Console>>, uri: Uri, headers: HeaderMap) -> Response {
+    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };

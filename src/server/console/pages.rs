@@ -12,7 +12,12 @@ use crate::overrides::{OverrideRecord, rfc3339};
 /// What every signed-in page shows around its content.
 pub struct Frame<'a> {
     pub person: &'a str,
+    /// The tenant shown.
     pub tenant: &'a str,
+    /// The tenants an operator may switch to; empty for one tenant's admin.
+    pub tenants: &'a [String],
+    /// `?tenant=NAME` for this frame's links and forms, or empty.
+    pub query: String,
     pub csrf: &'a str,
     pub flash: Option<&'a Flash>,
     pub active: &'static str,
@@ -22,7 +27,9 @@ impl<'a> Frame<'a> {
     pub fn of(me: &'a SignedIn, active: &'static str) -> Self {
         Frame {
             person: &me.session.person,
-            tenant: &me.session.tenant,
+            tenant: &me.runtime.name,
+            tenants: &me.tenants,
+            query: me.tenant_query(),
             csrf: &me.session.csrf,
             flash: me.flash.as_ref(),
             active,
@@ -47,7 +54,7 @@ fn document(title: &str, body: Markup) -> Markup {
 
 fn framed(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
     let tab = |id: &str, href: &str, label: &str| {
-        html! { a.tab.active[frame.active == id] href=(href) { (label) } }
+        html! { a.tab.active[frame.active == id] href={ (href) (frame.query) } { (label) } }
     };
     document(
         title,
@@ -60,6 +67,14 @@ fn framed(frame: &Frame<'_>, title: &str, content: Markup) -> Markup {
                     (tab("tasks", "/ui/tasks", "Tasks"))
                 }
                 span.who { "tenant " b { (frame.tenant) } " · " (frame.person) }
+                @if !frame.tenants.is_empty() {
+                    nav.tenants aria-label="Tenants" {
+                        "Tenants: "
+                        @for t in frame.tenants {
+                            a.tab.active[t == frame.tenant] href={ "/ui/" (frame.active) "?tenant=" (t) } { (t) }
+                        }
+                    }
+                }
                 form.inline method="post" action="/ui/logout" {
                     input type="hidden" name="csrf" value=(frame.csrf);
                     button.link type="submit" { "Sign out" }
@@ -158,7 +173,7 @@ pub fn overrides(frame: &Frame<'_>, view: &OverridesView) -> Markup {
                     }
                 }
                 div.actions {
-                    form.decide method="post" action={ "/ui/overrides/" (id) "/approve" } {
+                    form.decide method="post" action={ "/ui/overrides/" (id) "/approve" (frame.query) } {
                         input type="hidden" name="csrf" value=(frame.csrf);
                         label { "Minutes "
                             input type="number" name="minutes" min="1" max=(view.max_minutes)
@@ -167,7 +182,7 @@ pub fn overrides(frame: &Frame<'_>, view: &OverridesView) -> Markup {
                         label { "Note " input type="text" name="note" maxlength="500"; }
                         button.approve type="submit" { "Approve" }
                     }
-                    form.decide method="post" action={ "/ui/overrides/" (id) "/deny" } {
+                    form.decide method="post" action={ "/ui/overrides/" (id) "/deny" (frame.query) } {
                         input type="hidden" name="csrf" value=(frame.csrf);
                         label { "Note " input type="text" name="note" maxlength="500"; }
                         button.deny type="submit" { "Deny" }
@@ -205,7 +220,7 @@ fn decided_row(frame: &Frame<'_>, r: &OverrideRecord, now: i64) -> Markup {
             td { @if state == "approved" { @if let Some(e) = r.expires_at { (when(e)) } } }
             td {
                 @if state == "approved" {
-                    form.inline method="post" action={ "/ui/overrides/" (id) "/revoke" } {
+                    form.inline method="post" action={ "/ui/overrides/" (id) "/revoke" (frame.query) } {
                         input type="hidden" name="csrf" value=(frame.csrf);
                         button.deny type="submit" { "Revoke" }
                     }
@@ -250,6 +265,15 @@ pub fn audit(frame: &Frame<'_>, filter: &AuditFilter, view: &AuditView) -> Marku
             },
         }
         form.filters method="get" action="/ui/audit" {
+            @if !frame.tenants.is_empty() {
+                label { "Tenant "
+                    select name="tenant" {
+                        @for t in frame.tenants {
+                            option value=(t) selected[t == frame.tenant] { (t) }
+                        }
+                    }
+                }
+            }
             (select("agent", "Agent", &view.agents, &filter.agent))
             (select("tool", "Tool", &view.tools, &filter.tool))
             (select("decision", "Decision", &view.decisions, &filter.decision))
@@ -257,7 +281,7 @@ pub fn audit(frame: &Frame<'_>, filter: &AuditFilter, view: &AuditView) -> Marku
             label { "From (UTC) " input type="datetime-local" name="from" value=(filter.from); }
             label { "To (UTC) " input type="datetime-local" name="to" value=(filter.to); }
             button type="submit" { "Filter" }
-            a href="/ui/audit" { "Clear" }
+            a href={ "/ui/audit" (frame.query) } { "Clear" }
         }
         p.meta { (view.matching) " matching records, newest first · page " (view.page) " of " (view.pages) " (" (PAGE_SIZE) " a page)" }
         table.audit {
