@@ -126,3 +126,46 @@ async fn a_server_given_the_owners_url_refuses_to_serve_on_it() {
     assert!(why.contains("AUDIT-001"), "{why}");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn db_migrate_applies_each_migration_once_and_says_so() {
+    let Some(db) = database().await else {
+        return;
+    };
+    let s = Scratch::new();
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    let args = [
+        "--db",
+        &db.app_url,
+        "--db-owner",
+        &db.owner_url,
+        "db",
+        "migrate",
+    ];
+    let (code, out, err) = run_cli(&s.ws(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("PostgreSQL: migrations applied ({migrations} new)")
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("migrating: "))
+        .collect();
+    assert_eq!(lines.len(), migrations, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("migrating: 1/{migrations} 0001_")),
+        "{err}"
+    );
+    let (code, out, err) = run_cli(&s.ws(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "PostgreSQL: migrations applied (0 new)");
+    assert!(!err.contains("migrating: "), "{err}");
+    // Without the owner's URL, the application role cannot migrate: a clear error.
+    let fresh = database().await.unwrap();
+    let (code, _, err) = run_cli(&s.ws(), &["--db", &fresh.app_url, "db", "migrate"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--db-owner"), "{err}");
+}

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::store::PgStore;
+use super::progress::Progress;
+use crate::store::{PgStore, SqliteStore};
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
@@ -19,21 +20,42 @@ pub async fn run(setup: &super::Setup, command: DbCommand) -> anyhow::Result<Exi
     match command {
         DbCommand::Migrate => {
             let db = super::Database::get();
-            if db.is_postgres() {
+            let mut progress: Option<Progress> = None;
+            let mut step = |done: usize, total: usize, what: &str| {
+                let bar =
+                    progress.get_or_insert_with(|| Progress::steps("migrating", total as u64));
+                // Lines only for what this run changed.
+                if what.ends_with("already applied") {
+                    bar.tick(done as u64, what);
+                } else {
+                    bar.step(done as u64, what);
+                }
+            };
+            let (store, new) = if db.is_postgres() {
                 let url = db
                     .owner_url
                     .as_deref()
                     .or(db.url.as_deref())
                     .unwrap_or_default();
-                PgStore::migrate(url)
+                let new = PgStore::migrate_reporting(url, &mut step)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}\n(migrations need the URL of the role that owns the tables: --db-owner or ARBITER_DATABASE_OWNER_URL)"))?;
-                println!("PostgreSQL: migrations applied");
+                ("PostgreSQL", new)
+            } else if let Some(url) = &db.url {
+                (
+                    "SQLite",
+                    SqliteStore::open_url_reporting(url, &mut step).await?.1,
+                )
             } else {
                 let root = std::path::absolute(&setup.workspace)?;
-                super::open_store(&root).await?;
-                println!("SQLite: migrations applied");
-            }
+                let path = super::sqlite_path(&root)?;
+                (
+                    "SQLite",
+                    SqliteStore::open_reporting(&path, &mut step).await?.1,
+                )
+            };
+            drop(progress);
+            println!("{store}: migrations applied ({new} new)");
             Ok(ExitCode::SUCCESS)
         }
     }

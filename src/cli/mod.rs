@@ -435,9 +435,14 @@ pub async fn open_store(root: &Path) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(url) = &db.url {
         return Ok(Arc::new(SqliteStore::open_url(url).await?));
     }
-    let dir = state_dir(root).map_err(|e| StoreError::Database(format!("{e:#}")))?;
-    let store = SqliteStore::open(&dir.join("arbiter.db")).await?;
+    let store = SqliteStore::open(&sqlite_path(root)?).await?;
     Ok(Arc::new(store))
+}
+
+/// The embedded store's file: `<workspace>/.arbiter/arbiter.db`.
+pub fn sqlite_path(root: &Path) -> Result<PathBuf, StoreError> {
+    let dir = state_dir(root).map_err(|e| StoreError::Database(format!("{e:#}")))?;
+    Ok(dir.join("arbiter.db"))
 }
 
 /// A server tenant's store: on PostgreSQL the application role's pool,

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::policy::file::{BUILT_IN_SOURCE, DEFAULT_POLICY_YAML, load_policy_file, parse_policy};
+use super::progress::Progress;
+use crate::policy::file::{
+    BUILT_IN_SOURCE, DEFAULT_POLICY_YAML, PolicyErrors, load_policy_file_checked,
+    parse_policy_checked,
+};
 use crate::tools::check::CheckError;
 
 #[derive(Debug, Subcommand)]
@@ -77,10 +81,21 @@ async fn check(setup: &super::Setup, tool: &str, args: &str) -> anyhow::Result<E
 }
 
 fn test(setup: &super::Setup, file: Option<PathBuf>) -> ExitCode {
+    // Load without the examples, then run them with a progress bar.
     let result = match file.or_else(|| setup.policy_path()) {
-        Some(path) => load_policy_file(&path),
-        None => parse_policy(DEFAULT_POLICY_YAML, BUILT_IN_SOURCE),
-    };
+        Some(path) => load_policy_file_checked(&path, false),
+        None => parse_policy_checked(DEFAULT_POLICY_YAML, BUILT_IN_SOURCE, false),
+    }
+    .and_then(|policy| {
+        let mut progress = Progress::new("checking examples", policy.example_count() as u64);
+        let failures = policy.check_examples_with(&mut |done| progress.set(done as u64));
+        drop(progress);
+        if failures.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyErrors(failures))
+        }
+    });
     match result {
         Ok(policy) => {
             println!(

@@ -39,6 +39,68 @@ impl Progress {
         }
     }
 
+    /// Work of a few long steps (migrations, gates): on a terminal a bar
+    /// naming the current step; elsewhere one line per step, since each
+    /// one can take a while.
+    pub fn steps(label: &'static str, total: u64) -> Self {
+        let mut progress = Self::new(label, total);
+        if let Some(bar) = &progress.bar
+            && let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+            bar.set_prefix(label);
+            bar.set_message("");
+        }
+        // Plain lines come from `step`, not from quarters.
+        progress.next_quarter = 5;
+        progress
+    }
+
+    /// Work of unknown length (a command's output so far): a spinner with
+    /// the latest news on a terminal; elsewhere a line per `step`.
+    pub fn open_ended(label: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {msg} ({elapsed})")
+            {
+                bar.set_style(style);
+            }
+            bar.set_prefix(label);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            label,
+            total: 0,
+            next_quarter: 5,
+        }
+    }
+
+    /// Whether this shows a bar (stderr is a terminal) rather than lines.
+    pub fn is_bar(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Step `done` of the total is finished, and `what` comes next (or just ended).
+    pub fn step(&mut self, done: u64, what: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(done);
+                bar.set_message(what.to_string());
+            }
+            None if self.total == 0 => eprintln!("{}: {what}", self.label),
+            None => eprintln!("{}: {done}/{} {what}", self.label, self.total),
+        }
+    }
+
+    /// As `step`, but without a plain line: only a bar moves.
+    pub fn tick(&mut self, done: u64, what: &str) {
+        if self.bar.is_some() {
+            self.step(done, what);
+        }
+    }
+
     /// `done` units are finished.
     pub fn set(&mut self, done: u64) {
         if let Some(bar) = &self.bar {

@@ -776,7 +776,7 @@ pub fn parse_policy(text: &str, source: &str) -> Result<Policy, PolicyErrors> {
     parse_policy_checked(text, source, true)
 }
 
-fn parse_policy_checked(
+pub fn parse_policy_checked(
     text: &str,
     source: &str,
     check_examples: bool,
@@ -819,6 +819,12 @@ fn parse_policy_checked(
 
 /// Read and compile the policy file at `path`.
 pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyErrors> {
+    load_policy_file_checked(path, true)
+}
+
+/// [`load_policy_file`], leaving the examples to the caller when
+/// `check_examples` is false (`arbiter policy test` runs them with progress).
+pub fn load_policy_file_checked(path: &Path, check_examples: bool) -> Result<Policy, PolicyErrors> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         PolicyErrors(vec![PolicyError {
@@ -829,7 +835,7 @@ pub fn load_policy_file(path: &Path) -> Result<Policy, PolicyErrors> {
             message: format!("cannot read the policy file: {e}"),
         }])
     })?;
-    parse_policy(&text, &source)
+    parse_policy_checked(&text, &source, check_examples)
 }
 
 /// The built-in default policy.

@@ -700,8 +700,16 @@ impl Policy {
 
     /// Run every rule's examples; each failure names the rule and the example's place.
     pub fn check_examples(&self) -> Vec<PolicyError> {
+        self.check_examples_with(&mut |_| {})
+    }
+
+    /// [`Policy::check_examples`], telling `checked` how many examples have
+    /// run after each rule's (for a progress bar).
+    pub fn check_examples_with(&self, checked: &mut dyn FnMut(usize)) -> Vec<PolicyError> {
         let mut problems = Problems::new(&self.source);
+        let mut done = 0;
         for entry in &self.examples {
+            done += entry.examples.must_match.len() + entry.examples.not_match.len();
             for (example, should_match) in entry
                 .examples
                 .must_match
@@ -727,6 +735,7 @@ impl Policy {
                     );
                 }
             }
+            checked(done);
         }
         problems.list
     }

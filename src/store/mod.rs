@@ -31,6 +31,46 @@ pub use sqlite::SqliteStore;
 pub use tasks::TaskStore;
 pub use tokens::{ALL_TENANTS, NewToken, TenantRecord, TokenRecord, TokenRole};
 
+/// Told after each migration: (done, total, what happened to it).
+pub type MigrationStep<'a> = &'a mut (dyn FnMut(usize, usize, &str) + Send);
+
+/// Apply `migrator`'s migrations one at a time on `conn`, telling `step`
+/// after each, for `arbiter db migrate`'s progress. Each runs as
+/// `Migrator::run` would run it (its own transaction, the migrator's lock);
+/// returns how many were new.
+pub(crate) async fn migrate_in_steps<C: sqlx::migrate::Migrate>(
+    migrator: &sqlx::migrate::Migrator,
+    conn: &mut C,
+    step: MigrationStep<'_>,
+) -> Result<usize, StoreError> {
+    conn.ensure_migrations_table(&migrator.table_name).await?;
+    let applied: std::collections::HashSet<i64> = conn
+        .list_applied_migrations(&migrator.table_name)
+        .await?
+        .into_iter()
+        .map(|m| m.version)
+        .collect();
+    let ups: Vec<_> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .collect();
+    let mut new = 0;
+    for (i, m) in ups.iter().enumerate() {
+        let name = format!("{:04}_{}", m.version, m.description.replace(' ', "_"));
+        let said = if applied.contains(&m.version) {
+            format!("{name}: already applied")
+        } else {
+            migrator.run_direct(Some(m.version), conn, false).await?;
+            new += 1;
+            format!("{name}: applied")
+        };
+        step(i + 1, ups.len(), &said);
+    }
+    // The checks `Migrator::run` makes (changed or unknown migrations).
+    migrator.run_direct(None, conn, false).await?;
+    Ok(new)
+}
+
 /// The tenant of an embedded, single-user server.
 pub const DEFAULT_TENANT: &str = "default";
 

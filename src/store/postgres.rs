@@ -98,10 +98,22 @@ impl PgStore {
     /// a transaction (a failed one leaves the database as it was); sqlx holds
     /// an advisory lock, so processes starting at once apply them once.
     pub async fn migrate(owner_url: &str) -> Result<(), StoreError> {
-        let owner = Self::connect(owner_url).await?;
-        MIGRATOR.run(&owner.pool).await?;
-        owner.pool.close().await;
+        Self::migrate_reporting(owner_url, &mut |_, _, _| {}).await?;
         Ok(())
+    }
+
+    /// [`PgStore::migrate`], one migration at a time, telling `step` after
+    /// each; returns how many were new.
+    pub async fn migrate_reporting(
+        owner_url: &str,
+        step: super::MigrationStep<'_>,
+    ) -> Result<usize, StoreError> {
+        let owner = Self::connect(owner_url).await?;
+        let mut conn = owner.pool.acquire().await?;
+        let new = super::migrate_in_steps(&MIGRATOR, &mut *conn, step).await;
+        drop(conn);
+        owner.pool.close().await;
+        new
     }
 
     /// The same pool, scoped to `tenant`.

@@ -81,6 +81,15 @@ const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha2
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self::open_reporting(path, &mut |_, _, _| {}).await?.0)
+    }
+
+    /// [`SqliteStore::open`], applying the migrations one at a time and
+    /// telling `step` after each; also returns how many were new.
+    pub async fn open_reporting(
+        path: &Path,
+        step: super::MigrationStep<'_>,
+    ) -> Result<(Self, usize), StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -95,20 +104,31 @@ impl SqliteStore {
         let _opening = tokio::task::spawn_blocking(move || lock_exclusive(&lock_path))
             .await
             .map_err(|e| StoreError::Database(format!("opening the store: {e}")))??;
-        Self::connect(options).await
+        Self::connect(options, step).await
     }
 
     /// Open a database by URL (`sqlite://...`).
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
+        Ok(Self::open_url_reporting(url, &mut |_, _, _| {}).await?.0)
+    }
+
+    /// [`SqliteStore::open_url`], with the migrations' progress as in [`SqliteStore::open_reporting`].
+    pub async fn open_url_reporting(
+        url: &str,
+        step: super::MigrationStep<'_>,
+    ) -> Result<(Self, usize), StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        Self::connect(options).await
+        Self::connect(options, step).await
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+    async fn connect(
+        options: SqliteConnectOptions,
+        step: super::MigrationStep<'_>,
+    ) -> Result<(Self, usize), StoreError> {
         // A small page cache: the hot use is appending, which touches few pages.
         let options = options.pragma("cache_size", "-1024");
         // One connection: the audit writer is the only hot user, and SQLite
@@ -118,8 +138,10 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let mut conn = pool.acquire().await?;
+        let new = super::migrate_in_steps(&MIGRATOR, &mut *conn, step).await?;
+        drop(conn);
+        Ok((Self { pool }, new))
     }
 
     /// The pool, for tests that need raw SQL (e.g. tampering with a row).
