@@ -169,3 +169,38 @@ async fn db_migrate_applies_each_migration_once_and_says_so() {
     assert_ne!(code, 0);
     assert!(err.contains("--db-owner"), "{err}");
 }
+
+#[tokio::test]
+async fn doctor_checks_the_database_and_that_row_security_holds_for_the_servers_role() {
+    let Some(db) = database().await else {
+        return;
+    };
+    let s = Scratch::new();
+    let (code, out, _) = run_cli(&s.ws(), &["--db", &db.app_url, "doctor"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  store: PostgreSQL at postgres://arbiter_app@"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(":secret") && out.contains("arbiter db migrate"),
+        "{out}"
+    );
+    let (code, _, err) = run_cli(&s.ws(), &["--db-owner", &db.owner_url, "db", "migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run_cli(&s.ws(), &["--db", &db.app_url, "doctor"]);
+    assert!(
+        out.contains("ok    database role: not a superuser"),
+        "{out}"
+    );
+    assert!(out.contains("ok    store: PostgreSQL"), "{out}");
+    assert!(
+        !out.contains("FAIL  store") && !out.contains("FAIL  database"),
+        "{out}"
+    );
+    // The owner's URL as the server's: row security would not hold.
+    let (code, out, _) = run_cli(&s.ws(), &["--db", &db.owner_url, "doctor"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL  database role:"), "{out}");
+    assert!(out.contains("owner"), "{out}");
+}

@@ -30,6 +30,32 @@ impl Report {
     }
 }
 
+/// The role the server connects as (`--db`): row-level security holds only
+/// for a role that is not a superuser, has no BYPASSRLS and does not own the
+/// tables; the server refuses to start on any other.
+async fn check_application_role(report: &mut Report, url: &str) {
+    let checked = match crate::store::PgStore::connect(url).await {
+        Ok(store) => {
+            let checked = store.check_application_role().await;
+            store.pool().close().await;
+            checked
+        }
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => report.ok(
+            "database role",
+            "not a superuser, no BYPASSRLS, not the tables' owner: row-level security holds for it",
+        ),
+        Err(e) => report.fail(
+            "database role",
+            e,
+            "give --db the application role's URL (tools/pg/setup.sh makes `arbiter_app`) and \
+             keep the owner's for --db-owner (README, PostgreSQL)",
+        ),
+    }
+}
+
 pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
     let mut report = Report { failures: 0 };
 
@@ -73,6 +99,7 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
     let root = std::path::absolute(&setup.workspace)?;
     let described = super::store_description(&root);
     let postgres = super::uses_postgres();
+    let failures_before = report.failures;
     match super::open_store(&root).await {
         Ok(store) => match store.audit_head(crate::store::DEFAULT_TENANT).await {
             Ok(head) => report.ok(
@@ -101,6 +128,15 @@ pub async fn run(setup: &super::Setup) -> anyhow::Result<ExitCode> {
                 "check that the workspace is writable and .arbiter/ is not a file"
             },
         ),
+    }
+
+    // (A database the store check failed on says nothing about roles yet.)
+    if let Some(url) = super::Database::get()
+        .url
+        .as_deref()
+        .filter(|u| crate::store::PgStore::is_url(u) && report.failures == failures_before)
+    {
+        check_application_role(&mut report, url).await;
     }
 
     match probe_sandbox().await {
