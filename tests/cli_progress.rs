@@ -10,32 +10,7 @@ use serde_json::Value;
 #[test]
 fn db_migrate_says_each_migration_it_applies_and_nothing_for_the_rest() {
     let s = Scratch::new();
-    let (code, out, err) = run_cli(&s.ws(), &["db", "migrate"]);
-    assert_eq!(code, 0, "{err}");
-    let migrations =
-        std::fs::read_dir(env!("CARGO_MANIFEST_DIR").to_string() + "/migrations/sqlite")
-            .unwrap()
-            .count();
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("migrating: "))
-        .collect();
-    assert_eq!(lines.len(), migrations, "{err}");
-    assert!(
-        lines[0].starts_with(&format!("migrating: 1/{migrations} 0001_audit: applied")),
-        "{err}"
-    );
-    assert!(lines.iter().all(|l| l.ends_with(": applied")), "{err}");
-    assert_eq!(
-        out.trim(),
-        format!("SQLite: migrations applied ({migrations} new)")
-    );
-
-    // Again: nothing new, and no line per migration.
-    let (code, out, err) = run_cli(&s.ws(), &["db", "migrate"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(!err.contains("migrating: "), "{err}");
-    assert_eq!(out.trim(), "SQLite: migrations applied (0 new)");
+    assert_migrates_once(&s.ws(), &[], "SQLite", "sqlite");
 }
 
 /// A policy with `rules` path rules of 100 examples each.

@@ -133,36 +133,12 @@ async fn db_migrate_applies_each_migration_once_and_says_so() {
         return;
     };
     let s = Scratch::new();
-    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
-        .unwrap()
-        .count();
-    let args = [
-        "--db",
-        &db.app_url,
-        "--db-owner",
-        &db.owner_url,
-        "db",
-        "migrate",
-    ];
-    let (code, out, err) = run_cli(&s.ws(), &args);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        out.trim(),
-        format!("PostgreSQL: migrations applied ({migrations} new)")
+    assert_migrates_once(
+        &s.ws(),
+        &["--db", &db.app_url, "--db-owner", &db.owner_url],
+        "PostgreSQL",
+        "postgres",
     );
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("migrating: "))
-        .collect();
-    assert_eq!(lines.len(), migrations, "{err}");
-    assert!(
-        lines[0].starts_with(&format!("migrating: 1/{migrations} 0001_")),
-        "{err}"
-    );
-    let (code, out, err) = run_cli(&s.ws(), &args);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "PostgreSQL: migrations applied (0 new)");
-    assert!(!err.contains("migrating: "), "{err}");
     // Without the owner's URL, the application role cannot migrate: a clear error.
     let fresh = database().await.unwrap();
     let (code, _, err) = run_cli(&s.ws(), &["--db", &fresh.app_url, "db", "migrate"]);

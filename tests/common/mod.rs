@@ -416,3 +416,34 @@ pub fn newest_token_id(ws: &Path) -> String {
     let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     last["id"].to_string()
 }
+
+/// `arbiter db migrate` (with `args` before it) on a fresh store, twice: the
+/// first run names each migration of `migrations/<dir>` as it applies it,
+/// the second applies none and names none. `store` is how the CLI calls it.
+pub fn assert_migrates_once(ws: &Path, args: &[&str], store: &str, dir: &str) {
+    let migrations = std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .count();
+    let mut all = args.to_vec();
+    all.extend(["db", "migrate"]);
+    let (code, out, err) = run_cli(ws, &all);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{store}: migrations applied ({migrations} new)")
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("migrating: "))
+        .collect();
+    assert_eq!(lines.len(), migrations, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("migrating: 1/{migrations} 0001_")),
+        "{err}"
+    );
+    assert!(lines.iter().all(|l| l.ends_with(": applied")), "{err}");
+    let (code, out, err) = run_cli(ws, &all);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("{store}: migrations applied (0 new)"));
+    assert!(!err.contains("migrating: "), "{err}");
+}
