@@ -1008,6 +1008,7 @@ fn is_reserved_id(id: &str) -> bool {
         "SANDBOX-",
         "TASK-",
         "AGENT-",
+        "STORE-",
     ];
     EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }

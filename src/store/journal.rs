@@ -367,22 +367,32 @@ fn read_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
 /// in one pass, off the reply path) and on a timer.
 async fn index_continuously(strong: Arc<Inner>) {
     let mut cursor = IndexCursor::default();
+    // Whether the last pass failed: said once, not every second of an outage.
+    let mut failing = false;
     loop {
-        let store = match strong.store().await {
-            Ok(store) => store,
-            Err(e) => {
-                tracing::error!(error = %e, "audit store could not be opened; records stay in the journal");
-                return;
+        let indexed = match strong.store().await {
+            Ok(store) => {
+                cursor
+                    .index(store.as_ref(), &strong.tenant, &strong.path)
+                    .await
             }
+            Err(e) => Err(StoreError::Unavailable(e)),
         };
-        match cursor
-            .index(store.as_ref(), &strong.tenant, &strong.path)
-            .await
-        {
+        match indexed {
             Ok(seq) => {
                 strong.indexed_through.fetch_max(seq, Ordering::AcqRel);
+                if failing {
+                    tracing::info!(through = seq, "audit journal indexed again");
+                    failing = false;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "indexing the audit journal failed; will retry"),
+            // The records are safe in the journal; they are indexed once the
+            // store answers again (the cursor has not moved past them).
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "indexing the audit journal failed; records stay in the journal and are indexed when the store answers");
+                failing = true;
+            }
+            Err(_) => {}
         }
         tokio::select! {
             () = strong.wake_indexer.notified() => tokio::time::sleep(INDEX_DELAY).await,
