@@ -178,6 +178,20 @@ async fn calls_fail_fast_while_the_database_is_down_and_the_server_recovers_with
     assert!(why.contains("arbiter doctor"), "{why}");
     assert!(!why.contains(&pg.password()), "the password leaked: {why}");
 
+    // A change whose record could not be committed is not made at all.
+    let w = call_in_time(
+        &client,
+        "file_write",
+        json!({"file_path": "before-open.txt", "contents": "x\n"}),
+    )
+    .await;
+    assert_eq!(w.is_error, Some(true), "{}", text(&w));
+    assert!(text(&w).contains("AUDIT-001"), "{}", text(&w));
+    assert!(
+        !s.ws().join("before-open.txt").exists(),
+        "a change was made that is not on record"
+    );
+
     // It comes up: the same server opens it (migrating it) and serves.
     pg.restart();
     until_ok(&client, "task_submit", submit(1)).await;

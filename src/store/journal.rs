@@ -119,7 +119,7 @@ impl AuditChain {
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
-        if state.head.is_none() {
+        if state.head.is_none() && !journal_has_record(&inner.file) {
             // The head may have to come from the store: open it before taking
             // the journal, so nothing slow happens while other processes wait.
             inner
@@ -176,6 +176,19 @@ impl AuditChain {
             seq: record.seq,
             hash: record.hash,
         })
+    }
+
+    /// Whether a record could be committed now: the chain's head is known
+    /// (this process appended before, or the journal ends with a record), or
+    /// the store, which then holds it, answers. Checked before a call that
+    /// changes something runs, so that no change is made that could not be
+    /// put on record (a database down since start, say).
+    pub async fn ready(&self) -> Result<(), AuditError> {
+        let inner = &self.inner;
+        if inner.state.lock().await.head.is_some() || journal_has_record(&inner.file) {
+            return Ok(());
+        }
+        inner.store_head().await.map(|_| ())
     }
 
     /// Index everything in the journal now (used before reading the store).
@@ -257,6 +270,14 @@ impl Drop for FileLock<'_> {
     fn drop(&mut self) {
         let _ = rustix::fs::flock(self.file, FlockOperation::Unlock);
     }
+}
+
+/// Whether the journal ends with a complete record, so the chain's head can
+/// be read from it without the store. Read without the lock: a hint, checked
+/// again under it by `append`.
+fn journal_has_record(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|m| matches!(read_head(file, m.len()), Ok((Some(_), _))))
 }
 
 /// The head recorded in the journal's last complete line, and where the
