@@ -118,7 +118,7 @@ impl Breaker {
     /// The call reached the database.
     pub fn success(&mut self) {
         if self.outage.is_some() {
-            tracing::info!("the database answers again");
+            tracing::info!("the store answers again");
         }
         self.state = State::Closed;
         self.outage = None;
@@ -139,7 +139,7 @@ impl Breaker {
         };
         if trips {
             if matches!(self.state, State::Closed) {
-                tracing::warn!(failures = run.failures, error = %error, "the database is unreachable; failing fast until it answers");
+                tracing::warn!(failures = run.failures, error = %error, "the store is unreachable; calls fail fast until a probe gets through");
             }
             self.state = State::Open {
                 retry_at: now + self.retry,

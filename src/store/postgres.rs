@@ -266,21 +266,37 @@ impl PgStore {
             breaker: Mutex::new(Breaker::new(settings.breaker_failures, settings.retry)),
             last_success: Mutex::new(None),
         });
-        let pool = PgPoolOptions::new()
+        let connected = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .min_connections(0)
             .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|e| match is_connection_error(&e) {
-                // A first connection has no breaker to speak of yet; the
-                // opener's (`LazyStore`) spaces out the retries.
-                true => StoreError::Unavailable(format!(
-                    "the database at {} is unreachable: {e}",
+            .connect_with(options.clone())
+            .await;
+        let pool = match connected {
+            Ok(pool) => pool,
+            // A first connection has no breaker to speak of yet; the opener
+            // (`LazyStore`) spaces out the retries.
+            Err(e) if is_connection_error(&e) => {
+                // The pool only says it timed out: one direct try says why.
+                let why = match e {
+                    sqlx::Error::PoolTimedOut => {
+                        use sqlx::ConnectOptions;
+                        match tokio::time::timeout(settings.acquire_timeout, options.connect())
+                            .await
+                        {
+                            Ok(Err(direct)) => direct.to_string(),
+                            _ => e.to_string(),
+                        }
+                    }
+                    e => e.to_string(),
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "the database at {} is unreachable: {why}",
                     health.target
-                )),
-                false => e.into(),
-            })?;
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Self {
             pool,
             scope: None,
@@ -372,19 +388,46 @@ impl PgStore {
                 self.health.success();
                 Ok(tx)
             }
+            // Others were served meanwhile: a busy pool, not an outage.
             Err(sqlx::Error::PoolTimedOut) if self.health.succeeded_since(started) => {
-                Err(StoreError::Database(format!(
-                    "every connection to the database was busy for {:?} (a burst of requests, or \
-                     slow statements); retry, or raise ARBITER_DB_MAX_CONNECTIONS",
-                    self.pool.options().get_acquire_timeout()
-                )))
+                Err(self.busy())
             }
+            Err(sqlx::Error::PoolTimedOut) => match self.connect_directly().await {
+                // The database answers: every connection was busy.
+                Ok(()) => Err(self.busy()),
+                Err(e) => Err(self.health.failure(&e)),
+            },
             Err(e) if is_connection_error(&e) => Err(self.health.failure(&e)),
             Err(e) => {
                 // It answered, if only to refuse.
                 self.health.success();
                 Err(e.into())
             }
+        }
+    }
+
+    fn busy(&self) -> StoreError {
+        StoreError::Database(format!(
+            "every connection to the database was busy for {:?} (a burst of requests, or slow \
+             statements); retry, or raise ARBITER_DB_MAX_CONNECTIONS",
+            self.pool.options().get_acquire_timeout()
+        ))
+    }
+
+    /// After a pool timeout with no one else served: one connection outside
+    /// the pool, to tell a busy pool from an unreachable database and to
+    /// learn why (the pool only says it timed out).
+    async fn connect_directly(&self) -> Result<(), sqlx::Error> {
+        use sqlx::{ConnectOptions, Connection};
+        let options = self.pool.connect_options();
+        let wait = self.pool.options().get_acquire_timeout();
+        match tokio::time::timeout(wait, options.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
         }
     }
 
@@ -979,5 +1022,29 @@ impl Store for PgStore {
                 .await?;
         tx.commit().await?;
         Ok(row.as_ref().map(tenant_from_row).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_to_reach_the_database_count_toward_the_breaker() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_connection_error(&sqlx::Error::Io(refused)));
+        assert!(is_connection_error(&sqlx::Error::PoolTimedOut));
+        assert!(is_connection_error(&sqlx::Error::PoolClosed));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+        assert!(!is_connection_error(&sqlx::Error::ColumnNotFound(
+            "x".into()
+        )));
+    }
+
+    #[test]
+    fn the_database_is_named_without_its_password() {
+        let options =
+            PgConnectOptions::from_str("postgres://app:s3cret@127.0.0.1:5433/arbiter").unwrap();
+        assert_eq!(describe(&options), "postgres://app@127.0.0.1:5433/arbiter");
     }
 }
