@@ -205,7 +205,10 @@ async fn calls_fail_fast_while_the_database_is_down_and_the_server_recovers_with
     // timeout), then fail fast, refused by the breaker without trying.
     let mut why = String::new();
     for n in 0..20 {
+        let began = std::time::Instant::now();
         let r = call_in_time(&client, "task_submit", submit(100 + n)).await;
+        // A figure for people, not an assertion.
+        eprintln!("outage call {n}: refused after {:?}", began.elapsed());
         assert_eq!(r.is_error, Some(true), "{}", text(&r));
         why = text(&r);
         assert!(why.contains("STORE-001"), "{why}");
@@ -252,7 +255,12 @@ async fn calls_fail_fast_while_the_database_is_down_and_the_server_recovers_with
 
     // It comes back: no restart of the server.
     pg.restart();
+    let back = std::time::Instant::now();
     let sub = until_ok(&client, "task_submit", submit(200)).await;
+    eprintln!(
+        "served again {:?} after the database was up",
+        back.elapsed()
+    );
     assert_eq!(sub["state"], "queued", "{sub}");
     let (status, body) = readyz(&server).await;
     assert_eq!(status, 200, "{body}");

@@ -45,13 +45,6 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-impl StoreError {
-    /// Whether the database could not be reached (rather than refusing a request).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::Database(e.to_string())

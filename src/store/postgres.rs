@@ -368,16 +368,6 @@ impl PgStore {
         &self.pool
     }
 
-    /// Whether calls are failing fast because the database is unreachable.
-    pub fn is_unreachable(&self) -> bool {
-        let breaker = self
-            .health
-            .breaker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        breaker.is_open()
-    }
-
     /// A transaction, through the breaker: refused at once while the
     /// database is known to be unreachable; a failure to connect counts.
     async fn transaction(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
