@@ -102,6 +102,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Self::script(&self.dir, "destroy");
+        // The script's lock file, beside the directory.
+        let _ = std::fs::remove_file(self.dir.with_extension("lock"));
     }
 }
 
