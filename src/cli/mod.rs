@@ -342,17 +342,17 @@ impl Database {
 }
 
 /// One pool per process and role, shared by every tenant's handle.
-static APP_POOL: tokio::sync::OnceCell<Result<PgStore, String>> =
-    tokio::sync::OnceCell::const_new();
-static OWNER_POOL: tokio::sync::OnceCell<Result<PgStore, String>> =
-    tokio::sync::OnceCell::const_new();
+static APP_POOL: tokio::sync::OnceCell<PgStore> = tokio::sync::OnceCell::const_new();
+static OWNER_POOL: tokio::sync::OnceCell<PgStore> = tokio::sync::OnceCell::const_new();
 
 /// The server's pool: migrations first (with the owner's URL, if given),
 /// then the application role, refused if row security would not hold for it.
 async fn app_pool() -> Result<PgStore, StoreError> {
     let db = Database::get();
+    // Kept once made; an attempt that fails is tried again by the next caller
+    // (LazyStore spaces them out), so a database down at start needs no restart.
     APP_POOL
-        .get_or_init(|| async {
+        .get_or_try_init(|| async {
             let url = db.url.as_deref().filter(|u| PgStore::is_url(u)).ok_or(
                 "the server needs --db postgres://… (ARBITER_DATABASE_URL): the application role; \
                  the owner's URL is only for migrations and the operator's commands",
@@ -364,16 +364,16 @@ async fn app_pool() -> Result<PgStore, StoreError> {
             }
             let store = PgStore::connect(url).await.map_err(message)?;
             store.check_application_role().await.map_err(message)?;
-            Ok(store)
+            Ok::<_, String>(store)
         })
         .await
-        .clone()
+        .cloned()
         .map_err(StoreError::Database)
 }
 
 fn message(e: StoreError) -> String {
     match e {
-        StoreError::Database(m) => m,
+        StoreError::Database(m) | StoreError::Unavailable(m) => m,
     }
 }
 
@@ -381,7 +381,7 @@ fn message(e: StoreError) -> String {
 async fn owner_pool() -> Result<PgStore, StoreError> {
     let db = Database::get();
     OWNER_POOL
-        .get_or_init(|| async {
+        .get_or_try_init(|| async {
             let url = db
                 .owner_url
                 .as_deref()
@@ -390,7 +390,7 @@ async fn owner_pool() -> Result<PgStore, StoreError> {
             PgStore::connect(url).await.map_err(message)
         })
         .await
-        .clone()
+        .cloned()
         .map_err(StoreError::Database)
 }
 

@@ -1017,6 +1017,7 @@ fn is_reserved_id(id: &str) -> bool {
         "SANDBOX-",
         "TASK-",
         "AGENT-",
+        "STORE-",
     ];
     EXACT.contains(&id) || PREFIXES.iter().any(|p| id.starts_with(p))
 }

@@ -691,6 +691,16 @@ impl ArbiterServer {
         server
     }
 
+    /// Whether `tool` says it changes nothing (its `readOnlyHint`).
+    fn is_read_only(&self, tool: &str) -> bool {
+        self.inner
+            .tool_router
+            .get(tool)
+            .and_then(|t| t.annotations.as_ref())
+            .and_then(|a| a.read_only_hint)
+            .unwrap_or(false)
+    }
+
     /// Check the arguments, run the tool, and commit the audit record before the reply.
     async fn call_tool_audited(
         &self,
@@ -744,6 +754,18 @@ impl ArbiterServer {
                 (Err(ErrorData::invalid_params(message, Some(data))), None)
             }
             Some(Ok(())) => {
+                if !self.is_read_only(&tool)
+                    && let Err(e) = self.inner.audit.ready().await
+                {
+                    // Its record could not be committed: do not make the change.
+                    tracing::error!(tool = %tool, error = %e, "audit chain not ready; call refused before it ran");
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "Failed [AUDIT-001]: {e}. Nothing was changed: the call did not run, since \
+                         its audit record could not be committed. Next: retry once the store \
+                         answers (see /readyz, `arbiter doctor`)."
+                    ))])
+                    .into());
+                }
                 let call = self
                     .inner
                     .tool_router
@@ -811,13 +833,7 @@ impl ArbiterServer {
         );
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
-            let read_only = self
-                .inner
-                .tool_router
-                .get(&tool)
-                .and_then(|t| t.annotations.as_ref())
-                .and_then(|a| a.read_only_hint)
-                .unwrap_or(false);
+            let read_only = self.is_read_only(&tool);
             let effect = if outcome == Outcome::Ok && !read_only {
                 "The change itself was made, but it is not on record"
             } else {

@@ -409,7 +409,17 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
     };
     let mut pools = Vec::new();
     for _ in 0..4 {
-        pools.push(super::PgStore::connect(app_url).await.unwrap());
+        // 120 appenders taking turns on one head row may wait longer for a
+        // connection than a request normally should.
+        let settings = super::postgres::PgSettings {
+            acquire_timeout: std::time::Duration::from_secs(60),
+            ..Default::default()
+        };
+        pools.push(
+            super::PgStore::connect_with(app_url, &settings)
+                .await
+                .unwrap(),
+        );
     }
     let entry = |i: usize| super::AuditEntry {
         ts: format!("2026-01-01T00:00:{:02}Z", i % 60),

@@ -119,7 +119,7 @@ impl AuditChain {
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
-        if state.head.is_none() {
+        if state.head.is_none() && !journal_has_record(&inner.file) {
             // The head may have to come from the store: open it before taking
             // the journal, so nothing slow happens while other processes wait.
             inner
@@ -176,6 +176,19 @@ impl AuditChain {
             seq: record.seq,
             hash: record.hash,
         })
+    }
+
+    /// Whether a record could be committed now: the chain's head is known
+    /// (this process appended before, or the journal ends with a record), or
+    /// the store, which then holds it, answers. Checked before a call that
+    /// changes something runs, so that no change is made that could not be
+    /// put on record (a database down since start, say).
+    pub async fn ready(&self) -> Result<(), AuditError> {
+        let inner = &self.inner;
+        if inner.state.lock().await.head.is_some() || journal_has_record(&inner.file) {
+            return Ok(());
+        }
+        inner.store_head().await.map(|_| ())
     }
 
     /// Index everything in the journal now (used before reading the store).
@@ -257,6 +270,14 @@ impl Drop for FileLock<'_> {
     fn drop(&mut self) {
         let _ = rustix::fs::flock(self.file, FlockOperation::Unlock);
     }
+}
+
+/// Whether the journal ends with a complete record, so the chain's head can
+/// be read from it without the store. Read without the lock: a hint, checked
+/// again under it by `append`.
+fn journal_has_record(file: &File) -> bool {
+    file.metadata()
+        .is_ok_and(|m| matches!(read_head(file, m.len()), Ok((Some(_), _))))
 }
 
 /// The head recorded in the journal's last complete line, and where the
@@ -367,22 +388,32 @@ fn read_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
 /// in one pass, off the reply path) and on a timer.
 async fn index_continuously(strong: Arc<Inner>) {
     let mut cursor = IndexCursor::default();
+    // Whether the last pass failed: said once, not every second of an outage.
+    let mut failing = false;
     loop {
-        let store = match strong.store().await {
-            Ok(store) => store,
-            Err(e) => {
-                tracing::error!(error = %e, "audit store could not be opened; records stay in the journal");
-                return;
+        let indexed = match strong.store().await {
+            Ok(store) => {
+                cursor
+                    .index(store.as_ref(), &strong.tenant, &strong.path)
+                    .await
             }
+            Err(e) => Err(StoreError::Unavailable(e)),
         };
-        match cursor
-            .index(store.as_ref(), &strong.tenant, &strong.path)
-            .await
-        {
+        match indexed {
             Ok(seq) => {
                 strong.indexed_through.fetch_max(seq, Ordering::AcqRel);
+                if failing {
+                    tracing::info!(through = seq, "audit journal indexed again");
+                    failing = false;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "indexing the audit journal failed; will retry"),
+            // The records are safe in the journal; they are indexed once the
+            // store answers again (the cursor has not moved past them).
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "indexing the audit journal failed; records stay in the journal and are indexed when the store answers");
+                failing = true;
+            }
+            Err(_) => {}
         }
         tokio::select! {
             () = strong.wake_indexer.notified() => tokio::time::sleep(INDEX_DELAY).await,

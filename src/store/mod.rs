@@ -4,6 +4,7 @@
 //! Nothing above this module names a backend.
 
 pub mod audit;
+pub mod breaker;
 #[cfg(test)]
 mod conformance;
 pub mod journal;
@@ -78,6 +79,10 @@ pub const DEFAULT_TENANT: &str = "default";
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
+    /// The database could not be reached; the message says since when and
+    /// what to do (`breaker.rs`).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -215,33 +220,112 @@ pub struct OverrideDecision<'a> {
 
 /// A store opened on first use and shared by everyone who needs it (the
 /// audit indexer, the budget keeper), so a server answers `initialize` before
-/// the database is open.
+/// the database is open. An open that fails is retried, no more often than
+/// every retry interval (in between, callers get the last error at once), so
+/// a database that was down at first use does not need a restart.
 pub struct LazyStore {
     opener: journal::StoreOpener,
-    store: tokio::sync::OnceCell<Result<Arc<dyn Store>, String>>,
+    store: std::sync::OnceLock<Arc<dyn Store>>,
+    /// Serializes attempts to open; holds their breaker.
+    opening: tokio::sync::Mutex<breaker::Breaker>,
 }
 
 impl std::fmt::Debug for LazyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LazyStore")
-            .field("open", &self.store.initialized())
+            .field("open", &self.store.get().is_some())
             .finish()
     }
 }
 
 impl LazyStore {
     pub fn new(opener: journal::StoreOpener) -> Arc<Self> {
+        Self::with_retry(opener, breaker::retry_interval())
+    }
+
+    /// [`LazyStore::new`] with a given retry interval.
+    pub fn with_retry(opener: journal::StoreOpener, retry: std::time::Duration) -> Arc<Self> {
         Arc::new(Self {
             opener,
-            store: tokio::sync::OnceCell::new(),
+            store: std::sync::OnceLock::new(),
+            opening: tokio::sync::Mutex::new(breaker::Breaker::new(1, retry)),
         })
     }
 
-    /// The store, opening it the first time (an error sticks: the operator must act).
+    /// The store, opening it if it is not open yet.
     pub async fn get(&self) -> Result<Arc<dyn Store>, String> {
-        self.store
-            .get_or_init(|| async { (self.opener)().await.map_err(|e| e.to_string()) })
-            .await
-            .clone()
+        if let Some(store) = self.store.get() {
+            return Ok(Arc::clone(store));
+        }
+        let mut breaker = self.opening.lock().await;
+        if let Some(store) = self.store.get() {
+            return Ok(Arc::clone(store));
+        }
+        let now = std::time::Instant::now();
+        if let Err(outage) = breaker.admit(now) {
+            return Err(not_opened(&outage));
+        }
+        match (self.opener)().await {
+            Ok(store) => {
+                breaker.success();
+                Ok(Arc::clone(self.store.get_or_init(|| store)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store could not be opened; will retry");
+                breaker.failure(std::time::Instant::now(), &e.to_string());
+                Err(not_opened(&breaker.outage()))
+            }
+        }
+    }
+}
+
+fn not_opened(outage: &breaker::Outage) -> String {
+    format!(
+        "[{}] the store could not be opened (since {}, {} attempt{}): {}; arbiter retries every {}; \
+         check `arbiter doctor`",
+        breaker::NOT_OPENED,
+        outage.since_text(),
+        outage.failures,
+        if outage.failures == 1 { "" } else { "s" },
+        outage.last_error,
+        outage.retry_text(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_store_that_failed_to_open_is_opened_on_a_later_try() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let tries = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&tries);
+        let opener: journal::StoreOpener = Arc::new(move || {
+            let path = path.clone();
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    return Err(StoreError::Database("connection refused".into()));
+                }
+                Ok(Arc::new(SqliteStore::open(&path).await?) as Arc<dyn Store>)
+            })
+        });
+        let lazy = LazyStore::with_retry(opener, std::time::Duration::from_millis(50));
+        let first = lazy.get().await.unwrap_err();
+        assert!(
+            first.contains("STORE-002") && first.contains("connection refused"),
+            "{first}"
+        );
+        // Within the interval: the same error, without trying again.
+        let again = lazy.get().await.unwrap_err();
+        assert!(again.contains("connection refused"), "{again}");
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        lazy.get().await.expect("opened on the next try");
+        lazy.get().await.unwrap();
+        assert_eq!(tries.load(Ordering::SeqCst), 2, "an open store is kept");
     }
 }

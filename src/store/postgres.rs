@@ -16,29 +16,97 @@
 //! A server refuses to run on a role that owns the tables or bypasses row
 //! security ([`PgStore::check_application_role`]).
 //!
+//! The pool is bounded, with a short acquire timeout and statement and
+//! idle-in-transaction timeouts set on every connection ([`PgSettings`]). A
+//! circuit breaker (`breaker.rs`) sits in front of it: once the database has
+//! been unreachable a few times in a row, requests fail at once with STORE-001
+//! instead of each waiting for the pool, and a probe every retry interval lets
+//! the server recover by itself when the database is back.
+//!
 //! Token lookup by hash happens before the tenant is known: it sets
 //! `app.token_hash` instead, which shows the one row with that hash.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use super::audit::{AuditRecord, ChainHead};
+use super::breaker::{self, Breaker, Outage};
 use super::tokens::{NewToken, TenantRecord, TokenRecord, TokenRole};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
 use crate::overrides::{OverrideRecord, Scope};
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Connections per process; several processes share the server's limit.
-const MAX_CONNECTIONS: u32 = 8;
-/// Longest a statement may run before the database cancels it.
-const STATEMENT_TIMEOUT_MS: u64 = 10_000;
-/// Longest a request waits for a free connection (or a new one).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pool limits and timeouts, from the environment (see README, PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSettings {
+    /// Connections per process; several processes share the server's limit.
+    pub max_connections: u32,
+    /// Longest a request waits for a free connection (or a new one): short,
+    /// so a database that went away is noticed in seconds.
+    pub acquire_timeout: Duration,
+    /// Longest a statement may run before the database cancels it.
+    pub statement_timeout: Duration,
+    /// Longest a connection may sit idle inside a transaction (a stuck
+    /// request must not hold row locks, e.g. a chain's head, for ever).
+    pub idle_in_transaction_timeout: Duration,
+    /// Connection failures in a row after which calls fail fast.
+    pub breaker_failures: u32,
+    /// How often a probe checks whether the database is back.
+    pub retry: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            breaker_failures: 3,
+            retry: super::breaker::retry_interval(),
+        }
+    }
+}
+
+impl PgSettings {
+    /// The defaults, overridden by `ARBITER_DB_*` variables.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let mut s = Self::default();
+        let number = |name: &str, default: u64| -> Result<u64, StoreError> {
+            match std::env::var(name) {
+                Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+                    StoreError::Database(format!(
+                        "{name}={v:?} is not a whole number (default {default})"
+                    ))
+                }),
+                Err(_) => Ok(default),
+            }
+        };
+        let ms = |d: Duration| d.as_millis() as u64;
+        s.max_connections =
+            number("ARBITER_DB_MAX_CONNECTIONS", s.max_connections.into())?.clamp(1, 1000) as u32;
+        s.acquire_timeout = Duration::from_millis(
+            number("ARBITER_DB_ACQUIRE_TIMEOUT_MS", ms(s.acquire_timeout))?.max(1),
+        );
+        s.statement_timeout = Duration::from_millis(number(
+            "ARBITER_DB_STATEMENT_TIMEOUT_MS",
+            ms(s.statement_timeout),
+        )?);
+        s.idle_in_transaction_timeout = Duration::from_millis(number(
+            "ARBITER_DB_IDLE_TX_TIMEOUT_MS",
+            ms(s.idle_in_transaction_timeout),
+        )?);
+        s.breaker_failures =
+            number("ARBITER_DB_BREAKER_FAILURES", s.breaker_failures.into())?.clamp(1, 1000) as u32;
+        Ok(s)
+    }
+}
 
 macro_rules! select_overrides {
     ($rest:literal) => {
@@ -68,6 +136,99 @@ pub struct PgStore {
     pool: PgPool,
     /// The tenant of requests that name none; `None`: set no tenant.
     scope: Option<String>,
+    /// Whether the database answers; shared by every handle on the pool.
+    health: Arc<Health>,
+}
+
+/// The pool's circuit breaker, and what to call the database in messages.
+#[derive(Debug)]
+struct Health {
+    /// The URL without its password.
+    target: String,
+    breaker: Mutex<Breaker>,
+    /// When a request last got a connection: a pool timeout while others
+    /// got theirs means a busy pool, not an unreachable database.
+    last_success: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn admit(&self) -> Result<(), StoreError> {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker
+            .admit(Instant::now())
+            .map_err(|outage| self.unreachable(&outage, true))
+    }
+
+    fn success(&self) {
+        *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker.success();
+    }
+
+    /// Whether some request got a connection after `t`.
+    fn succeeded_since(&self, t: Instant) -> bool {
+        self.last_success
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at > t)
+    }
+
+    /// Note a failure to reach the database; the error to report.
+    fn failure(&self, e: &sqlx::Error) -> StoreError {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+        breaker.failure(Instant::now(), &e.to_string());
+        self.unreachable(&breaker.outage(), false)
+    }
+
+    /// The error to report; `fast`: the call was refused without trying.
+    fn unreachable(&self, outage: &Outage, fast: bool) -> StoreError {
+        StoreError::Unavailable(format!(
+            "[{}] the database at {} is unreachable since {} ({} failed attempt{} in a row; last: {}){}; \
+             arbiter retries every {}; check `arbiter doctor`",
+            breaker::UNREACHABLE,
+            self.target,
+            outage.since_text(),
+            outage.failures,
+            if outage.failures == 1 { "" } else { "s" },
+            outage.last_error,
+            if fast {
+                "; refused without waiting for it"
+            } else {
+                ""
+            },
+            outage.retry_text(),
+        ))
+    }
+}
+
+/// Whether `e` says the database could not be reached (as opposed to a
+/// query it refused): those count toward the breaker.
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception); 57P01-03: the server is shutting
+        // down, crashed or starting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
+/// `postgres://user:secret@host/db` as `postgres://user@host:port/db`.
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
 }
 
 fn is_postgres_url(url: &str) -> bool {
@@ -80,18 +241,67 @@ impl PgStore {
         is_postgres_url(url)
     }
 
-    /// Connect a pool (no migrations); the handle is unscoped.
+    /// Connect a pool (no migrations), with the settings from the
+    /// environment ([`PgSettings::from_env`]); the handle is unscoped.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, &PgSettings::from_env()?).await
+    }
+
+    /// [`PgStore::connect`] with explicit settings.
+    pub async fn connect_with(url: &str, settings: &PgSettings) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?
             .application_name("arbiter")
-            .options([("statement_timeout", STATEMENT_TIMEOUT_MS.to_string())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .options([
+                (
+                    "statement_timeout",
+                    settings.statement_timeout.as_millis().to_string(),
+                ),
+                (
+                    "idle_in_transaction_session_timeout",
+                    settings.idle_in_transaction_timeout.as_millis().to_string(),
+                ),
+            ]);
+        let health = Arc::new(Health {
+            target: describe(&options),
+            breaker: Mutex::new(Breaker::new(settings.breaker_failures, settings.retry)),
+            last_success: Mutex::new(None),
+        });
+        let connected = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
             .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool, scope: None })
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone())
+            .await;
+        let pool = match connected {
+            Ok(pool) => pool,
+            // A first connection has no breaker to speak of yet; the opener
+            // (`LazyStore`) spaces out the retries.
+            Err(e) if is_connection_error(&e) => {
+                // The pool only says it timed out: one direct try says why.
+                let why = match e {
+                    sqlx::Error::PoolTimedOut => {
+                        use sqlx::ConnectOptions;
+                        match tokio::time::timeout(settings.acquire_timeout, options.connect())
+                            .await
+                        {
+                            Ok(Err(direct)) => direct.to_string(),
+                            _ => e.to_string(),
+                        }
+                    }
+                    e => e.to_string(),
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "the database at {} is unreachable: {why}",
+                    health.target
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            pool,
+            scope: None,
+            health,
+        })
     }
 
     /// Apply the migrations, as the role that owns the tables. Each runs in
@@ -121,6 +331,7 @@ impl PgStore {
         Self {
             pool: self.pool.clone(),
             scope: Some(tenant.to_string()),
+            health: Arc::clone(&self.health),
         }
     }
 
@@ -169,13 +380,66 @@ impl PgStore {
         &self.pool
     }
 
+    /// A transaction, through the breaker: refused at once while the
+    /// database is known to be unreachable; a failure to connect counts.
+    async fn transaction(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.health.admit()?;
+        let started = Instant::now();
+        match self.pool.begin().await {
+            Ok(tx) => {
+                self.health.success();
+                Ok(tx)
+            }
+            // Others were served meanwhile: a busy pool, not an outage.
+            Err(sqlx::Error::PoolTimedOut) if self.health.succeeded_since(started) => {
+                Err(self.busy())
+            }
+            Err(sqlx::Error::PoolTimedOut) => match self.connect_directly().await {
+                // The database answers: every connection was busy.
+                Ok(()) => Err(self.busy()),
+                Err(e) => Err(self.health.failure(&e)),
+            },
+            Err(e) if is_connection_error(&e) => Err(self.health.failure(&e)),
+            Err(e) => {
+                // It answered, if only to refuse.
+                self.health.success();
+                Err(e.into())
+            }
+        }
+    }
+
+    fn busy(&self) -> StoreError {
+        StoreError::Database(format!(
+            "every connection to the database was busy for {:?} (a burst of requests, or slow \
+             statements); retry, or raise ARBITER_DB_MAX_CONNECTIONS",
+            self.pool.options().get_acquire_timeout()
+        ))
+    }
+
+    /// After a pool timeout with no one else served: one connection outside
+    /// the pool, to tell a busy pool from an unreachable database and to
+    /// learn why (the pool only says it timed out).
+    async fn connect_directly(&self) -> Result<(), sqlx::Error> {
+        use sqlx::{ConnectOptions, Connection};
+        let options = self.pool.connect_options();
+        let wait = self.pool.options().get_acquire_timeout();
+        match tokio::time::timeout(wait, options.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+
     /// A transaction for one request, with the tenant set first: `tenant`,
     /// else the handle's scope, else none.
     pub(super) async fn begin(
         &self,
         tenant: Option<&str>,
     ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.transaction().await?;
         if let Some(tenant) = tenant.or(self.scope.as_deref()) {
             sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
                 .bind(tenant)
@@ -695,7 +959,7 @@ impl Store for PgStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.transaction().await?;
         sqlx::query("SELECT set_config('app.token_hash', $1, true)")
             .bind(hash)
             .execute(&mut *tx)
@@ -760,5 +1024,29 @@ impl Store for PgStore {
                 .await?;
         tx.commit().await?;
         Ok(row.as_ref().map(tenant_from_row).transpose()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_to_reach_the_database_count_toward_the_breaker() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(is_connection_error(&sqlx::Error::Io(refused)));
+        assert!(is_connection_error(&sqlx::Error::PoolTimedOut));
+        assert!(is_connection_error(&sqlx::Error::PoolClosed));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+        assert!(!is_connection_error(&sqlx::Error::ColumnNotFound(
+            "x".into()
+        )));
+    }
+
+    #[test]
+    fn the_database_is_named_without_its_password() {
+        let options =
+            PgConnectOptions::from_str("postgres://app:s3cret@127.0.0.1:5433/arbiter").unwrap();
+        assert_eq!(describe(&options), "postgres://app@127.0.0.1:5433/arbiter");
     }
 }

@@ -15,6 +15,7 @@
 #
 #   tools/pg/setup.sh          set up / start, print the URLs
 #   tools/pg/setup.sh stop     stop the cluster
+#   tools/pg/setup.sh kill     stop it at once, as a crash would (pg_ctl -m immediate)
 #   tools/pg/setup.sh destroy  stop it and delete the directory
 set -euo pipefail
 
@@ -68,6 +69,10 @@ stop)
     [ -d "$data" ] && run "$bindir/pg_ctl" -D "$data" -m fast stop >&2 || true
     exit 0
     ;;
+kill)
+    [ -d "$data" ] && run "$bindir/pg_ctl" -D "$data" -m immediate stop >&2 || true
+    exit 0
+    ;;
 destroy)
     [ -d "$data" ] && run "$bindir/pg_ctl" -D "$data" -m immediate stop >&2 || true
     rm -rf "$dir"
@@ -75,7 +80,7 @@ destroy)
     ;;
 start) ;;
 *)
-    log "unknown action $action (start, stop, destroy)"
+    log "unknown action $action (start, stop, kill, destroy)"
     exit 2
     ;;
 esac
