@@ -1,4 +1,6 @@
-//! The audit journal: the commit point of every audit record.
+//! The audit journal: the commit point of every audit record on SQLite. (On
+//! PostgreSQL the database is, see [`AuditChain::in_store`]: a journal file
+//! cannot serialize processes on several hosts.)
 //!
 //! A record is appended to `.arbiter/audit.journal` (one JSON line, one
 //! `write(2)` under an exclusive `flock`) before the reply goes out, and a
