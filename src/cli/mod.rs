@@ -468,10 +468,19 @@ pub fn open_workspace_as(
     let toolbox = Arc::new(open_toolbox_for(setup, Some(tenant))?);
     let root_path = toolbox.root.path().to_path_buf();
     state_dir(&root_path)?;
-    let journal = tenant_journal_path(&root_path, tenant);
-    let audit = AuditChain::open(tenant.to_string(), &journal, toolbox.store.clone())
-        .with_context(|| format!("cannot open the audit journal {}", journal.display()))?;
+    let audit = open_chain(&root_path, tenant, toolbox.store.clone())?;
     Ok((toolbox, audit))
+}
+
+/// A tenant's audit chain: committed by PostgreSQL itself when that is the
+/// store (several hosts share it), else by the workspace's journal.
+pub fn open_chain(root: &Path, tenant: &str, store: Arc<LazyStore>) -> anyhow::Result<AuditChain> {
+    let journal = tenant_journal_path(root, tenant);
+    if uses_postgres() {
+        return Ok(AuditChain::in_store(tenant.to_string(), &journal, store));
+    }
+    AuditChain::open(tenant.to_string(), &journal, store)
+        .with_context(|| format!("cannot open the audit journal {}", journal.display()))
 }
 
 /// The audit journal of a workspace (see `store::journal`).

@@ -155,8 +155,8 @@ async fn decide_cli(
     let audit = if record.tenant == audit.tenant() {
         audit
     } else {
-        let journal = super::tenant_journal_path(toolbox.root.path(), &record.tenant);
-        tenant_audit = AuditChain::open(record.tenant.clone(), &journal, toolbox.store.clone())?;
+        tenant_audit =
+            super::open_chain(toolbox.root.path(), &record.tenant, toolbox.store.clone())?;
         &tenant_audit
     };
     let policy = toolbox.policy.load();

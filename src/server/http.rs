@@ -187,7 +187,10 @@ pub async fn serve(
         allowed_hosts(&options, bound),
         origins.clone(),
         stop.clone(),
-        Arc::new(RateLimits::new(options.rate_limit)),
+        Arc::new(RateLimits::with_store(
+            options.rate_limit,
+            tenants.default_tenant().toolbox.store.clone(),
+        )),
     ));
     let replies = Arc::new(Replies::default());
     let app = Arc::new(App {
@@ -388,7 +391,10 @@ pub(super) async fn identify(
                 )));
             }
             Ok(record) => {
-                if let Err(over) = limits.check(record.id, record.rate_limit.as_deref()) {
+                if let Err(over) = limits
+                    .check(record.id, &record.tenant, record.rate_limit.as_deref())
+                    .await
+                {
                     tracing::info!(token = record.id, limit = %over.limit, "rate limit reached");
                     return Err(refuse(too_many_requests(record.id, &over)));
                 }

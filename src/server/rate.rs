@@ -5,8 +5,10 @@
 //!
 //! The limit of a token is its own (`arbiter token create --rate-limit`) or
 //! the server's (`serve --rate-limit`, default [`DEFAULT_RATE_LIMIT`]).
-//! Counts live in this process: several servers on one store count apart
-//! (PostgreSQL, issue 10, is where counting across instances belongs).
+//! On PostgreSQL the counts live in the database (`Store::rate_take`, the
+//! same GCRA on the database's clock, one round trip per request), so several
+//! servers on one database share a token's budget; on SQLite they live in
+//! this process. If the database cannot count a request, this process does.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +19,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
+
+use crate::store::LazyStore;
 
 /// The server's limit per token when neither the token nor `serve` names one:
 /// 20 requests a second sustained, with bursts of up to 1,200.
@@ -103,24 +107,78 @@ pub struct OverLimit {
 pub struct RateLimits {
     default: RateLimit,
     buckets: Mutex<HashMap<i64, (RateLimit, Arc<DefaultDirectRateLimiter>)>>,
+    /// The store that may count for every process (PostgreSQL).
+    store: Option<Arc<LazyStore>>,
 }
 
 impl RateLimits {
+    /// Counts kept in this process only.
     pub fn new(default: RateLimit) -> Self {
         Self {
             default,
             buckets: Mutex::new(HashMap::new()),
+            store: None,
         }
     }
 
-    /// Count one request of `token`, whose own limit is `own` (as stored:
-    /// `None` is the server's). Refused when the bucket is empty.
-    pub fn check(&self, token: i64, own: Option<&str>) -> Result<(), OverLimit> {
+    /// Counts kept by `store` when it shares them (PostgreSQL), else here.
+    pub fn with_store(default: RateLimit, store: Arc<LazyStore>) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::new(default)
+        }
+    }
+
+    /// Count one request of `token` (of `tenant`), whose own limit is `own`
+    /// (as stored: `None` is the server's). Refused when the bucket is empty.
+    pub async fn check(
+        &self,
+        token: i64,
+        tenant: &str,
+        own: Option<&str>,
+    ) -> Result<(), OverLimit> {
         // A stored limit that no longer parses falls back to the server's:
         // `token create` validated it, so only a hand-edited row gets here.
         let limit = own
             .and_then(|s| s.parse::<RateLimit>().ok())
             .unwrap_or(self.default);
+        let RateLimit::Per { requests, period } = limit else {
+            return Ok(());
+        };
+        if let Some(wait) = self.shared_count(token, tenant, requests, period).await {
+            return if wait.is_zero() {
+                Ok(())
+            } else {
+                Err(over_limit(limit, wait))
+            };
+        }
+        self.local_count(token, limit)
+    }
+
+    /// The store's count: how long to wait (zero: let in), or `None` when
+    /// the store keeps no shared counts or could not count this one.
+    async fn shared_count(
+        &self,
+        token: i64,
+        tenant: &str,
+        requests: NonZeroU32,
+        period: Duration,
+    ) -> Option<Duration> {
+        let store = self.store.as_ref()?.get().await.ok()?;
+        let interval = period / requests.get();
+        match store
+            .rate_take(tenant, token, interval, period - interval)
+            .await
+        {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(error = %e, token, "the store could not count a request; counting it in this process");
+                None
+            }
+        }
+    }
+
+    fn local_count(&self, token: i64, limit: RateLimit) -> Result<(), OverLimit> {
         let Some(quota) = limit.quota() else {
             return Ok(());
         };
@@ -135,13 +193,19 @@ impl RateLimits {
             entry.1.clone()
         };
         bucket.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            OverLimit {
+            over_limit(
                 limit,
-                // Whole seconds, rounded up: never 0, which would invite a retry at once.
-                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
-            }
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )
         })
+    }
+}
+
+fn over_limit(limit: RateLimit, wait: Duration) -> OverLimit {
+    OverLimit {
+        limit,
+        // Whole seconds, rounded up: never 0, which would invite a retry at once.
+        retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
     }
 }
 
@@ -168,29 +232,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_token_gets_its_burst_then_waits_and_tokens_count_apart() {
+    #[tokio::test]
+    async fn a_token_gets_its_burst_then_waits_and_tokens_count_apart() {
         let limits = RateLimits::new("3/h".parse().unwrap());
         for _ in 0..3 {
-            limits.check(1, None).unwrap();
+            limits.check(1, "t", None).await.unwrap();
         }
-        let over = limits.check(1, None).unwrap_err();
+        let over = limits.check(1, "t", None).await.unwrap_err();
         assert_eq!(over.limit.to_string(), "3/h");
         // One request comes back every 20 minutes.
         assert!((1100..=1200).contains(&over.retry_after_secs), "{over:?}");
         // Another token has its own bucket; its own limit outranks the server's.
-        limits.check(2, Some("1/h")).unwrap();
-        assert!(limits.check(2, Some("1/h")).is_err());
+        limits.check(2, "t", Some("1/h")).await.unwrap();
+        assert!(limits.check(2, "t", Some("1/h")).await.is_err());
         for _ in 0..100 {
-            limits.check(3, Some("off")).unwrap();
+            limits.check(3, "t", Some("off")).await.unwrap();
         }
     }
 
-    #[test]
-    fn off_lets_everything_in() {
+    #[tokio::test]
+    async fn off_lets_everything_in() {
         let limits = RateLimits::new(RateLimit::Off);
         for _ in 0..10_000 {
-            limits.check(1, None).unwrap();
+            limits.check(1, "t", None).await.unwrap();
         }
     }
 }

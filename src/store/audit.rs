@@ -2,9 +2,11 @@
 //! edited, inserted or removed record (short of cutting the newest ones) breaks
 //! verification.
 //!
-//! Records are committed to an append-only journal before the reply goes out
-//! and indexed into the store behind it (see `journal.rs`); `verify` and
-//! `tail` read the store after catching up with the journal.
+//! On SQLite, records are committed to an append-only journal before the
+//! reply goes out and indexed into the store behind it (see `journal.rs`);
+//! `verify` and `tail` read the store after catching up with the journal. On
+//! PostgreSQL the database is the commit point (`Store::audit_append`, the
+//! tenant's head row locked), so processes on several hosts share one chain.
 
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -459,3 +459,43 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
         assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>(), "{tenant}");
     }
 }
+
+/// PostgreSQL counts a token's requests for every process (SQLite leaves it
+/// to each process): over two pools, a 5/h token gets five in, then waits
+/// about one interval (12 minutes); another token counts apart.
+#[tokio::test]
+async fn request_counts_are_shared_on_postgres_and_left_to_the_process_on_sqlite() {
+    use std::time::Duration;
+    let interval = Duration::from_secs(12 * 60);
+    let tolerance = Duration::from_secs(48 * 60);
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let TestDb::Postgres { app_url, .. } = &db else {
+            assert_eq!(
+                store.rate_take("a", 1, interval, tolerance).await.unwrap(),
+                None
+            );
+            continue;
+        };
+        let other = super::PgStore::connect(app_url).await.unwrap();
+        let mut waits = Vec::new();
+        for i in 0..8 {
+            let pool: &dyn Store = if i % 2 == 0 { &*store } else { &other };
+            waits.push(
+                pool.rate_take("a", 1, interval, tolerance)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert!(waits[..5].iter().all(Duration::is_zero), "{waits:?}");
+        for wait in &waits[5..] {
+            assert!(
+                (Duration::from_secs(11 * 60)..=interval).contains(wait),
+                "{waits:?}"
+            );
+        }
+        let fresh = other.rate_take("a", 2, interval, tolerance).await.unwrap();
+        assert_eq!(fresh, Some(Duration::ZERO));
+    }
+}

@@ -1,4 +1,6 @@
-//! The audit journal: the commit point of every audit record.
+//! The audit journal: the commit point of every audit record on SQLite. (On
+//! PostgreSQL the database is, see [`AuditChain::in_store`]: a journal file
+//! cannot serialize processes on several hosts.)
 //!
 //! A record is appended to `.arbiter/audit.journal` (one JSON line, one
 //! `write(2)` under an exclusive `flock`) before the reply goes out, and a
@@ -54,18 +56,43 @@ pub struct AuditReceipt {
     pub hash: String,
 }
 
-/// Handle to a workspace's audit chain. Cheap to clone.
+/// Handle to a tenant's audit chain. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditChain {
-    inner: Arc<Inner>,
+    backend: Backend,
+}
+
+/// Where records are committed.
+#[derive(Clone)]
+enum Backend {
+    /// The workspace's journal file, indexed into the store behind it (SQLite).
+    Journal(Arc<Inner>),
+    /// The store itself (PostgreSQL), shared by processes on several hosts.
+    Store(Arc<InStore>),
 }
 
 impl std::fmt::Debug for AuditChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditChain")
-            .field("journal", &self.inner.path)
-            .finish()
+        match &self.backend {
+            Backend::Journal(inner) => f
+                .debug_struct("AuditChain")
+                .field("journal", &inner.path)
+                .finish(),
+            Backend::Store(inner) => f
+                .debug_struct("AuditChain")
+                .field("store", &inner.tenant)
+                .finish(),
+        }
     }
+}
+
+/// A chain committed by the store: no journal, no indexer.
+struct InStore {
+    tenant: String,
+    store: Arc<LazyStore>,
+    /// A journal left by an earlier version, indexed before the first append.
+    legacy_journal: PathBuf,
+    caught_up: tokio::sync::OnceCell<()>,
 }
 
 struct Inner {
@@ -106,100 +133,172 @@ impl AuditChain {
             wake_indexer: Notify::new(),
         });
         tokio::spawn(index_continuously(Arc::clone(&inner)));
-        Ok(Self { inner })
+        Ok(Self {
+            backend: Backend::Journal(inner),
+        })
+    }
+
+    /// A chain whose commit point is the store (PostgreSQL): each append is
+    /// one transaction that locks the tenant's head row, so processes on
+    /// different hosts, with different workspaces, extend one chain. A
+    /// journal at `legacy_journal` (left by a version that committed there)
+    /// is indexed before the first append, so its records stay in the chain.
+    pub fn in_store(tenant: String, legacy_journal: &Path, store: Arc<LazyStore>) -> Self {
+        Self {
+            backend: Backend::Store(Arc::new(InStore {
+                tenant,
+                store,
+                legacy_journal: legacy_journal.to_path_buf(),
+                caught_up: tokio::sync::OnceCell::new(),
+            })),
+        }
     }
 
     /// The tenant whose chain this is.
     pub fn tenant(&self) -> &str {
-        &self.inner.tenant
+        match &self.backend {
+            Backend::Journal(inner) => &inner.tenant,
+            Backend::Store(inner) => &inner.tenant,
+        }
     }
 
-    /// Commit one record to the journal; returns once it is durable against a
-    /// crash of this process.
+    /// Commit one record; returns once it is durable against a crash of this
+    /// process (journal) or committed (store).
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
-        let inner = &self.inner;
-        let mut state = inner.state.lock().await;
-        if state.head.is_none() && !journal_has_record(&inner.file) {
-            // The head may have to come from the store: open it before taking
-            // the journal, so nothing slow happens while other processes wait.
-            inner
-                .store()
-                .await
-                .map_err(|e| AuditError(format!("the audit store could not be opened: {e}")))?;
+        match &self.backend {
+            Backend::Journal(inner) => append_to_journal(inner, entry).await,
+            Backend::Store(inner) => inner.append(entry).await,
         }
-        let lock = FileLock::exclusive(&inner.file).await.map_err(io_audit)?;
-        let size = lock.file.metadata().map_err(io_audit)?.len();
-        if size != state.known_end || state.head.is_none() {
-            let (head, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
-            if valid_end != size {
-                tracing::warn!(at = valid_end, "cutting a torn line from the audit journal");
-                lock.file.set_len(valid_end).map_err(io_audit)?;
+    }
+
+    /// Whether a record could be committed now. Checked before a call that
+    /// changes something runs, so that no change is made that could not be
+    /// put on record (a database down since start, say). Journal: the
+    /// chain's head is known (this process appended before, or the journal
+    /// ends with a record), or the store, which then holds it, answers.
+    /// Store: it answers (through its circuit breaker).
+    pub async fn ready(&self) -> Result<(), AuditError> {
+        match &self.backend {
+            Backend::Journal(inner) => {
+                if inner.state.lock().await.head.is_some() || journal_has_record(&inner.file) {
+                    return Ok(());
+                }
+                inner.store_head().await.map(|_| ())
             }
-            let head = match head {
-                Some(head) => head,
-                // An empty journal: everything is in the store (or nothing exists yet).
-                None => inner.store_head().await?,
-            };
-            state.head = Some(head);
-            state.known_end = valid_end;
-        }
-        let head = state.head.clone().unwrap_or_else(genesis);
-        let record = AuditRecord::from_entry(&inner.tenant, head.seq + 1, &head.hash, &entry);
-        let mut line = serde_json::to_vec(&record).map_err(|e| AuditError(e.to_string()))?;
-        line.push(b'\n');
-        // O_APPEND under the flock: the line lands whole at the end.
-        (&*lock.file).write_all(&line).map_err(io_audit)?;
-        state.known_end += line.len() as u64;
-        state.head = Some(ChainHead {
-            seq: record.seq,
-            hash: record.hash.clone(),
-        });
-        if state.known_end > ROTATE_BYTES
-            && inner.indexed_through.load(Ordering::Acquire) >= record.seq
-        {
-            // Everything is in the store: keep only the head line.
-            if lock
-                .file
-                .set_len(0)
-                .and_then(|()| (&*lock.file).write_all(&line))
-                .is_ok()
-            {
-                state.known_end = line.len() as u64;
-            } else {
-                state.known_end = u64::MAX;
+            Backend::Store(inner) => {
+                let store =
+                    inner.store.get().await.map_err(|e| {
+                        AuditError(format!("the audit store could not be opened: {e}"))
+                    })?;
+                store
+                    .audit_head(&inner.tenant)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| AuditError(format!("the audit store cannot be read: {e}")))
             }
         }
-        drop(lock);
-        drop(state);
-        inner.wake_indexer.notify_one();
+    }
+
+    /// Index everything in the journal now (used before reading the store);
+    /// nothing to do when the store is the commit point.
+    pub async fn flush_index(&self) -> Result<(), StoreError> {
+        let Backend::Journal(inner) = &self.backend else {
+            return Ok(());
+        };
+        let store = inner.store().await.map_err(StoreError::Database)?;
+        let seq = IndexCursor::default()
+            .index(store.as_ref(), &inner.tenant, &inner.path)
+            .await?;
+        inner.indexed_through.fetch_max(seq, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+impl InStore {
+    async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+        let store = self
+            .store
+            .get()
+            .await
+            .map_err(|e| AuditError(format!("the audit store could not be opened: {e}")))?;
+        self.caught_up
+            .get_or_try_init(|| async {
+                index_journal(store.as_ref(), &self.tenant, &self.legacy_journal)
+                    .await
+                    .map(|_| ())
+            })
+            .await
+            .map_err(|e| AuditError(format!("indexing the old audit journal: {e}")))?;
+        let record = store
+            .audit_append(&self.tenant, &entry)
+            .await
+            .map_err(|e| AuditError(e.to_string()))?;
         Ok(AuditReceipt {
             seq: record.seq,
             hash: record.hash,
         })
     }
+}
 
-    /// Whether a record could be committed now: the chain's head is known
-    /// (this process appended before, or the journal ends with a record), or
-    /// the store, which then holds it, answers. Checked before a call that
-    /// changes something runs, so that no change is made that could not be
-    /// put on record (a database down since start, say).
-    pub async fn ready(&self) -> Result<(), AuditError> {
-        let inner = &self.inner;
-        if inner.state.lock().await.head.is_some() || journal_has_record(&inner.file) {
-            return Ok(());
+/// Commit one record to the journal.
+async fn append_to_journal(inner: &Inner, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+    let mut state = inner.state.lock().await;
+    if state.head.is_none() && !journal_has_record(&inner.file) {
+        // The head may have to come from the store: open it before taking
+        // the journal, so nothing slow happens while other processes wait.
+        inner
+            .store()
+            .await
+            .map_err(|e| AuditError(format!("the audit store could not be opened: {e}")))?;
+    }
+    let lock = FileLock::exclusive(&inner.file).await.map_err(io_audit)?;
+    let size = lock.file.metadata().map_err(io_audit)?.len();
+    if size != state.known_end || state.head.is_none() {
+        let (head, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
+        if valid_end != size {
+            tracing::warn!(at = valid_end, "cutting a torn line from the audit journal");
+            lock.file.set_len(valid_end).map_err(io_audit)?;
         }
-        inner.store_head().await.map(|_| ())
+        let head = match head {
+            Some(head) => head,
+            // An empty journal: everything is in the store (or nothing exists yet).
+            None => inner.store_head().await?,
+        };
+        state.head = Some(head);
+        state.known_end = valid_end;
     }
-
-    /// Index everything in the journal now (used before reading the store).
-    pub async fn flush_index(&self) -> Result<(), StoreError> {
-        let store = self.inner.store().await.map_err(StoreError::Database)?;
-        let seq = IndexCursor::default()
-            .index(store.as_ref(), &self.inner.tenant, &self.inner.path)
-            .await?;
-        self.inner.indexed_through.fetch_max(seq, Ordering::AcqRel);
-        Ok(())
+    let head = state.head.clone().unwrap_or_else(genesis);
+    let record = AuditRecord::from_entry(&inner.tenant, head.seq + 1, &head.hash, &entry);
+    let mut line = serde_json::to_vec(&record).map_err(|e| AuditError(e.to_string()))?;
+    line.push(b'\n');
+    // O_APPEND under the flock: the line lands whole at the end.
+    (&*lock.file).write_all(&line).map_err(io_audit)?;
+    state.known_end += line.len() as u64;
+    state.head = Some(ChainHead {
+        seq: record.seq,
+        hash: record.hash.clone(),
+    });
+    if state.known_end > ROTATE_BYTES && inner.indexed_through.load(Ordering::Acquire) >= record.seq
+    {
+        // Everything is in the store: keep only the head line.
+        if lock
+            .file
+            .set_len(0)
+            .and_then(|()| (&*lock.file).write_all(&line))
+            .is_ok()
+        {
+            state.known_end = line.len() as u64;
+        } else {
+            state.known_end = u64::MAX;
+        }
     }
+    drop(lock);
+    drop(state);
+    inner.wake_indexer.notify_one();
+    Ok(AuditReceipt {
+        seq: record.seq,
+        hash: record.hash,
+    })
 }
 
 impl Inner {

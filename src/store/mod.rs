@@ -105,6 +105,33 @@ pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     /// Index records committed to the journal. Records already present (same
     /// tenant and seq, indexed by another process) are left as they are.
     async fn audit_index(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// Append one record to a tenant's chain and commit it, as the commit
+    /// point itself: for stores shared by several hosts (PostgreSQL), where
+    /// no journal file can serialize the appenders. A store that commits
+    /// through the journal (SQLite) refuses.
+    async fn audit_append(
+        &self,
+        _tenant: &str,
+        _entry: &AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        Err(StoreError::Database(
+            "this store commits audit records through the workspace's journal".into(),
+        ))
+    }
+    /// Count one request of token `token` against a limit shared by every
+    /// process on the store: GCRA, one request every `interval`, bursts up
+    /// to `tolerance / interval + 1`. `Ok(None)`: the store keeps no shared
+    /// counts (each process counts its own); `Ok(Some(ZERO))`: let in;
+    /// otherwise how long until a request would be.
+    async fn rate_take(
+        &self,
+        _tenant: &str,
+        _token: i64,
+        _interval: std::time::Duration,
+        _tolerance: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        Ok(None)
+    }
     /// Records with `seq > after`, oldest first, at most `limit`.
     async fn audit_page(
         &self,

@@ -449,54 +449,6 @@ impl PgStore {
         Ok(tx)
     }
 
-    /// Append one record to a tenant's chain and commit it, for several
-    /// processes (or hosts) on one database: the transaction locks the
-    /// tenant's row in `audit_heads`, so appenders take turns and each links
-    /// to the record committed just before it (no fork, no gap). The head
-    /// row is made on first use from the newest record already stored.
-    ///
-    /// Not yet what the server calls: it commits to the journal file and
-    /// indexes behind it (`journal.rs`), which serializes appenders on one
-    /// machine only. Do not mix the two on one tenant's chain.
-    pub async fn audit_append(
-        &self,
-        tenant: &str,
-        entry: &super::AuditEntry,
-    ) -> Result<AuditRecord, StoreError> {
-        let mut tx = self.begin(Some(tenant)).await?;
-        sqlx::query(
-            "INSERT INTO audit_heads (tenant, seq, hash) \
-             SELECT $1, COALESCE(MAX(seq), 0), \
-             COALESCE((SELECT hash FROM audit_records WHERE tenant = $1 ORDER BY seq DESC LIMIT 1), $2) \
-             FROM audit_records WHERE tenant = $1 ON CONFLICT (tenant) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(super::audit::GENESIS_HASH)
-        .execute(&mut *tx)
-        .await?;
-        let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE tenant = $1 FOR UPDATE")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await?;
-        let record = AuditRecord::from_entry(tenant, seq + 1, &hash, entry);
-        let mut insert = QueryBuilder::<Postgres>::new(concat!(
-            "INSERT INTO audit_records (",
-            audit_columns!(),
-            ") "
-        ));
-        push_records(&mut insert, std::slice::from_ref(&record));
-        insert.build().execute(&mut *tx).await?;
-        sqlx::query("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant = $1")
-            .bind(tenant)
-            .bind(record.seq)
-            .bind(&record.hash)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(record)
-    }
-
     async fn override_by_id(
         tx: &mut Transaction<'static, Postgres>,
         id: i64,
@@ -507,6 +459,10 @@ impl PgStore {
             .await?;
         Ok(row.as_ref().map(override_from_row).transpose()?)
     }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 pub(super) fn rows<T>(
@@ -625,6 +581,81 @@ impl Store for PgStore {
         })
     }
 
+    /// The commit point of audit records on PostgreSQL, for several
+    /// processes (or hosts) on one database: the transaction locks the
+    /// tenant's row in `audit_heads`, so appenders take turns and each links
+    /// to the record committed just before it (no fork, no gap). The head
+    /// row is made on first use from the newest record already stored.
+    async fn audit_append(
+        &self,
+        tenant: &str,
+        entry: &super::AuditEntry,
+    ) -> Result<AuditRecord, StoreError> {
+        const LOCK_HEAD: &str = "SELECT seq, hash FROM audit_heads WHERE tenant = $1 FOR UPDATE";
+        let mut tx = self.begin(Some(tenant)).await?;
+        let mut head: Option<(i64, String)> = sqlx::query_as(LOCK_HEAD)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if head.is_none() {
+            // First append of this chain here: concurrent first appenders
+            // insert the same row; one wins, the others wait on it.
+            sqlx::query(
+                "INSERT INTO audit_heads (tenant, seq, hash)                  SELECT $1, COALESCE(MAX(seq), 0),                  COALESCE((SELECT hash FROM audit_records WHERE tenant = $1 ORDER BY seq DESC LIMIT 1), $2)                  FROM audit_records WHERE tenant = $1 ON CONFLICT (tenant) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(super::audit::GENESIS_HASH)
+            .execute(&mut *tx)
+            .await?;
+            head = Some(
+                sqlx::query_as(LOCK_HEAD)
+                    .bind(tenant)
+                    .fetch_one(&mut *tx)
+                    .await?,
+            );
+        }
+        let (seq, hash) = head.unwrap_or_default();
+        let record = AuditRecord::from_entry(tenant, seq + 1, &hash, entry);
+        // The record and the new head in one statement (one round trip).
+        let mut insert = QueryBuilder::<Postgres>::new(concat!(
+            "WITH added AS (INSERT INTO audit_records (",
+            audit_columns!(),
+            ") "
+        ));
+        push_records(&mut insert, std::slice::from_ref(&record));
+        insert.push(
+            " RETURNING tenant, seq, hash) UPDATE audit_heads h SET seq = added.seq,              hash = added.hash FROM added WHERE h.tenant = added.tenant",
+        );
+        let done = insert.build().execute(&mut *tx).await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Database(format!(
+                "the audit head of tenant {tenant} did not move to seq {}",
+                record.seq
+            )));
+        }
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn rate_take(
+        &self,
+        tenant: &str,
+        token: i64,
+        interval: Duration,
+        tolerance: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        // One round trip: the function sets the tenant itself
+        // (migrations/postgres/0004_shared_rate_limits.sql).
+        let wait_us: i64 = sqlx::query_scalar("SELECT arbiter_rate_take($1, $2, $3, $4)")
+            .bind(tenant)
+            .bind(token)
+            .bind(micros(interval))
+            .bind(micros(tolerance))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(Duration::from_micros(wait_us.max(0) as u64)))
+    }
+
     async fn audit_index(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         // Records of one tenant per transaction: the setting is per transaction.
         let mut start = 0;
@@ -644,6 +675,17 @@ impl Store for PgStore {
             push_records(&mut query, batch);
             query.push(" ON CONFLICT (tenant, seq) DO NOTHING");
             query.build().persistent(false).execute(&mut *tx).await?;
+            // A head row (made by `audit_append`) follows indexed records, so
+            // the next append links to them; only to a record that is stored.
+            let last = &batch[batch.len() - 1];
+            sqlx::query(
+                "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant = $1 AND seq < $2                  AND EXISTS (SELECT 1 FROM audit_records WHERE tenant = $1 AND seq = $2 AND hash = $3)",
+            )
+            .bind(tenant)
+            .bind(last.seq)
+            .bind(&last.hash)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             start = end;
         }

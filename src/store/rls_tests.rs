@@ -35,6 +35,7 @@ const TABLES: &[(&str, &str)] = &[
     ("task_gate_results", "tenant"),
     ("task_arbitrations", "tenant"),
     ("task_judge_calls", "tenant"),
+    ("rate_counts", "tenant"),
 ];
 
 /// Give tenant `t` at least one row in every table, through the store.
@@ -58,6 +59,9 @@ async fn populate(app: &PgStore, t: &str) {
     let record = AuditRecord::from_entry(t, 1, GENESIS_HASH, &entry);
     store.audit_index(&[record]).await.unwrap();
     store.budget_add(t, "spec", "a.rs", 3).await.unwrap();
+    let second = std::time::Duration::from_secs(1);
+    let counted = store.rate_take(t, 1, second, second).await.unwrap();
+    assert_eq!(counted, Some(std::time::Duration::ZERO));
     let scope = crate::overrides::Scope::default();
     let o = store
         .override_create(&NewOverride {
