@@ -54,6 +54,37 @@ fn initialize() -> Value {
 }
 
 #[tokio::test]
+async fn with_the_token_cache_a_revocation_from_another_process_still_takes_effect() {
+    let s = Scratch::new();
+    s.write("notes.txt", "x\n");
+    let token = create_token(&s.ws(), "default", "agent-c");
+    // The default: a verified token is trusted for 1 s without the store.
+    let server = HttpServer::start(&s.ws(), &[]);
+    let client = connect(&server.mcp(), Some(&token)).await.unwrap();
+    for _ in 0..5 {
+        ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;
+    }
+    let id = newest_token_id(&s.ws());
+    let (code, out, err) = run_cli(&s.ws(), &["token", "revoke", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Refused once the cached answer is older than the TTL; the limit below
+    // only detects a cache that never asks the store again.
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        while try_call(&client, "file_read", json!({"target_file": "notes.txt"}))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "a revoked token's session kept answering");
+    let (status, _, _, body) = post(&server.mcp(), Some(&token), None, &[], &initialize()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+}
+
+#[tokio::test]
 async fn a_token_opens_a_session_that_lists_tools_and_reads_a_file_as_the_tokens_agent() {
     let s = Scratch::new();
     s.write("notes.txt", "hello over http\n");
@@ -82,7 +113,8 @@ async fn without_a_valid_token_mcp_answers_401_and_a_revoked_token_is_refused_at
     let s = Scratch::new();
     s.write("notes.txt", "x\n");
     let token = create_token(&s.ws(), "default", "agent-r");
-    let server = HttpServer::start(&s.ws(), &[]);
+    // No token cache: the store is asked on every request.
+    let server = HttpServer::start(&s.ws(), &["--token-cache-ttl", "0"]);
     let url = server.mcp();
 
     for bad in [
@@ -972,7 +1004,7 @@ async fn revoking_a_token_ends_its_sse_session_and_drops_its_server() {
     let s = Scratch::new();
     let token = create_token(&s.ws(), "default", "sse-revoked");
     let id = newest_token_id(&s.ws());
-    let server = HttpServer::start(&s.ws(), &[]);
+    let server = HttpServer::start(&s.ws(), &["--token-cache-ttl", "0"]);
 
     let (mut stream, url) = sse_session(&server.base, &token).await;
     assert_eq!(post_message(&url, Some(&token), &initialize()).await.0, 202);

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
@@ -46,6 +47,54 @@ pub struct ServeArgs {
     /// (http://localhost:PORT of this server). Repeatable.
     #[arg(long, value_name = "ORIGIN", requires = "http")]
     allowed_origin: Vec<String>,
+    /// Close an MCP session (on /mcp or /sse) that has passed no message
+    /// either way for this long, with its streams, terminals and jobs (on
+    /// /sse, not while one of its calls runs). Keep-alive comments on its
+    /// streams do not count. `30s`, `5m`, `1h`.
+    #[arg(long, value_name = "DURATION", requires = "http", default_value = "5m", value_parser = parse_timeout)]
+    session_idle_timeout: Duration,
+    /// A client must send a request's headers within this time, and its body
+    /// within this time again; a connection idle this long between requests
+    /// is closed too (slowloris).
+    #[arg(long, value_name = "DURATION", requires = "http", default_value = "30s", value_parser = parse_timeout)]
+    read_timeout: Duration,
+    /// Close a connection, with its streams, when its client takes none of
+    /// what is sent to it for this long (it stopped reading).
+    #[arg(long, value_name = "DURATION", requires = "http", default_value = "30s", value_parser = parse_timeout)]
+    write_timeout: Duration,
+    /// Trust a token the store accepted for this long before asking it again:
+    /// a revocation by `arbiter token revoke` takes effect within this time
+    /// (`0`: on the next request, at the cost of a store lookup per request).
+    #[arg(long, value_name = "DURATION", requires = "http", default_value = "1s", value_parser = parse_duration)]
+    token_cache_ttl: Duration,
+}
+
+/// A duration that is not zero (a zero timeout would refuse everything).
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout.is_zero() {
+        return Err("a timeout of 0 would cut every client off; give e.g. 30s".into());
+    }
+    Ok(timeout)
+}
+
+/// `500ms`, `30s`, `5m`, `1h`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 30s, 5m, 500ms"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => return Err(format!("`{other}`: the units are ms, s, m and h")),
+    })
 }
 
 pub async fn run(setup: &super::Setup, args: ServeArgs) -> anyhow::Result<()> {
@@ -57,6 +106,12 @@ pub async fn run(setup: &super::Setup, args: ServeArgs) -> anyhow::Result<()> {
                 allowed_hosts: args.allowed_host,
                 allowed_origins: args.allowed_origin,
                 rate_limit: args.rate_limit,
+                token_cache_ttl: args.token_cache_ttl,
+                timeouts: crate::server::conn::ConnTimeouts {
+                    read: args.read_timeout,
+                    write: args.write_timeout,
+                },
+                session_idle_timeout: args.session_idle_timeout,
             };
             serve_http(setup, options).await
         }
@@ -156,4 +211,22 @@ async fn serve_stdio(setup: &super::Setup) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_timeouts_refuse_zero() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5 days").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_timeout("0s").is_err());
+    }
 }

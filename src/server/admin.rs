@@ -40,6 +40,8 @@ const MAX_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AdminState {
     pub tenants: Arc<TenantRegistry>,
+    /// Tokens recently verified, shared with `/mcp`.
+    pub tokens: Arc<auth::TokenCache>,
     /// `Host` values accepted.
     pub allowed_hosts: Vec<String>,
     /// Origins a browser may call from (none by default).
@@ -75,7 +77,7 @@ async fn admin(
         return Err(refused);
     }
     let store = &state.tenants.default_tenant().toolbox.store;
-    let token = auth::authenticate(store, headers)
+    let token = auth::authenticate(store, &state.tokens, headers)
         .await
         .map_err(IntoResponse::into_response)?;
     if token.role != TokenRole::Admin {

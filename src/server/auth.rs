@@ -7,8 +7,17 @@
 //! (no salt, no slow hash: there is nothing to guess), and looking it up by
 //! its hash leaks nothing useful through timing.
 //!
-//! Every request is checked against the store, so a revocation made by
-//! `arbiter token revoke` in another process takes effect on the next request.
+//! A token the store accepted is trusted for a short while (`serve
+//! --token-cache-ttl`, 1 s by default) without asking the store again: the
+//! lookup goes through sqlx's worker thread and was about half the server's
+//! CPU per call. A revocation made by `arbiter token revoke` in another
+//! process therefore takes effect within that time (at once with a TTL of 0).
+//! Checking whether the database changed instead would not help: every call
+//! writes an audit record, so it changes all the time under load.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -143,22 +152,85 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
     Ok(token)
 }
 
-/// The stored token a request carries, if it is known and not revoked.
+/// How long a verified token is trusted without asking the store (the most
+/// a revocation from another process waits to take effect).
+pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most: a bound on memory, far above the tokens in use.
+const CACHE_CAPACITY: usize = 4096;
+
+/// Tokens the store accepted, by hash, with when it said so. Only accepted
+/// tokens are kept: an unknown or revoked one asks the store every time.
+pub struct TokenCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Instant, TokenRecord)>>,
+}
+
+impl TokenCache {
+    /// A TTL of zero asks the store on every request.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, TokenRecord)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, hash: &str) -> Option<TokenRecord> {
+        let entries = self.lock();
+        let (checked, record) = entries.get(hash)?;
+        (checked.elapsed() < self.ttl).then(|| record.clone())
+    }
+
+    fn remember(&self, hash: String, record: &TokenRecord) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= CACHE_CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, (checked, _)| checked.elapsed() < ttl);
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (Instant::now(), record.clone()));
+    }
+
+    fn forget(&self, hash: &str) {
+        self.lock().remove(hash);
+    }
+}
+
+/// The stored token a request carries, if it is known and not revoked: from
+/// the cache while its entry is fresh, else from the store.
 pub async fn authenticate(
     store: &LazyStore,
+    cache: &TokenCache,
     headers: &HeaderMap,
 ) -> Result<TokenRecord, AuthFailure> {
     let token = bearer_token(headers)?;
-    let store = store.get().await.map_err(AuthFailure::StoreUnavailable)?;
-    let record = store
-        .token_by_hash(&token_hash(token))
-        .await
-        .map_err(|e| AuthFailure::StoreUnavailable(e.to_string()))?
-        .ok_or(AuthFailure::Unknown)?;
-    if record.is_revoked() {
-        return Err(AuthFailure::Revoked { id: record.id });
+    let hash = token_hash(token);
+    if let Some(record) = cache.fresh(&hash) {
+        return Ok(record);
     }
-    Ok(record)
+    let store = store.get().await.map_err(AuthFailure::StoreUnavailable)?;
+    let found = store
+        .token_by_hash(&hash)
+        .await
+        .map_err(|e| AuthFailure::StoreUnavailable(e.to_string()))?;
+    match found {
+        Some(record) if !record.is_revoked() => {
+            cache.remember(hash, &record);
+            Ok(record)
+        }
+        other => {
+            cache.forget(&hash);
+            Err(other.map_or(AuthFailure::Unknown, |r| AuthFailure::Revoked { id: r.id }))
+        }
+    }
 }
 
 #[cfg(test)]

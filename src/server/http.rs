@@ -21,7 +21,6 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{
     SessionManager, StreamableHttpServerConfig, StreamableHttpService,
@@ -58,6 +57,13 @@ pub struct HttpOptions {
     pub allowed_origins: Vec<String>,
     /// Requests per token, unless the token has its own limit.
     pub rate_limit: RateLimit,
+    /// How long a verified token is trusted before the store is asked again.
+    pub token_cache_ttl: Duration,
+    /// Slow or stalled clients: request read and response write timeouts.
+    pub timeouts: super::conn::ConnTimeouts,
+    /// An MCP session with no message either way for this long is closed
+    /// (keep-alive comments do not count).
+    pub session_idle_timeout: Duration,
 }
 
 /// Refuse what must not start: `--no-auth` where others can connect.
@@ -96,6 +102,7 @@ struct App {
     sse: Arc<super::sse::SseState>,
     /// Reply streams of `POST /mcp` still open.
     replies: Arc<Replies>,
+    session_idle_timeout: Duration,
 }
 
 impl App {
@@ -111,7 +118,11 @@ impl App {
             .entry(token)
             .or_insert_with(|| {
                 let ends = self.stop.child_token();
-                let sessions = Arc::new(LocalSessionManager::default());
+                let mut manager = LocalSessionManager::default();
+                // rmcp closes a session with no message either way for this
+                // long; its SSE keep-alives do not count.
+                manager.session_config.keep_alive = Some(self.session_idle_timeout);
+                let sessions = Arc::new(manager);
                 let runtime = runtime.clone();
                 let service = StreamableHttpService::new(
                     move || {
@@ -161,14 +172,6 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", options.addr))?;
     let bound = listener.local_addr()?;
-    // An SSE reply goes out in several small writes (priming event, then the
-    // message): with Nagle's algorithm on, each waits for the client's delayed
-    // ACK, about 40 ms a call on Linux (tools/bench: arbiter-bench-http).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     warn_about_exposure(&options, bound);
 
     let stop = CancellationToken::new();
@@ -180,18 +183,25 @@ pub async fn serve(
         // a browser page must never drive this server unless allowed.
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_sse_keep_alive(Some(super::sse::keep_alive_interval(
+            options.session_idle_timeout,
+        )))
         .with_cancellation_token(stop.clone());
-    let sse = Arc::new(super::sse::SseState::new(
-        tenants.clone(),
-        !options.no_auth,
-        allowed_hosts(&options, bound),
-        origins.clone(),
-        stop.clone(),
-        Arc::new(RateLimits::with_store(
-            options.rate_limit,
-            tenants.default_tenant().toolbox.store.clone(),
-        )),
-    ));
+    let sse = Arc::new(
+        super::sse::SseState::new(
+            tenants.clone(),
+            !options.no_auth,
+            allowed_hosts(&options, bound),
+            origins.clone(),
+            stop.clone(),
+            Arc::new(RateLimits::with_store(
+                options.rate_limit,
+                tenants.default_tenant().toolbox.store.clone(),
+            )),
+            Arc::new(auth::TokenCache::new(options.token_cache_ttl)),
+        )
+        .with_idle_timeout(options.session_idle_timeout),
+    );
     let replies = Arc::new(Replies::default());
     let app = Arc::new(App {
         tenants: tenants.clone(),
@@ -201,9 +211,11 @@ pub async fn serve(
         endpoints: Mutex::new(HashMap::new()),
         sse: sse.clone(),
         replies: replies.clone(),
+        session_idle_timeout: options.session_idle_timeout,
     });
     let admin = super::admin::router(super::admin::AdminState {
         tenants: app.tenants.clone(),
+        tokens: sse.tokens.clone(),
         allowed_hosts: allowed_hosts(&options, bound),
         allowed_origins: origins,
     });
@@ -230,12 +242,10 @@ pub async fn serve(
     // once their request is answered (streams stay until `stop`).
     let accepting = CancellationToken::new();
     let no_more = accepting.clone();
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { no_more.cancelled().await })
-        .into_future();
+    let server = super::conn::serve(listener, router, options.timeouts, no_more);
     let mut server = std::pin::pin!(server);
     tokio::select! {
-        result = &mut server => result.context("the HTTP server failed")?,
+        () = &mut server => anyhow::bail!("the HTTP server stopped accepting connections"),
         () = stop_signal => {
             accepting.cancel();
             drain_calls(&tenants).await;
@@ -373,6 +383,7 @@ pub(super) async fn identify(
     tenants: &TenantRegistry,
     require_token: bool,
     limits: &RateLimits,
+    tokens: &auth::TokenCache,
     headers: &axum::http::HeaderMap,
 ) -> Result<Caller, Refused> {
     let refuse = |response| Refused {
@@ -381,7 +392,7 @@ pub(super) async fn identify(
     };
     let (token, identity) = if require_token {
         let store = &tenants.default_tenant().toolbox.store;
-        match auth::authenticate(store, headers).await {
+        match auth::authenticate(store, tokens, headers).await {
             Ok(record) if record.role == crate::store::TokenRole::Admin => {
                 return Err(refuse(json_error(
                     StatusCode::FORBIDDEN,
@@ -490,6 +501,7 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         &app.tenants,
         app.require_token,
         &app.sse.limits,
+        &app.sse.tokens,
         request.headers(),
     )
     .await

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backpressure;
+pub mod conn;
 pub mod console;
 pub mod http;
 pub mod metrics;

@@ -29,12 +29,15 @@ use axum::routing::{get, post};
 use futures::StreamExt;
 use rmcp::RoleServer;
 use rmcp::ServiceExt;
+use rmcp::model::JsonRpcMessage;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ArbiterServer;
+use super::auth::TokenCache;
 use super::backpressure::Bounded;
 use super::http::{Caller, MAX_BODY_BYTES, identify, json_error};
 use super::rate::RateLimits;
@@ -47,6 +50,16 @@ const OUTBOX: usize = 64;
 /// A comment on an idle stream, so proxies and clients do not time it out and
 /// a vanished client is noticed (the write fails, the stream is dropped).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How long a session may be idle unless the server is told otherwise.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The keep-alive interval of SSE streams (here and on `/mcp`): at most
+/// [`KEEP_ALIVE`], and several within a session's idle timeout, whose clock
+/// keep-alives do not reset.
+pub fn keep_alive_interval(idle_timeout: Duration) -> Duration {
+    KEEP_ALIVE.min(idle_timeout / 3)
+}
 
 type ClientMessage = RxJsonRpcMessage<RoleServer>;
 type ServerMessage = TxJsonRpcMessage<RoleServer>;
@@ -63,6 +76,11 @@ pub struct SseState {
     pub stop: CancellationToken,
     /// Per-token request limits, shared with `/mcp`.
     pub limits: Arc<RateLimits>,
+    /// Tokens recently verified, shared with `/mcp` and `/admin`.
+    pub tokens: Arc<TokenCache>,
+    /// A session with no message either way and no call running for this
+    /// long is closed (`serve --session-idle-timeout`).
+    idle_timeout: Duration,
     sessions: Arc<Sessions>,
 }
 
@@ -74,6 +92,7 @@ impl SseState {
         allowed_origins: Vec<String>,
         stop: CancellationToken,
         limits: Arc<RateLimits>,
+        tokens: Arc<TokenCache>,
     ) -> Self {
         Self {
             tenants,
@@ -82,8 +101,16 @@ impl SseState {
             allowed_origins,
             stop,
             limits,
+            tokens,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             sessions: Arc::default(),
         }
+    }
+
+    /// Close sessions idle for `timeout` (`serve --session-idle-timeout`).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// End every SSE session of a revoked token.
@@ -142,6 +169,49 @@ impl Sessions {
 struct Channels {
     inbox: mpsc::Receiver<ClientMessage>,
     outbox: mpsc::Sender<ServerMessage>,
+    activity: Arc<Activity>,
+}
+
+/// When a session last passed a message either way, and how many of its
+/// client's requests are unanswered (a long call is not idleness). The
+/// stream's keep-alive comments are not messages: they keep nothing alive.
+struct Activity(Mutex<(Instant, usize)>);
+
+impl Activity {
+    fn new() -> Self {
+        Self(Mutex::new((Instant::now(), 0)))
+    }
+
+    fn touch(&self, opened: usize, answered: usize) {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 = Instant::now();
+        state.1 = (state.1 + opened).saturating_sub(answered);
+    }
+
+    /// When the session becomes idle, unless something happens first;
+    /// `None` while a call runs.
+    fn idle_at(&self, timeout: Duration) -> Option<Instant> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (state.1 == 0).then(|| state.0 + timeout)
+    }
+}
+
+/// Close the session once it has been idle for `timeout`.
+async fn close_when_idle(activity: Arc<Activity>, timeout: Duration, ends: CancellationToken) {
+    loop {
+        let check = match activity.idle_at(timeout) {
+            Some(at) if at <= Instant::now() => break,
+            Some(at) => at,
+            // A call is running: look again later.
+            None => Instant::now() + timeout,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(check) => {}
+            () = ends.cancelled() => return,
+        }
+    }
+    tracing::info!(timeout = ?timeout, "SSE session idle; it is closed");
+    ends.cancel();
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,11 +226,20 @@ impl Transport<RoleServer> for Channels {
         item: ServerMessage,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
         let outbox = self.outbox.clone();
-        async move { outbox.send(item).await.map_err(|_| StreamClosed) }
+        let activity = self.activity.clone();
+        let answer = matches!(item, JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_));
+        async move {
+            outbox.send(item).await.map_err(|_| StreamClosed)?;
+            activity.touch(0, usize::from(answer));
+            Ok(())
+        }
     }
 
-    fn receive(&mut self) -> impl Future<Output = Option<ClientMessage>> + Send {
-        self.inbox.recv()
+    async fn receive(&mut self) -> Option<ClientMessage> {
+        let message = self.inbox.recv().await?;
+        let request = matches!(message, JsonRpcMessage::Request(_));
+        self.activity.touch(usize::from(request), 0);
+        Some(message)
     }
 
     async fn close(&mut self) -> Result<(), Self::Error> {
@@ -197,7 +276,15 @@ async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Respons
         token,
         identity,
         runtime,
-    } = match identify(&state.tenants, state.require_token, &state.limits, &headers).await {
+    } = match identify(
+        &state.tenants,
+        state.require_token,
+        &state.limits,
+        &state.tokens,
+        &headers,
+    )
+    .await
+    {
         Ok(caller) => caller,
         Err(refused) => {
             if let Some(id) = refused.revoked {
@@ -228,9 +315,17 @@ async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Respons
     );
     tracing::info!(session = %id, token = ?token, "SSE session opened");
 
+    let activity = Arc::new(Activity::new());
+    let idle_timeout = state.idle_timeout;
+    tokio::spawn(close_when_idle(
+        activity.clone(),
+        idle_timeout,
+        ends.clone(),
+    ));
     let transport = Bounded::new(Channels {
         inbox: inbox_rx,
         outbox: outbox_tx,
+        activity,
     });
     tokio::spawn(run_session(
         server,
@@ -273,7 +368,7 @@ async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Respons
         .chain(messages)
         .map(Ok::<_, Infallible>);
     Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .keep_alive(KeepAlive::new().interval(keep_alive_interval(idle_timeout)))
         .into_response()
 }
 
@@ -306,7 +401,14 @@ async fn message(State(state): State<Arc<SseState>>, request: Request) -> Respon
     {
         return refused;
     }
-    let caller = match identify(&state.tenants, state.require_token, &state.limits, &headers).await
+    let caller = match identify(
+        &state.tenants,
+        state.require_token,
+        &state.limits,
+        &state.tokens,
+        &headers,
+    )
+    .await
     {
         Ok(caller) => caller,
         Err(refused) => {

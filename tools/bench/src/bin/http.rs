@@ -57,6 +57,10 @@ struct Args {
     /// Seconds to wait for any single reply
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// An extra argument for `arbiter serve`, e.g. `--serve-arg=--token-cache-ttl=0`
+    /// (repeatable)
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -87,7 +91,7 @@ async fn run(args: Args) -> Result<()> {
     } else {
         Some(create_token(&binary, &workspace)?)
     };
-    let server = start_server(&binary, &workspace, &log, args.no_auth)?;
+    let server = start_server(&binary, &workspace, &log, args.no_auth, &args.serve_arg)?;
     let result = load(&args, &server, token.as_deref(), &content).await;
     let result = result.with_context(|| {
         format!(
@@ -139,7 +143,13 @@ struct Server {
 
 /// Starts the server on a free loopback port; its stderr is copied to `log`
 /// by a thread that also picks the URL out of the start-up line.
-fn start_server(binary: &Path, workspace: &Path, log: &Path, no_auth: bool) -> Result<Server> {
+fn start_server(
+    binary: &Path,
+    workspace: &Path,
+    log: &Path,
+    no_auth: bool,
+    extra: &[String],
+) -> Result<Server> {
     let mut command = Command::new(binary);
     command
         .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
@@ -150,6 +160,7 @@ fn start_server(binary: &Path, workspace: &Path, log: &Path, no_auth: bool) -> R
     if no_auth {
         command.arg("--no-auth");
     }
+    command.args(extra);
     let mut child = command.spawn().context("starting arbiter serve --http")?;
     let stderr = child.stderr.take().expect("piped stderr");
     let process = Reaper(child);
@@ -489,6 +500,9 @@ impl Figures {
                 "bearer token checked on every request"
             }
         );
+        if !args.serve_arg.is_empty() {
+            println!("serve:     {}", args.serve_arg.join(" "));
+        }
         println!(
             "machine:   {} CPUs, shared by the server and this client",
             std::thread::available_parallelism().map_or(0, |n| n.get())
