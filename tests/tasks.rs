@@ -776,3 +776,135 @@ async fn the_task_tools_are_listed_with_schemas_and_malformed_calls_name_the_fie
     assert!(err.contains("task_type"), "{err}");
     c.cancel().await.unwrap();
 }
+
+fn declared(agents: &[Value], name: &str) -> Option<Value> {
+    agents.iter().find(|a| a["agent"] == name).cloned()
+}
+
+/// Agents declared in the policy (`tasks.agents`) are in the registry from
+/// the server's start, before they ever connect; one that never calls stops
+/// being routed to after `agent_timeout_minutes`; a reload adds, updates and
+/// drops them.
+#[tokio::test]
+async fn agents_declared_in_the_policy_are_routable_from_start_and_follow_reloads() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    let policy = s.outside().join("agents-policy.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\ntasks:\n  seed: 3\n  agents:\n\
+         \x20   - name: planner\n\
+         \x20     capabilities: {task_types: [feature, bugfix], languages: [Rust], tools: [cargo]}\n\
+         \x20     max_concurrent_tasks: 2\n\
+         \x20   - name: ghost\n\
+         \x20     capabilities: {task_types: [docs]}\n",
+    )
+    .unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let extra = ["--policy", policy_arg];
+    let lead = start_as(&ws, "lead", &extra).await;
+
+    // No tool call yet: the server registered them when it started.
+    eventually(
+        "the declared agents in `arbiter agents`",
+        std::time::Duration::from_secs(20),
+        || {
+            let shown = agents_json(&ws);
+            declared(&shown, "planner").is_some() && declared(&shown, "ghost").is_some()
+        },
+    )
+    .await;
+    let shown = agents_json(&ws);
+    let planner = declared(&shown, "planner").unwrap();
+    assert_eq!(
+        planner["capabilities"],
+        json!({"task_types": ["feature", "bugfix"], "languages": ["rust"], "tools": ["cargo"]}),
+        "{planner}"
+    );
+    assert_eq!(planner["max_concurrent_tasks"], 2);
+    assert!(planner["last_seen_at"].is_null(), "never seen: {planner}");
+    assert!(planner["declared_in_policy_at"].is_string(), "{planner}");
+    let (code, table, err) = run_cli(&ws, &["agents"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("never (declared)"), "{table}");
+
+    // Routable before it ever connected.
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Implement the CSV export", "description": "",
+               "required_capabilities": {"languages": ["rust"]}}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "planner", "{sub}");
+    let id = id_of(&sub);
+    // It connects under its name and works without agent_register.
+    let planner = start_as(&ws, "planner", &extra).await;
+    let next = ok(&planner, "task_next", json!({})).await;
+    assert_eq!(next["outcome"], "claimed_assigned", "{next}");
+    assert_eq!(next["task"]["task_id"], id.as_str());
+
+    // ghost never calls: once agent_timeout_minutes (10) have passed since
+    // the policy's load, routing passes it over.
+    rewind(
+        &ws,
+        "UPDATE agents SET declared_at = declared_at - ?1 WHERE name = ?2",
+        "ghost",
+        11,
+    )
+    .await;
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Document the export", "description": "", "task_type": "docs"}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "queued", "{sub}");
+    let ghost = sub["routing"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["agent"] == "ghost")
+        .cloned()
+        .unwrap();
+    assert!(
+        ghost["detail"].as_str().unwrap().starts_with(
+            "excluded: declared in the policy but not seen since it was loaded for 11 min"
+        ),
+        "{sub}"
+    );
+
+    // A reload: ghost (never seen) is dropped, planner (seen, holding a
+    // task) changes capacity, reviewer appears.
+    std::fs::write(
+        &policy,
+        "version: 1\ntasks:\n  seed: 3\n  agents:\n\
+         \x20   - name: planner\n\
+         \x20     capabilities: {task_types: [feature, bugfix], languages: [rust], tools: [cargo]}\n\
+         \x20     max_concurrent_tasks: 3\n\
+         \x20   - name: reviewer\n\
+         \x20     capabilities: {task_types: [docs, test]}\n",
+    )
+    .unwrap();
+    eventually(
+        "the reloaded declarations in `arbiter agents`",
+        std::time::Duration::from_secs(20),
+        || {
+            let shown = agents_json(&ws);
+            declared(&shown, "reviewer").is_some()
+                && declared(&shown, "ghost").is_none()
+                && declared(&shown, "planner").is_some_and(|p| p["max_concurrent_tasks"] == 3)
+        },
+    )
+    .await;
+    let planner_row = declared(&agents_json(&ws), "planner").unwrap();
+    assert!(planner_row["last_seen_at"].is_string(), "{planner_row}");
+    assert_eq!(planner_row["active_tasks"], 1, "{planner_row}");
+    // The queued docs task goes to the new agent when it asks.
+    let reviewer = start_as(&ws, "reviewer", &extra).await;
+    let next = ok(&reviewer, "task_next", json!({})).await;
+    assert_eq!(next["outcome"], "claimed_from_queue", "{next}");
+    for c in [lead, planner, reviewer] {
+        c.cancel().await.unwrap();
+    }
+}

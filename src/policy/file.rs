@@ -85,6 +85,27 @@ pub struct TaskSettings {
     /// Model judges consulted after the gates pass (none by default).
     #[serde(default)]
     pub judge: JudgeSettings,
+    /// Agents the operator declares: in the registry (routable) from the
+    /// policy's load, as if each had called agent_register then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<DeclaredAgent>,
+}
+
+/// An agent declared in the policy (`tasks.agents`): what `agent_register`
+/// would say, written by the operator. The agent connects under `name`
+/// (its MCP client name) to claim work.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredAgent {
+    pub name: String,
+    pub capabilities: crate::tasks::Capabilities,
+    /// How many tasks it holds at once (1 to 100).
+    #[serde(default = "one_u32")]
+    pub max_concurrent_tasks: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 /// The model judge (`tasks.judge`): endpoints asked for a verdict on a task
@@ -300,6 +321,7 @@ impl Default for TaskSettings {
             seed: None,
             gates: Default::default(),
             judge: JudgeSettings::default(),
+            agents: Vec::new(),
         }
     }
 }
@@ -326,6 +348,25 @@ impl TaskSettings {
             }
         }
         found.extend(self.judge.problems());
+        let mut names = std::collections::HashSet::new();
+        for a in &self.agents {
+            let name = a.name.as_str();
+            if let Err(e) = crate::tasks::registry::check_agent_name(name) {
+                found.push(format!("tasks.agents: {e}"));
+            } else if !names.insert(name) {
+                found.push(format!("tasks.agents: two agents are named `{name}`"));
+            }
+            if let Err(e) = a.capabilities.normalized() {
+                found.push(format!("tasks.agents.{name}.capabilities: {e}"));
+            }
+            let max = crate::tasks::registry::MAX_CONCURRENT;
+            if !(1..=max).contains(&a.max_concurrent_tasks) {
+                found.push(format!(
+                    "tasks.agents.{name}.max_concurrent_tasks must be 1 to {max}, not {}",
+                    a.max_concurrent_tasks
+                ));
+            }
+        }
         for (tier, gates) in &self.gates {
             if !(1..=3).contains(tier) {
                 found.push(format!(
@@ -952,6 +993,25 @@ mod tests {
             Ok(_) => panic!("the policy loaded:\n{text}"),
             Err(e) => e.0,
         }
+    }
+
+    #[test]
+    fn declared_agents_are_checked_like_registrations() {
+        let found = errors(
+            "version: 1\ntasks:\n  agents:\n    - {name: a, capabilities: {task_types: []}}\n\
+             \x20   - {name: a, capabilities: {task_types: [docs]}, max_concurrent_tasks: 0}\n",
+        );
+        let text: Vec<String> = found.iter().map(|e| e.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("tasks.agents.a.capabilities: task_types is empty"),
+            "{text}"
+        );
+        assert!(text.contains("two agents are named `a`"), "{text}");
+        assert!(
+            text.contains("tasks.agents.a.max_concurrent_tasks must be 1 to 100, not 0"),
+            "{text}"
+        );
     }
 
     #[test]

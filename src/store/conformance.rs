@@ -449,3 +449,60 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
         assert_eq!(seqs, (1..=expected as i64).collect::<Vec<_>>(), "{tenant}");
     }
 }
+
+#[tokio::test]
+async fn declared_agents_follow_each_load_and_a_dropped_one_is_kept_only_if_it_called() {
+    use super::tasks::AgentRegistration;
+    use crate::tasks::Capabilities;
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let caps = Capabilities {
+            task_types: vec![TaskType::Docs],
+            languages: vec![],
+            tools: vec![],
+        };
+        let reg = |name: &'static str, max: u32| AgentRegistration {
+            tenant: "default",
+            name,
+            capabilities: &caps,
+            max_concurrent_tasks: max,
+            now: 0,
+        };
+        store
+            .agents_declare("default", &[reg("seen", 1), reg("never", 1)], 10)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        assert_eq!(listed.len(), 2, "{}", db.name());
+        assert!(
+            listed
+                .iter()
+                .all(|a| a.agent.declared_at == Some(10) && a.agent.last_seen_at == 0),
+            "{listed:?}"
+        );
+        store.agent_seen("default", "seen", 20).await.unwrap();
+        // The next load drops both and changes nothing else.
+        store
+            .agents_declare("default", &[reg("new", 4)], 30)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        let names: Vec<(&str, Option<i64>, i64, u32)> = listed
+            .iter()
+            .map(|a| {
+                (
+                    a.agent.name.as_str(),
+                    a.agent.declared_at,
+                    a.agent.last_seen_at,
+                    a.agent.max_concurrent_tasks,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![("new", Some(30), 0, 4), ("seen", None, 20, 1)],
+            "{}",
+            db.name()
+        );
+    }
+}

@@ -40,7 +40,7 @@ macro_rules! task_columns {
 macro_rules! agent_columns {
     () => {
         "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
-         a.registered_at, a.last_seen_at, \
+         a.registered_at, a.last_seen_at, a.declared_at, \
          (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
          + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
          AS active"
@@ -112,6 +112,7 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, sqlx::Error> {
         max_concurrent_tasks: row.try_get::<i64, _>("max_concurrent_tasks")?.max(1) as u32,
         registered_at: row.try_get("registered_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        declared_at: row.try_get("declared_at")?,
     })
 }
 
@@ -590,7 +591,7 @@ impl TaskStore for PgStore {
              ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
              languages = excluded.languages, tools = excluded.tools, \
              max_concurrent_tasks = excluded.max_concurrent_tasks, last_seen_at = excluded.last_seen_at \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(reg.tenant)
         .bind(reg.name)
@@ -605,6 +606,56 @@ impl TaskStore for PgStore {
         Ok(agent_from_row(&row)?)
     }
 
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin(Some(tenant)).await?;
+        let before: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seen_at FROM agents WHERE tenant = $1 AND declared_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        for reg in agents {
+            sqlx::query(
+                "INSERT INTO agents (tenant, name, task_types, languages, tools, max_concurrent_tasks, \
+                 registered_at, last_seen_at, declared_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7) \
+                 ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
+                 languages = excluded.languages, tools = excluded.tools, \
+                 max_concurrent_tasks = excluded.max_concurrent_tasks, declared_at = excluded.declared_at",
+            )
+            .bind(tenant)
+            .bind(reg.name)
+            .bind(to_json(&reg.capabilities.task_types)?)
+            .bind(to_json(&reg.capabilities.languages)?)
+            .bind(to_json(&reg.capabilities.tools)?)
+            .bind(i64::from(reg.max_concurrent_tasks))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (name, last_seen) in before {
+            if agents.iter().any(|a| a.name == name) {
+                continue;
+            }
+            let sql = if last_seen == 0 {
+                "DELETE FROM agents WHERE tenant = $1 AND name = $2"
+            } else {
+                "UPDATE agents SET declared_at = NULL WHERE tenant = $1 AND name = $2"
+            };
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn agent_seen(
         &self,
         tenant: &str,
@@ -614,7 +665,7 @@ impl TaskStore for PgStore {
         let mut tx = self.begin(Some(tenant)).await?;
         let row = sqlx::query(
             "UPDATE agents SET last_seen_at = GREATEST(last_seen_at, $1) WHERE tenant = $2 AND name = $3 \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(now)
         .bind(tenant)

@@ -37,7 +37,7 @@ macro_rules! task_columns {
 macro_rules! agent_columns {
     () => {
         "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
-         a.registered_at, a.last_seen_at, \
+         a.registered_at, a.last_seen_at, a.declared_at, \
          (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
          + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
          AS active"
@@ -109,6 +109,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
         max_concurrent_tasks: row.try_get::<i64, _>("max_concurrent_tasks")?.max(1) as u32,
         registered_at: row.try_get("registered_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        declared_at: row.try_get("declared_at")?,
     })
 }
 
@@ -576,7 +577,7 @@ impl TaskStore for SqliteStore {
              ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
              languages = excluded.languages, tools = excluded.tools, \
              max_concurrent_tasks = excluded.max_concurrent_tasks, last_seen_at = excluded.last_seen_at \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(reg.tenant)
         .bind(reg.name)
@@ -590,6 +591,56 @@ impl TaskStore for SqliteStore {
         Ok(agent_from_row(&row)?)
     }
 
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        let before: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seen_at FROM agents WHERE tenant = ? AND declared_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        for reg in agents {
+            sqlx::query(
+                "INSERT INTO agents (tenant, name, task_types, languages, tools, max_concurrent_tasks, \
+                 registered_at, last_seen_at, declared_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?7) \
+                 ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
+                 languages = excluded.languages, tools = excluded.tools, \
+                 max_concurrent_tasks = excluded.max_concurrent_tasks, declared_at = excluded.declared_at",
+            )
+            .bind(tenant)
+            .bind(reg.name)
+            .bind(to_json(&reg.capabilities.task_types)?)
+            .bind(to_json(&reg.capabilities.languages)?)
+            .bind(to_json(&reg.capabilities.tools)?)
+            .bind(i64::from(reg.max_concurrent_tasks))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (name, last_seen) in before {
+            if agents.iter().any(|a| a.name == name) {
+                continue;
+            }
+            let sql = if last_seen == 0 {
+                "DELETE FROM agents WHERE tenant = ? AND name = ?"
+            } else {
+                "UPDATE agents SET declared_at = NULL WHERE tenant = ? AND name = ?"
+            };
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn agent_seen(
         &self,
         tenant: &str,
@@ -598,7 +649,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
             "UPDATE agents SET last_seen_at = MAX(last_seen_at, ?) WHERE tenant = ? AND name = ? \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(now)
         .bind(tenant)

@@ -26,6 +26,17 @@ pub trait TaskStore: Send + Sync {
     /// Create or replace an agent's registration (keeping when it first
     /// registered); it counts as seen now.
     async fn agent_register(&self, reg: &AgentRegistration<'_>) -> Result<AgentRecord, StoreError>;
+    /// Make the tenant's agents declared in its policy (`tasks.agents`, loaded
+    /// at `now`) exactly `agents`: each is created or updated (capabilities,
+    /// capacity; a new one has never been seen) and counts as declared at
+    /// `now`. An agent declared before and no longer is deleted if it never
+    /// called, else kept as an agent known from agent_register.
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Mark an agent seen at `now`; `None` when it is not registered.
     async fn agent_seen(
         &self,

@@ -24,6 +24,7 @@
 //! `needs_review`.
 
 pub mod attribution;
+pub mod declared;
 pub mod detect;
 pub mod gates;
 pub mod judge;

@@ -271,6 +271,7 @@ mod tests {
                 max_concurrent_tasks: max,
                 registered_at: 0,
                 last_seen_at: NOW,
+                declared_at: None,
             },
             active: 0,
             stats: TypeStats::default(),

@@ -879,11 +879,47 @@ impl Toolbox {
                 "nothing was changed; the operator must fix the store (.arbiter/arbiter.db)",
             )
         })?;
+        let caller = current_caller();
+        let policy = self.policy.load_full();
+        if let Err(e) = self
+            .declared_agents
+            .apply(&*store, &caller.tenant, &policy, now_ms())
+            .await
+        {
+            // The call goes on: routing sees the registry as it is.
+            tracing::warn!(error = %e, "cannot register the agents declared in the policy");
+        }
         Ok(TaskContext {
             store,
-            settings: self.policy.load().task_settings().clone(),
-            caller: current_caller(),
+            settings: policy.task_settings().clone(),
+            caller,
         })
+    }
+
+    /// Keep the agents declared in the policy in the store: at start and
+    /// after each reload (a reload swaps the policy; this notices the new
+    /// one). Runs until the process ends.
+    pub async fn follow_declared_agents(self: Arc<Self>, tenant: String) {
+        loop {
+            let policy = self.policy.load_full();
+            if self.declared_agents.worth_applying(&policy).await {
+                match self.store.get().await {
+                    Ok(store) => {
+                        if let Err(e) = self
+                            .declared_agents
+                            .apply(&*store, &tenant, &policy, now_ms())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "cannot register the agents declared in the policy; retrying");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the store to register the agents declared in the policy");
+                    }
+                }
+            }
+            tokio::time::sleep(crate::policy::file::WATCH_INTERVAL).await;
+        }
     }
 
     pub async fn task_submit(&self, input: TaskSubmitInput) -> Result<TaskSubmitOutput, ToolError> {
