@@ -580,6 +580,7 @@ async fn the_policy_chooses_round_robin_and_policy_show_prints_it() {
     assert_eq!(
         shown["tasks"],
         json!({"strategy": "round_robin", "ucb1_exploration": std::f64::consts::SQRT_2,
+               "ucb1_score_weight": 0.5,
                "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7, "gates": {},
                "judge": {"judges": [], "min_confidence": 0.6, "gates_weight": 1.0,
                          "max_attempts": 3, "backoff_ms": 500, "timeout_ms": 60000,

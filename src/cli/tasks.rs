@@ -461,6 +461,7 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
         "TASKS".to_string(),
         "SUCCESS".to_string(),
         "MEAN".to_string(),
+        "SCORE".to_string(),
     ]];
     for status in &agents {
         let a = &status.agent;
@@ -486,6 +487,7 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
                 "0".into(),
                 "-".into(),
                 "-".into(),
+                "-".into(),
             ]);
             continue;
         }
@@ -509,10 +511,13 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
                 s.mean_duration_ms()
                     .map(|ms| short_duration(ms as i64))
                     .unwrap_or_else(|| "-".into()),
+                s.mean_score()
+                    .map(|m| format!("{m:.1} ({})", s.scored))
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     for row in &rows {

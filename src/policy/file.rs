@@ -64,6 +64,10 @@ pub struct TaskSettings {
     /// 0 always takes the best record so far; larger values try others more.
     #[serde(default = "sqrt_two")]
     pub ucb1_exploration: f64,
+    /// UCB1's reward is `(1 - w) * success_rate + w * mean_verdict_score/100`
+    /// (0 to 1): 0 counts only successes, 1 only how well the work was judged.
+    #[serde(default = "half")]
+    pub ucb1_score_weight: f64,
     /// An agent not seen (agent_register, task_next, task_update,
     /// task_complete) for this long is not routed to.
     #[serde(default = "ten")]
@@ -316,6 +320,7 @@ impl Default for TaskSettings {
         Self {
             strategy: RoutingStrategy::default(),
             ucb1_exploration: sqrt_two(),
+            ucb1_score_weight: half(),
             agent_timeout_minutes: ten(),
             lease_minutes: thirty(),
             seed: None,
@@ -334,6 +339,12 @@ impl TaskSettings {
             found.push(format!(
                 "tasks.ucb1_exploration must be between 0 and 100, not {}",
                 self.ucb1_exploration
+            ));
+        }
+        if !(self.ucb1_score_weight.is_finite() && (0.0..=1.0).contains(&self.ucb1_score_weight)) {
+            found.push(format!(
+                "tasks.ucb1_score_weight must be between 0 and 1, not {}",
+                self.ucb1_score_weight
             ));
         }
         for (field, minutes) in [
@@ -456,6 +467,9 @@ impl RoutingStrategy {
     }
 }
 
+fn half() -> f64 {
+    0.5
+}
 fn sqrt_two() -> f64 {
     std::f64::consts::SQRT_2
 }

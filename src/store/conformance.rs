@@ -221,12 +221,18 @@ async fn verdicts_move_the_task_and_keep_every_gate() {
         let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!(held.state, TaskState::Claimed);
         assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
-        assert_eq!(perf.unwrap().stats.failures, 1);
+        let perf = perf.unwrap();
+        assert_eq!(perf.stats.failures, 1);
+        assert_eq!(
+            (perf.stats.scored, perf.stats.mean_score()),
+            (1, Some(80.0))
+        );
         // A pass the judges could not settle waits, uncounted, with the
         // exchange kept; then it is approved.
         let arbitration = unsettled_arbitration();
         let mut j = judgement(task.id, 3 * MINUTE, Verdict::Pass, true, &[], &reasons);
         j.arbitration = Some(&arbitration);
+        j.score = 60.0;
         let (waiting, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
         let stored = store.task_arbitrations(task.id).await.unwrap();
@@ -244,7 +250,15 @@ async fn verdicts_move_the_task_and_keep_every_gate() {
         };
         let (done, perf) = store.task_review(&review).await.unwrap().unwrap();
         assert_eq!(done.state, TaskState::Completed);
-        assert_eq!(perf.unwrap().stats.successes, 1);
+        let perf = perf.unwrap();
+        assert_eq!(perf.stats.successes, 1);
+        // The reviewed verdict's score counts when the person decides.
+        assert_eq!(
+            (perf.stats.scored, perf.stats.mean_score()),
+            (2, Some(70.0)),
+            "{}",
+            db.name()
+        );
         assert!(store.task_review(&review).await.unwrap().is_none());
         let verdicts = store.task_verdicts(task.id).await.unwrap();
         assert_eq!(verdicts.len(), 2, "{}", db.name());

@@ -14,8 +14,8 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
 use super::postgres::rows;
 use super::tasks::{
-    AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
-    TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
 };
 use super::{PgStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
@@ -127,6 +127,8 @@ fn stats_from_row(row: &PgRow, prefix: &str) -> Result<TypeStats, sqlx::Error> {
         successes: count("successes")?,
         failures: count("failures")?,
         duration_ms: row.try_get(format!("{prefix}duration_ms").as_str())?,
+        scored: count("scored")?,
+        score_sum: row.try_get(format!("{prefix}score_sum").as_str())?,
     })
 }
 
@@ -197,26 +199,29 @@ async fn count_outcome(
     tenant: &str,
     agent: &str,
     task_type: &str,
-    success: bool,
-    duration_ms: i64,
+    o: Outcome,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6, $7) \
+        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, \
+         scored, score_sum, updated_at) VALUES ($1, $2, $3, 1, $4, $5, $6, $8, $9, $7) \
          ON CONFLICT (tenant, agent, task_type) DO UPDATE SET attempts = agent_performance.attempts + 1, \
          successes = agent_performance.successes + excluded.successes, \
          failures = agent_performance.failures + excluded.failures, \
          duration_ms = agent_performance.duration_ms + excluded.duration_ms, \
+         scored = agent_performance.scored + excluded.scored, \
+         score_sum = agent_performance.score_sum + excluded.score_sum, \
          updated_at = excluded.updated_at",
     )
     .bind(tenant)
     .bind(agent)
     .bind(task_type)
-    .bind(i64::from(success))
-    .bind(i64::from(!success))
-    .bind(if success { duration_ms.max(0) } else { 0 })
+    .bind(i64::from(o.success))
+    .bind(i64::from(!o.success))
+    .bind(if o.success { o.duration_ms.max(0) } else { 0 })
     .bind(now)
+    .bind(i64::from(o.score.is_some()))
+    .bind(o.score.unwrap_or(0.0))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -230,7 +235,7 @@ async fn performance_of(
     task_type: &str,
 ) -> Result<PerformanceRecord, StoreError> {
     let row = sqlx::query(
-        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
          FROM agent_performance WHERE tenant = $1 AND agent = $2 AND task_type = $3",
     )
     .bind(tenant)
@@ -495,7 +500,8 @@ impl PgStore {
             "SELECT ",
             agent_columns!(),
             ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
-             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms \
+             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms, \
+             COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = $2 \
              WHERE a.tenant = $1 ORDER BY a.name"
@@ -701,7 +707,7 @@ impl TaskStore for PgStore {
     ) -> Result<Vec<PerformanceRecord>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let found = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE ($1::TEXT IS NULL OR tenant = $1) AND ($2::TEXT IS NULL OR agent = $2) \
              ORDER BY tenant, agent, task_type",
         )
@@ -953,7 +959,19 @@ impl TaskStore for PgStore {
             let (kind, agent, note) = if state == "claimed" {
                 let holder: Option<String> = row.try_get("holder")?;
                 if let Some(holder) = &holder {
-                    count_outcome(&mut tx, tenant, holder, &task_type, false, 0, now).await?;
+                    count_outcome(
+                        &mut tx,
+                        tenant,
+                        holder,
+                        &task_type,
+                        Outcome {
+                            success: false,
+                            duration_ms: 0,
+                            score: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
                 let who = holder.as_deref().unwrap_or("its holder");
                 let note = format!(
@@ -1111,8 +1129,11 @@ impl TaskStore for PgStore {
             c.tenant,
             c.agent,
             task.task_type.as_str(),
-            true,
-            duration,
+            Outcome {
+                success: true,
+                duration_ms: duration,
+                score: None,
+            },
             c.now,
         )
         .await?;
@@ -1127,7 +1148,7 @@ impl TaskStore for PgStore {
         )
         .await?;
         let perf = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE tenant = $1 AND agent = $2 AND task_type = $3",
         )
         .bind(c.tenant)
@@ -1217,8 +1238,11 @@ impl TaskStore for PgStore {
                 j.tenant,
                 j.agent,
                 ty,
-                success,
-                duration,
+                Outcome {
+                    success,
+                    duration_ms: duration,
+                    score: Some(j.score),
+                },
                 j.decided_at,
             )
             .await?;
@@ -1303,16 +1327,17 @@ impl TaskStore for PgStore {
         };
         let mut task = task_from_row(&row)?;
         let review = if r.approve { "approved" } else { "rejected" };
-        sqlx::query(
+        // The reviewed verdict's score counts in the holder's record.
+        let verdict_score: Option<f64> = sqlx::query_scalar(
             "UPDATE task_verdicts SET review = $1, reviewed_by = $2, review_note = $3, reviewed_at = $4 \
-             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = $5)",
+             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = $5) RETURNING score",
         )
         .bind(review)
         .bind(r.by)
         .bind(r.note)
         .bind(r.now)
         .bind(r.id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         add_event(&mut tx, task.id, r.now, review, r.by, None, r.note).await?;
         let perf = match task.holder.clone() {
@@ -1324,8 +1349,11 @@ impl TaskStore for PgStore {
                     &task.tenant,
                     &holder,
                     ty,
-                    r.approve,
-                    duration,
+                    Outcome {
+                        success: r.approve,
+                        duration_ms: duration,
+                        score: verdict_score,
+                    },
                     r.now,
                 )
                 .await?;

@@ -11,8 +11,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::sqlite::rows;
 use super::tasks::{
-    AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
-    TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
 };
 use super::{SqliteStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
@@ -124,6 +124,8 @@ fn stats_from_row(row: &SqliteRow, prefix: &str) -> Result<TypeStats, sqlx::Erro
         successes: count("successes")?,
         failures: count("failures")?,
         duration_ms: row.try_get(format!("{prefix}duration_ms").as_str())?,
+        scored: count("scored")?,
+        score_sum: row.try_get(format!("{prefix}score_sum").as_str())?,
     })
 }
 
@@ -193,24 +195,26 @@ async fn count_outcome(
     tenant: &str,
     agent: &str,
     task_type: &str,
-    success: bool,
-    duration_ms: i64,
+    o: Outcome,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at) \
-         VALUES (?, ?, ?, 1, ?, ?, ?, ?) \
+        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, \
+         updated_at, scored, score_sum) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (tenant, agent, task_type) DO UPDATE SET attempts = attempts + 1, \
          successes = successes + excluded.successes, failures = failures + excluded.failures, \
-         duration_ms = duration_ms + excluded.duration_ms, updated_at = excluded.updated_at",
+         duration_ms = duration_ms + excluded.duration_ms, updated_at = excluded.updated_at, \
+         scored = scored + excluded.scored, score_sum = score_sum + excluded.score_sum",
     )
     .bind(tenant)
     .bind(agent)
     .bind(task_type)
-    .bind(i64::from(success))
-    .bind(i64::from(!success))
-    .bind(if success { duration_ms.max(0) } else { 0 })
+    .bind(i64::from(o.success))
+    .bind(i64::from(!o.success))
+    .bind(if o.success { o.duration_ms.max(0) } else { 0 })
     .bind(now)
+    .bind(i64::from(o.score.is_some()))
+    .bind(o.score.unwrap_or(0.0))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -224,7 +228,7 @@ async fn performance_of(
     task_type: &str,
 ) -> Result<PerformanceRecord, StoreError> {
     let row = sqlx::query(
-        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
          FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
     )
     .bind(tenant)
@@ -486,7 +490,8 @@ impl SqliteStore {
             "SELECT ",
             agent_columns!(),
             ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
-             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms \
+             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms, \
+             COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = ?2 \
              WHERE a.tenant = ?1 ORDER BY a.name"
@@ -682,7 +687,7 @@ impl TaskStore for SqliteStore {
         agent: Option<&str>,
     ) -> Result<Vec<PerformanceRecord>, StoreError> {
         let found = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR agent = ?2) \
              ORDER BY tenant, agent, task_type",
         )
@@ -928,7 +933,19 @@ impl TaskStore for SqliteStore {
             let (kind, agent, note) = if state == "claimed" {
                 let holder: Option<String> = row.try_get("holder")?;
                 if let Some(holder) = &holder {
-                    count_outcome(&mut tx, tenant, holder, &task_type, false, 0, now).await?;
+                    count_outcome(
+                        &mut tx,
+                        tenant,
+                        holder,
+                        &task_type,
+                        Outcome {
+                            success: false,
+                            duration_ms: 0,
+                            score: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
                 let who = holder.as_deref().unwrap_or("its holder");
                 let note = format!(
@@ -1084,8 +1101,11 @@ impl TaskStore for SqliteStore {
             c.tenant,
             c.agent,
             task.task_type.as_str(),
-            true,
-            duration,
+            Outcome {
+                success: true,
+                duration_ms: duration,
+                score: None,
+            },
             c.now,
         )
         .await?;
@@ -1100,7 +1120,7 @@ impl TaskStore for SqliteStore {
         )
         .await?;
         let perf = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
         )
         .bind(c.tenant)
@@ -1190,8 +1210,11 @@ impl TaskStore for SqliteStore {
                 j.tenant,
                 j.agent,
                 ty,
-                success,
-                duration,
+                Outcome {
+                    success,
+                    duration_ms: duration,
+                    score: Some(j.score),
+                },
                 j.decided_at,
             )
             .await?;
@@ -1274,16 +1297,17 @@ impl TaskStore for SqliteStore {
         };
         let mut task = task_from_row(&row)?;
         let review = if r.approve { "approved" } else { "rejected" };
-        sqlx::query(
+        // The reviewed verdict's score counts in the holder's record.
+        let verdict_score: Option<f64> = sqlx::query_scalar(
             "UPDATE task_verdicts SET review = ?, reviewed_by = ?, review_note = ?, reviewed_at = ? \
-             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = ?)",
+             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = ?) RETURNING score",
         )
         .bind(review)
         .bind(r.by)
         .bind(r.note)
         .bind(r.now)
         .bind(r.id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         add_event(&mut tx, task.id, r.now, review, r.by, None, r.note).await?;
         let perf = match task.holder.clone() {
@@ -1295,8 +1319,11 @@ impl TaskStore for SqliteStore {
                     &task.tenant,
                     &holder,
                     ty,
-                    r.approve,
-                    duration,
+                    Outcome {
+                        success: r.approve,
+                        duration_ms: duration,
+                        score: verdict_score,
+                    },
                     r.now,
                 )
                 .await?;

@@ -140,6 +140,16 @@ pub trait TaskStore: Send + Sync {
     async fn task_cancel(&self, c: &TaskCancel<'_>) -> Result<Option<TaskRecord>, StoreError>;
 }
 
+/// One outcome counted in an agent's record.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub success: bool,
+    /// From claim to the outcome (counted for successes only).
+    pub duration_ms: i64,
+    /// The verdict's score (0 to 100); `None` for a lapsed claim.
+    pub score: Option<f64>,
+}
+
 /// An agent's registration.
 #[derive(Debug, Clone)]
 pub struct AgentRegistration<'a> {

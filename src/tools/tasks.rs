@@ -270,6 +270,11 @@ pub struct PerformanceView {
     /// Mean time from claim to completion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_duration_ms: Option<f64>,
+    /// Outcomes that carried a verdict (gates and judges).
+    pub scored: u32,
+    /// Mean verdict score, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_score: Option<f64>,
 }
 
 impl PerformanceView {
@@ -282,12 +287,18 @@ impl PerformanceView {
             failures: p.stats.failures,
             success_rate: p.stats.success_rate(),
             mean_duration_ms: p.stats.mean_duration_ms(),
+            scored: p.stats.scored,
+            mean_score: p.stats.mean_score().map(|m| (m * 100.0).round() / 100.0),
         }
     }
 
     pub fn render(&self) -> String {
+        let score = self
+            .mean_score
+            .map(|m| format!(", mean verdict score {m:.1}"))
+            .unwrap_or_default();
         format!(
-            "{} on {}: {}/{} succeeded",
+            "{} on {}: {}/{} succeeded{score}",
             self.agent,
             self.task_type.as_str(),
             self.successes,
