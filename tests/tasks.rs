@@ -909,3 +909,88 @@ async fn agents_declared_in_the_policy_are_routable_from_start_and_follow_reload
         c.cancel().await.unwrap();
     }
 }
+
+/// With many agents a task_submit reply lists the best five candidates and
+/// counts the rest; the decision is stored whole as one row (no per-candidate
+/// rows), and task_status and `arbiter task show` list every candidate.
+/// Decisions stored one row per candidate before this still read back.
+#[tokio::test]
+async fn a_submit_reply_shows_the_best_candidates_and_the_store_keeps_them_all() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    let policy = s.outside().join("many-agents.yaml");
+    let mut yaml = String::from("version: 1\ntasks:\n  seed: 5\n  agents:\n");
+    for i in 0..7 {
+        yaml.push_str(&format!(
+            "    - {{name: agent-{i}, capabilities: {{task_types: [feature]}}}}\n"
+        ));
+    }
+    yaml.push_str("    - {name: writer, capabilities: {task_types: [docs]}}\n");
+    std::fs::write(&policy, yaml).unwrap();
+    let lead = start_as(&ws, "lead", &["--policy", policy.to_str().unwrap()]).await;
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Implement the importer", "description": "", "task_type": "feature"}),
+    )
+    .await;
+    let routing = &sub["routing"];
+    assert_eq!(routing["candidates"].as_array().unwrap().len(), 5, "{sub}");
+    assert_eq!(routing["eligible_count"], 7, "{sub}");
+    assert_eq!(routing["excluded_count"], 1, "{sub}");
+    assert_eq!(routing["candidates_omitted"], 3, "{sub}");
+    assert_eq!(routing["candidates"][0]["agent"], sub["assigned_to"]);
+    let id = id_of(&sub);
+
+    let status = ok(&lead, "task_status", json!({"task_id": id})).await;
+    let all = status["routing"][0]["candidates"].as_array().unwrap();
+    assert_eq!(all.len(), 8, "{status}");
+    assert_eq!(all[7]["agent"], "writer");
+    assert_eq!(all[7]["detail"], "excluded: does not take feature tasks");
+    assert!(status["routing"][0].get("candidates_omitted").is_none());
+    let (code, shown, err) = run_cli(&ws, &["task", "show", &id]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["routing"][0]["candidates"], json!(all), "{shown}");
+    assert!(
+        shown["routing"][0]["rationale"]
+            .as_str()
+            .unwrap()
+            .contains("of 7 eligible agent(s); 1 excluded"),
+        "{shown}"
+    );
+    assert_eq!(
+        sql_count(&ws, "SELECT COUNT(*) FROM routing_scores").await,
+        0
+    );
+    assert_eq!(
+        sql_count(
+            &ws,
+            "SELECT COUNT(*) FROM routing_decisions WHERE candidates IS NOT NULL"
+        )
+        .await,
+        1
+    );
+
+    // A decision stored the older way: one row per candidate.
+    let pool = store(&ws).await;
+    sqlx::query("UPDATE routing_decisions SET candidates = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO routing_scores (decision_id, rank, agent, eligible, score, detail) \
+         SELECT id, 0, 'old-agent', 1, 0.5, 'stored per row' FROM routing_decisions",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let status = ok(&lead, "task_status", json!({"task_id": id})).await;
+    assert_eq!(
+        status["routing"][0]["candidates"],
+        json!([{"agent": "old-agent", "eligible": true, "score": 0.5, "detail": "stored per row"}]),
+        "{status}"
+    );
+    lead.cancel().await.unwrap();
+}

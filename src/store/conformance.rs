@@ -465,7 +465,7 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
 }
 
 #[tokio::test]
-async fn declared_agents_follow_each_load_and_a_dropped_one_is_kept_only_if_it_called() {
+async fn declared_agents_follow_each_load_and_a_dropped_one_is_hidden_unless_it_called() {
     use super::tasks::AgentRegistration;
     use crate::tasks::Capabilities;
     for db in TestDb::all().await {
@@ -518,5 +518,18 @@ async fn declared_agents_follow_each_load_and_a_dropped_one_is_kept_only_if_it_c
             "{}",
             db.name()
         );
+        // The hidden one is not an agent until it registers or is declared again.
+        assert_eq!(
+            store.agent_seen("default", "never", 40).await.unwrap(),
+            None
+        );
+        store
+            .agents_declare("default", &[reg("never", 1)], 50)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|a| a.agent.name.as_str()).collect();
+        // ... and "new", dropped before it called, is hidden in turn.
+        assert_eq!(names, ["never", "seen"], "{}", db.name());
     }
 }

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite::rows;
 use super::tasks::{
@@ -41,6 +41,13 @@ macro_rules! agent_columns {
          (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
          + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
          AS active"
+    };
+}
+
+/// Not an agent dropped from the policy before it ever called (kept, hidden).
+macro_rules! visible {
+    () => {
+        "(a.declared_at IS NOT NULL OR a.last_seen_at > 0)"
     };
 }
 
@@ -494,7 +501,9 @@ impl SqliteStore {
              COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = ?2 \
-             WHERE a.tenant = ?1 ORDER BY a.name"
+             WHERE a.tenant = ?1 AND ",
+            visible!(),
+            " ORDER BY a.name"
         ))
         .bind(tenant)
         .bind(task_type.as_str())
@@ -528,8 +537,8 @@ impl SqliteStore {
         now: i64,
     ) -> Result<i64, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(tenant)
         .bind(task_id)
@@ -538,25 +547,9 @@ impl SqliteStore {
         .bind(choice.chosen.as_deref())
         .bind(&choice.rationale)
         .bind(now)
+        .bind(to_json(&choice.candidates)?)
         .fetch_one(&mut **tx)
         .await?;
-        if !choice.candidates.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO routing_scores (decision_id, rank, agent, eligible, score, detail) ",
-            );
-            insert.push_values(
-                choice.candidates.iter().enumerate(),
-                |mut row, (rank, c)| {
-                    row.push_bind(id)
-                        .push_bind(rank as i64)
-                        .push_bind(c.agent.clone())
-                        .push_bind(c.eligible)
-                        .push_bind(c.score)
-                        .push_bind(c.detail.clone());
-                },
-            );
-            insert.build().execute(&mut **tx).await?;
-        }
         Ok(id)
     }
 
@@ -627,16 +620,13 @@ impl TaskStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        for (name, last_seen) in before {
+        // Dropped from the policy: a plain registered agent now; one that
+        // never called is hidden (see the migration), not deleted.
+        for (name, _) in before {
             if agents.iter().any(|a| a.name == name) {
                 continue;
             }
-            let sql = if last_seen == 0 {
-                "DELETE FROM agents WHERE tenant = ? AND name = ?"
-            } else {
-                "UPDATE agents SET declared_at = NULL WHERE tenant = ? AND name = ?"
-            };
-            sqlx::query(sql)
+            sqlx::query("UPDATE agents SET declared_at = NULL WHERE tenant = ? AND name = ?")
                 .bind(tenant)
                 .bind(&name)
                 .execute(&mut *tx)
@@ -654,6 +644,7 @@ impl TaskStore for SqliteStore {
     ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
             "UPDATE agents SET last_seen_at = MAX(last_seen_at, ?) WHERE tenant = ? AND name = ? \
+             AND (declared_at IS NOT NULL OR last_seen_at > 0) \
              RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(now)
@@ -668,7 +659,9 @@ impl TaskStore for SqliteStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             agent_columns!(),
-            " FROM agents a WHERE (?1 IS NULL OR a.tenant = ?1) ORDER BY a.tenant, a.name"
+            " FROM agents a WHERE (?1 IS NULL OR a.tenant = ?1) AND ",
+            visible!(),
+            " ORDER BY a.tenant, a.name"
         ))
         .bind(tenant)
         .fetch_all(self.pool())
@@ -849,7 +842,7 @@ impl TaskStore for SqliteStore {
 
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
         let decisions = sqlx::query(
-            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at \
+            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates \
              FROM routing_decisions WHERE task_id = ? ORDER BY id",
         )
         .bind(id)
@@ -859,12 +852,30 @@ impl TaskStore for SqliteStore {
         for row in &decisions {
             let decision_id: i64 = row.try_get("id")?;
             let strategy: String = row.try_get("strategy")?;
-            let scores = sqlx::query(
-                "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = ? ORDER BY rank",
-            )
-            .bind(decision_id)
-            .fetch_all(self.pool())
-            .await?;
+            // Older decisions kept a row per candidate.
+            let candidates: Vec<CandidateScore> = match row
+                .try_get::<Option<String>, _>("candidates")?
+            {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Database(format!("decision {decision_id}'s candidates: {e}"))
+                })?,
+                None => {
+                    let scores = sqlx::query(
+                        "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = ? ORDER BY rank",
+                    )
+                    .bind(decision_id)
+                    .fetch_all(self.pool())
+                    .await?;
+                    rows(&scores, |s| {
+                        Ok(CandidateScore {
+                            agent: s.try_get("agent")?,
+                            eligible: s.try_get("eligible")?,
+                            score: s.try_get("score")?,
+                            detail: s.try_get("detail")?,
+                        })
+                    })?
+                }
+            };
             records.push(RoutingRecord {
                 id: decision_id,
                 task_id: row.try_get("task_id")?,
@@ -876,14 +887,7 @@ impl TaskStore for SqliteStore {
                     seed: row.try_get::<i64, _>("seed")? as u64,
                     chosen: row.try_get("chosen_agent")?,
                     rationale: row.try_get("rationale")?,
-                    candidates: rows(&scores, |s| {
-                        Ok(CandidateScore {
-                            agent: s.try_get("agent")?,
-                            eligible: s.try_get("eligible")?,
-                            score: s.try_get("score")?,
-                            detail: s.try_get("detail")?,
-                        })
-                    })?,
+                    candidates,
                 },
             });
         }

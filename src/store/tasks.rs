@@ -29,8 +29,9 @@ pub trait TaskStore: Send + Sync {
     /// Make the tenant's agents declared in its policy (`tasks.agents`, loaded
     /// at `now`) exactly `agents`: each is created or updated (capabilities,
     /// capacity; a new one has never been seen) and counts as declared at
-    /// `now`. An agent declared before and no longer is deleted if it never
-    /// called, else kept as an agent known from agent_register.
+    /// `now`. An agent declared before and no longer is hidden if it never
+    /// called (not listed, routed to or seen until it registers or is
+    /// declared again), else kept as an agent known from agent_register.
     async fn agents_declare(
         &self,
         tenant: &str,

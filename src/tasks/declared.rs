@@ -6,9 +6,10 @@
 //! Seen-time rule: a declared agent counts as seen when its policy was
 //! loaded, like a fresh registration. If it does not call within
 //! `agent_timeout_minutes`, routing passes it over (it may not exist) until
-//! it calls a task tool. A reload that drops an agent deletes it if it never
-//! called, and otherwise leaves it as an agent known from agent_register
-//! (its record and held tasks stay). Between loads, `agent_register` by the
+//! it calls a task tool. A reload that drops an agent hides it if it never
+//! called (rows are never deleted; it comes back if it registers or is
+//! declared again), and otherwise leaves it as an agent known from
+//! agent_register (its record and held tasks stay). Between loads, `agent_register` by the
 //! agent itself may change its capabilities; the next load restores the
 //! policy's.
 

@@ -24,7 +24,7 @@
 //! Pure: no I/O, no clock (the caller passes `now`).
 
 use rmcp::schemars::{self, JsonSchema};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AgentRecord, RequiredCapabilities, TaskType, TypeStats};
 pub use crate::policy::file::RoutingStrategy;
@@ -65,12 +65,12 @@ pub struct RoutingParams {
 }
 
 /// One candidate in a decision.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CandidateScore {
     pub agent: String,
     /// Capable and available; excluded candidates have no score.
     pub eligible: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
     /// How the score was made, or why the agent was excluded.
     pub detail: String,

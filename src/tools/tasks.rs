@@ -214,6 +214,10 @@ impl TaskView {
     }
 }
 
+/// Candidates a task_submit reply shows; the rest are counted (task_status
+/// and `arbiter task show` list every one).
+const REPLY_CANDIDATES: usize = 5;
+
 /// A routing decision as the tools show it.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RoutingView {
@@ -226,18 +230,36 @@ pub struct RoutingView {
     pub chosen: Option<String>,
     pub rationale: String,
     /// Eligible candidates best first (with scores), then excluded ones (with why).
+    /// task_submit shows the first few; task_status shows every one.
     pub candidates: Vec<CandidateScore>,
+    /// Every candidate weighed: capable and available ones, and excluded ones.
+    pub eligible_count: usize,
+    pub excluded_count: usize,
+    /// Candidates not listed here (task_status lists them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub candidates_omitted: usize,
     pub decided_at: String,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl RoutingView {
-    fn new(r: &RoutingRecord) -> Self {
+    /// `limit`: at most this many candidates, best first.
+    fn new(r: &RoutingRecord, limit: Option<usize>) -> Self {
+        let all = &r.choice.candidates;
+        let shown = limit.unwrap_or(all.len()).min(all.len());
+        let eligible_count = all.iter().filter(|c| c.eligible).count();
         Self {
             strategy: r.choice.strategy.as_str().to_string(),
             seed: r.choice.seed,
             chosen: r.choice.chosen.clone(),
             rationale: r.choice.rationale.clone(),
-            candidates: r.choice.candidates.clone(),
+            candidates: all[..shown].to_vec(),
+            eligible_count,
+            excluded_count: all.len() - eligible_count,
+            candidates_omitted: all.len() - shown,
             decided_at: rfc3339_ms(r.decided_at),
         }
     }
@@ -251,6 +273,12 @@ impl RoutingView {
                 }
                 None => text.push_str(&format!("\n- {}: {}", c.agent, c.detail)),
             }
+        }
+        if self.candidates_omitted > 0 {
+            text.push_str(&format!(
+                "\n… and {} more candidate(s) (task_status lists every one)",
+                self.candidates_omitted
+            ));
         }
         text
     }
@@ -982,7 +1010,7 @@ impl Toolbox {
                     .assigned_agent
                     .clone()
                     .unwrap_or_else(|| "queued".to_string()),
-                routing: RoutingView::new(&submitted.routing),
+                routing: RoutingView::new(&submitted.routing, Some(REPLY_CANDIDATES)),
                 next,
             })
         }
@@ -1493,7 +1521,11 @@ impl Toolbox {
             Ok(TaskStatusOutput {
                 task: TaskView::new(&status.task, true),
                 events: status.events.iter().map(EventView::new).collect(),
-                routing: status.routing.iter().map(RoutingView::new).collect(),
+                routing: status
+                    .routing
+                    .iter()
+                    .map(|r| RoutingView::new(r, None))
+                    .collect(),
                 verdicts: VerdictView::all(&verdicts, &arbitrations, false),
                 judge_usage: JudgeUsage::of(&arbitrations),
             })
