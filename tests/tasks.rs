@@ -994,3 +994,119 @@ async fn a_submit_reply_shows_the_best_candidates_and_the_store_keeps_them_all()
     );
     lead.cancel().await.unwrap();
 }
+
+/// While an agent holds a task whose spec has a scope and a change budget,
+/// its writes, deletes and moves are checked against them (SCOPE-001,
+/// BUDGET-001, naming the task); another agent, and the same agent once the
+/// task is done, are not bound by it.
+#[tokio::test]
+async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    s.write("docs/guide.md", "guide\n");
+    s.write("src/old.rs", "old\n");
+    let worker = agent(&ws, "worker", json!({"task_types": ["feature"]}), &[]).await;
+    let other = agent(&ws, "other", json!({"task_types": ["docs"]}), &[]).await;
+    let lead = start_as(&ws, "lead", &[]).await;
+    let spec = "id: FEAT-42\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
+                change_budget: {max_files: 3, max_loc: 5}\n\
+                blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
+                scope: {in: [src/], out: [src/generated/]}\n\
+                invariants: [existing exports keep their format]\n\
+                acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
+                non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n";
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "The export button", "description": "", "spec": spec}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "worker", "{sub}");
+    let id = id_of(&sub);
+    ok(&worker, "task_next", json!({})).await;
+
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/a.rs", "contents": "1\n2\n3\n"}),
+    )
+    .await;
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "x\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    assert!(out.contains(&format!("FEAT-42 of task {id}")), "{out}");
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/generated/x.rs", "contents": "x\n"}),
+    )
+    .await;
+    assert!(
+        out.starts_with("Refused [SCOPE-001]") && out.contains("scope.out"),
+        "{out}"
+    );
+    // A move out of scope and a delete out of scope are refused too.
+    let out = refused(
+        &worker,
+        "move_file",
+        json!({"source": "src/old.rs", "destination": "docs/old.rs"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    let out = refused(
+        &worker,
+        "delete_file",
+        json!({"target_file": "docs/guide.md"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    // Three lines used of five: three more are over the task's budget.
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/b.rs", "contents": "1\n2\n3\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [BUDGET-001]"), "{out}");
+    assert!(
+        out.contains(&format!("spec FEAT-42 of task {id}"))
+            && out.contains("6 of 5 lines")
+            && out.contains("so far 1 files, 3 lines"),
+        "{out}"
+    );
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/b.rs", "contents": "1\n2\n"}),
+    )
+    .await;
+
+    // Another agent holds no task: the spec does not bind it.
+    ok(
+        &other,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "by other\n"}),
+    )
+    .await;
+    // Done with the task (no gates in this policy), the worker is free again.
+    let done = ok(
+        &worker,
+        "task_complete",
+        json!({"task_id": id, "summary": "exported"}),
+    )
+    .await;
+    assert_eq!(done["task"]["state"], "completed", "{done}");
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "after the task\n"}),
+    )
+    .await;
+    for c in [worker, other, lead] {
+        c.cancel().await.unwrap();
+    }
+}
