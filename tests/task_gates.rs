@@ -95,6 +95,14 @@ async fn passing_gates_complete_the_task_with_a_pass() {
     assert_eq!(v["gates"][1]["output_tail"], "clean\n");
     assert_eq!(done["task"]["state"], "completed", "{done}");
     assert_eq!(done["performance"]["successes"], 1, "{done}");
+    assert_eq!(done["performance"]["mean_score"], 100.0, "{done}");
+    // `arbiter agents` shows the mean verdict score per agent and type.
+    let (code, table, err) = run_cli(&s.ws(), &["agents"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains("SCORE") && table.contains("100.0 (1)"),
+        "{table}"
+    );
     // task_status shows the verdict and each gate; so does `task show`.
     let status = ok(&lead, "task_status", json!({"task_id": id})).await;
     assert_eq!(status["verdicts"][0]["verdict"], "pass", "{status}");
@@ -131,6 +139,8 @@ async fn a_failing_gate_fails_with_its_exit_code_and_the_task_stays_held() {
     )
     .await;
     assert_eq!(again["verdict"]["verdict"], "fail");
+    assert_eq!(again["performance"]["scored"], 2, "{again}");
+    assert_eq!(again["performance"]["mean_score"], 80.0, "{again}");
     let status = ok(&lead, "task_status", json!({"task_id": id})).await;
     assert_eq!(status["verdicts"].as_array().unwrap().len(), 2, "{status}");
     w.cancel().await.unwrap();
@@ -158,6 +168,7 @@ async fn coverage_under_the_tier_minimum_is_conditional_with_the_score() {
         "{done}"
     );
     assert_eq!(done["task"]["state"], "completed", "{done}");
+    assert_eq!(done["performance"]["mean_score"], 90.63, "{done}");
     w.cancel().await.unwrap();
     lead.cancel().await.unwrap();
 }

@@ -580,6 +580,7 @@ async fn the_policy_chooses_round_robin_and_policy_show_prints_it() {
     assert_eq!(
         shown["tasks"],
         json!({"strategy": "round_robin", "ucb1_exploration": std::f64::consts::SQRT_2,
+               "ucb1_score_weight": 0.5,
                "agent_timeout_minutes": 10, "lease_minutes": 5, "seed": 7, "gates": {},
                "judge": {"judges": [], "min_confidence": 0.6, "gates_weight": 1.0,
                          "max_attempts": 3, "backoff_ms": 500, "timeout_ms": 60000,
@@ -775,4 +776,337 @@ async fn the_task_tools_are_listed_with_schemas_and_malformed_calls_name_the_fie
     .to_string();
     assert!(err.contains("task_type"), "{err}");
     c.cancel().await.unwrap();
+}
+
+fn declared(agents: &[Value], name: &str) -> Option<Value> {
+    agents.iter().find(|a| a["agent"] == name).cloned()
+}
+
+/// Agents declared in the policy (`tasks.agents`) are in the registry from
+/// the server's start, before they ever connect; one that never calls stops
+/// being routed to after `agent_timeout_minutes`; a reload adds, updates and
+/// drops them.
+#[tokio::test]
+async fn agents_declared_in_the_policy_are_routable_from_start_and_follow_reloads() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    let policy = s.outside().join("agents-policy.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\ntasks:\n  seed: 3\n  agents:\n\
+         \x20   - name: planner\n\
+         \x20     capabilities: {task_types: [feature, bugfix], languages: [Rust], tools: [cargo]}\n\
+         \x20     max_concurrent_tasks: 2\n\
+         \x20   - name: ghost\n\
+         \x20     capabilities: {task_types: [docs]}\n",
+    )
+    .unwrap();
+    let policy_arg = policy.to_str().unwrap();
+    let extra = ["--policy", policy_arg];
+    let lead = start_as(&ws, "lead", &extra).await;
+
+    // No tool call yet: the server registered them when it started.
+    eventually(
+        "the declared agents in `arbiter agents`",
+        std::time::Duration::from_secs(20),
+        || {
+            let shown = agents_json(&ws);
+            declared(&shown, "planner").is_some() && declared(&shown, "ghost").is_some()
+        },
+    )
+    .await;
+    let shown = agents_json(&ws);
+    let planner = declared(&shown, "planner").unwrap();
+    assert_eq!(
+        planner["capabilities"],
+        json!({"task_types": ["feature", "bugfix"], "languages": ["rust"], "tools": ["cargo"]}),
+        "{planner}"
+    );
+    assert_eq!(planner["max_concurrent_tasks"], 2);
+    assert!(planner["last_seen_at"].is_null(), "never seen: {planner}");
+    assert!(planner["declared_in_policy_at"].is_string(), "{planner}");
+    let (code, table, err) = run_cli(&ws, &["agents"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("never (declared)"), "{table}");
+
+    // Routable before it ever connected.
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Implement the CSV export", "description": "",
+               "required_capabilities": {"languages": ["rust"]}}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "planner", "{sub}");
+    let id = id_of(&sub);
+    // It connects under its name and works without agent_register.
+    let planner = start_as(&ws, "planner", &extra).await;
+    let next = ok(&planner, "task_next", json!({})).await;
+    assert_eq!(next["outcome"], "claimed_assigned", "{next}");
+    assert_eq!(next["task"]["task_id"], id.as_str());
+
+    // ghost never calls: once agent_timeout_minutes (10) have passed since
+    // the policy's load, routing passes it over.
+    rewind(
+        &ws,
+        "UPDATE agents SET declared_at = declared_at - ?1 WHERE name = ?2",
+        "ghost",
+        11,
+    )
+    .await;
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Document the export", "description": "", "task_type": "docs"}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "queued", "{sub}");
+    let ghost = sub["routing"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["agent"] == "ghost")
+        .cloned()
+        .unwrap();
+    assert!(
+        ghost["detail"].as_str().unwrap().starts_with(
+            "excluded: declared in the policy but not seen since it was loaded for 11 min"
+        ),
+        "{sub}"
+    );
+
+    // A reload: ghost (never seen) is dropped, planner (seen, holding a
+    // task) changes capacity, reviewer appears.
+    std::fs::write(
+        &policy,
+        "version: 1\ntasks:\n  seed: 3\n  agents:\n\
+         \x20   - name: planner\n\
+         \x20     capabilities: {task_types: [feature, bugfix], languages: [rust], tools: [cargo]}\n\
+         \x20     max_concurrent_tasks: 3\n\
+         \x20   - name: reviewer\n\
+         \x20     capabilities: {task_types: [docs, test]}\n",
+    )
+    .unwrap();
+    eventually(
+        "the reloaded declarations in `arbiter agents`",
+        std::time::Duration::from_secs(20),
+        || {
+            let shown = agents_json(&ws);
+            declared(&shown, "reviewer").is_some()
+                && declared(&shown, "ghost").is_none()
+                && declared(&shown, "planner").is_some_and(|p| p["max_concurrent_tasks"] == 3)
+        },
+    )
+    .await;
+    let planner_row = declared(&agents_json(&ws), "planner").unwrap();
+    assert!(planner_row["last_seen_at"].is_string(), "{planner_row}");
+    assert_eq!(planner_row["active_tasks"], 1, "{planner_row}");
+    // The queued docs task goes to the new agent when it asks.
+    let reviewer = start_as(&ws, "reviewer", &extra).await;
+    let next = ok(&reviewer, "task_next", json!({})).await;
+    assert_eq!(next["outcome"], "claimed_from_queue", "{next}");
+    for c in [lead, planner, reviewer] {
+        c.cancel().await.unwrap();
+    }
+}
+
+/// With many agents a task_submit reply lists the best five candidates and
+/// counts the rest; the decision is stored whole as one row (no per-candidate
+/// rows), and task_status and `arbiter task show` list every candidate.
+/// Decisions stored one row per candidate before this still read back.
+#[tokio::test]
+async fn a_submit_reply_shows_the_best_candidates_and_the_store_keeps_them_all() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    let policy = s.outside().join("many-agents.yaml");
+    let mut yaml = String::from("version: 1\ntasks:\n  seed: 5\n  agents:\n");
+    for i in 0..7 {
+        yaml.push_str(&format!(
+            "    - {{name: agent-{i}, capabilities: {{task_types: [feature]}}}}\n"
+        ));
+    }
+    yaml.push_str("    - {name: writer, capabilities: {task_types: [docs]}}\n");
+    std::fs::write(&policy, yaml).unwrap();
+    let lead = start_as(&ws, "lead", &["--policy", policy.to_str().unwrap()]).await;
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "Implement the importer", "description": "", "task_type": "feature"}),
+    )
+    .await;
+    let routing = &sub["routing"];
+    assert_eq!(routing["candidates"].as_array().unwrap().len(), 5, "{sub}");
+    assert_eq!(routing["eligible_count"], 7, "{sub}");
+    assert_eq!(routing["excluded_count"], 1, "{sub}");
+    assert_eq!(routing["candidates_omitted"], 3, "{sub}");
+    assert_eq!(routing["candidates"][0]["agent"], sub["assigned_to"]);
+    let id = id_of(&sub);
+
+    let status = ok(&lead, "task_status", json!({"task_id": id})).await;
+    let all = status["routing"][0]["candidates"].as_array().unwrap();
+    assert_eq!(all.len(), 8, "{status}");
+    assert_eq!(all[7]["agent"], "writer");
+    assert_eq!(all[7]["detail"], "excluded: does not take feature tasks");
+    assert!(status["routing"][0].get("candidates_omitted").is_none());
+    let (code, shown, err) = run_cli(&ws, &["task", "show", &id]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["routing"][0]["candidates"], json!(all), "{shown}");
+    assert!(
+        shown["routing"][0]["rationale"]
+            .as_str()
+            .unwrap()
+            .contains("of 7 eligible agent(s); 1 excluded"),
+        "{shown}"
+    );
+    assert_eq!(
+        sql_count(&ws, "SELECT COUNT(*) FROM routing_scores").await,
+        0
+    );
+    assert_eq!(
+        sql_count(
+            &ws,
+            "SELECT COUNT(*) FROM routing_decisions WHERE candidates IS NOT NULL"
+        )
+        .await,
+        1
+    );
+
+    // A decision stored the older way: one row per candidate.
+    let pool = store(&ws).await;
+    sqlx::query("UPDATE routing_decisions SET candidates = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO routing_scores (decision_id, rank, agent, eligible, score, detail) \
+         SELECT id, 0, 'old-agent', 1, 0.5, 'stored per row' FROM routing_decisions",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let status = ok(&lead, "task_status", json!({"task_id": id})).await;
+    assert_eq!(
+        status["routing"][0]["candidates"],
+        json!([{"agent": "old-agent", "eligible": true, "score": 0.5, "detail": "stored per row"}]),
+        "{status}"
+    );
+    lead.cancel().await.unwrap();
+}
+
+/// While an agent holds a task whose spec has a scope and a change budget,
+/// its writes, deletes and moves are checked against them (SCOPE-001,
+/// BUDGET-001, naming the task); another agent, and the same agent once the
+/// task is done, are not bound by it.
+#[tokio::test]
+async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    s.write("docs/guide.md", "guide\n");
+    s.write("src/old.rs", "old\n");
+    let worker = agent(&ws, "worker", json!({"task_types": ["feature"]}), &[]).await;
+    let other = agent(&ws, "other", json!({"task_types": ["docs"]}), &[]).await;
+    let lead = start_as(&ws, "lead", &[]).await;
+    let spec = "id: FEAT-42\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
+                change_budget: {max_files: 3, max_loc: 5}\n\
+                blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
+                scope: {in: [src/], out: [src/generated/]}\n\
+                invariants: [existing exports keep their format]\n\
+                acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
+                non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n";
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "The export button", "description": "", "spec": spec}),
+    )
+    .await;
+    assert_eq!(sub["assigned_to"], "worker", "{sub}");
+    let id = id_of(&sub);
+    ok(&worker, "task_next", json!({})).await;
+
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/a.rs", "contents": "1\n2\n3\n"}),
+    )
+    .await;
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "x\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    assert!(out.contains(&format!("FEAT-42 of task {id}")), "{out}");
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/generated/x.rs", "contents": "x\n"}),
+    )
+    .await;
+    assert!(
+        out.starts_with("Refused [SCOPE-001]") && out.contains("scope.out"),
+        "{out}"
+    );
+    // A move out of scope and a delete out of scope are refused too.
+    let out = refused(
+        &worker,
+        "move_file",
+        json!({"source": "src/old.rs", "destination": "docs/old.rs"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    let out = refused(
+        &worker,
+        "delete_file",
+        json!({"target_file": "docs/guide.md"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [SCOPE-001]"), "{out}");
+    // Three lines used of five: three more are over the task's budget.
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/b.rs", "contents": "1\n2\n3\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [BUDGET-001]"), "{out}");
+    assert!(
+        out.contains(&format!("spec FEAT-42 of task {id}"))
+            && out.contains("6 of 5 lines")
+            && out.contains("so far 1 files, 3 lines"),
+        "{out}"
+    );
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/b.rs", "contents": "1\n2\n"}),
+    )
+    .await;
+
+    // Another agent holds no task: the spec does not bind it.
+    ok(
+        &other,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "by other\n"}),
+    )
+    .await;
+    // Done with the task (no gates in this policy), the worker is free again.
+    let done = ok(
+        &worker,
+        "task_complete",
+        json!({"task_id": id, "summary": "exported"}),
+    )
+    .await;
+    assert_eq!(done["task"]["state"], "completed", "{done}");
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "docs/guide.md", "contents": "after the task\n"}),
+    )
+    .await;
+    for c in [worker, other, lead] {
+        c.cancel().await.unwrap();
+    }
 }

@@ -154,6 +154,7 @@ fn open_tenant(setup: &super::Setup, name: &str) -> anyhow::Result<TenantRuntime
         setup.protected_paths(),
         toolbox.policy.clone(),
     ));
+    tokio::spawn(toolbox.clone().follow_declared_agents(name.to_string()));
     Ok(TenantRuntime {
         name: name.to_string(),
         toolbox,

@@ -434,7 +434,8 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
                 "max_concurrent_tasks": a.max_concurrent_tasks,
                 "active_tasks": status.active,
                 "registered_at": rfc3339_ms(a.registered_at),
-                "last_seen_at": rfc3339_ms(a.last_seen_at),
+                "last_seen_at": (a.last_seen_at > 0).then(|| rfc3339_ms(a.last_seen_at)),
+                "declared_in_policy_at": a.declared_at.map(rfc3339_ms),
                 "performance": record_of(&a.tenant, &a.name)
                     .into_iter()
                     .map(PerformanceView::new)
@@ -445,7 +446,9 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     if agents.is_empty() {
-        println!("No agents have registered (agents call agent_register).");
+        println!(
+            "No agents have registered (agents call agent_register, or the policy declares them in tasks.agents)."
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let now = now_ms();
@@ -458,13 +461,18 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
         "TASKS".to_string(),
         "SUCCESS".to_string(),
         "MEAN".to_string(),
+        "SCORE".to_string(),
     ]];
     for status in &agents {
         let a = &status.agent;
         let head = [
             a.name.clone(),
             a.tenant.clone(),
-            format!("{} ago", short_duration(now - a.last_seen_at)),
+            match (a.last_seen_at, a.declared_at) {
+                (0, Some(_)) => "never (declared)".to_string(),
+                (seen, Some(_)) => format!("{} ago (declared)", short_duration(now - seen)),
+                (seen, None) => format!("{} ago", short_duration(now - seen)),
+            },
             format!("{}/{}", status.active, a.max_concurrent_tasks),
         ];
         let records = record_of(&a.tenant, &a.name);
@@ -477,6 +485,7 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
                 active,
                 "-".into(),
                 "0".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
             ]);
@@ -502,10 +511,13 @@ pub async fn agents(setup: &super::Setup, as_json: bool) -> anyhow::Result<ExitC
                 s.mean_duration_ms()
                     .map(|ms| short_duration(ms as i64))
                     .unwrap_or_else(|| "-".into()),
+                s.mean_score()
+                    .map(|m| format!("{m:.1} ({})", s.scored))
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     for row in &rows {

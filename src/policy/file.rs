@@ -64,6 +64,10 @@ pub struct TaskSettings {
     /// 0 always takes the best record so far; larger values try others more.
     #[serde(default = "sqrt_two")]
     pub ucb1_exploration: f64,
+    /// UCB1's reward is `(1 - w) * success_rate + w * mean_verdict_score/100`
+    /// (0 to 1): 0 counts only successes, 1 only how well the work was judged.
+    #[serde(default = "half")]
+    pub ucb1_score_weight: f64,
     /// An agent not seen (agent_register, task_next, task_update,
     /// task_complete) for this long is not routed to.
     #[serde(default = "ten")]
@@ -85,6 +89,27 @@ pub struct TaskSettings {
     /// Model judges consulted after the gates pass (none by default).
     #[serde(default)]
     pub judge: JudgeSettings,
+    /// Agents the operator declares: in the registry (routable) from the
+    /// policy's load, as if each had called agent_register then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<DeclaredAgent>,
+}
+
+/// An agent declared in the policy (`tasks.agents`): what `agent_register`
+/// would say, written by the operator. The agent connects under `name`
+/// (its MCP client name) to claim work.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredAgent {
+    pub name: String,
+    pub capabilities: crate::tasks::Capabilities,
+    /// How many tasks it holds at once (1 to 100).
+    #[serde(default = "one_u32")]
+    pub max_concurrent_tasks: u32,
+}
+
+fn one_u32() -> u32 {
+    1
 }
 
 /// The model judge (`tasks.judge`): endpoints asked for a verdict on a task
@@ -295,11 +320,13 @@ impl Default for TaskSettings {
         Self {
             strategy: RoutingStrategy::default(),
             ucb1_exploration: sqrt_two(),
+            ucb1_score_weight: half(),
             agent_timeout_minutes: ten(),
             lease_minutes: thirty(),
             seed: None,
             gates: Default::default(),
             judge: JudgeSettings::default(),
+            agents: Vec::new(),
         }
     }
 }
@@ -314,6 +341,12 @@ impl TaskSettings {
                 self.ucb1_exploration
             ));
         }
+        if !(self.ucb1_score_weight.is_finite() && (0.0..=1.0).contains(&self.ucb1_score_weight)) {
+            found.push(format!(
+                "tasks.ucb1_score_weight must be between 0 and 1, not {}",
+                self.ucb1_score_weight
+            ));
+        }
         for (field, minutes) in [
             ("agent_timeout_minutes", self.agent_timeout_minutes),
             ("lease_minutes", self.lease_minutes),
@@ -326,6 +359,25 @@ impl TaskSettings {
             }
         }
         found.extend(self.judge.problems());
+        let mut names = std::collections::HashSet::new();
+        for a in &self.agents {
+            let name = a.name.as_str();
+            if let Err(e) = crate::tasks::registry::check_agent_name(name) {
+                found.push(format!("tasks.agents: {e}"));
+            } else if !names.insert(name) {
+                found.push(format!("tasks.agents: two agents are named `{name}`"));
+            }
+            if let Err(e) = a.capabilities.normalized() {
+                found.push(format!("tasks.agents.{name}.capabilities: {e}"));
+            }
+            let max = crate::tasks::registry::MAX_CONCURRENT;
+            if !(1..=max).contains(&a.max_concurrent_tasks) {
+                found.push(format!(
+                    "tasks.agents.{name}.max_concurrent_tasks must be 1 to {max}, not {}",
+                    a.max_concurrent_tasks
+                ));
+            }
+        }
         for (tier, gates) in &self.gates {
             if !(1..=3).contains(tier) {
                 found.push(format!(
@@ -415,6 +467,9 @@ impl RoutingStrategy {
     }
 }
 
+fn half() -> f64 {
+    0.5
+}
 fn sqrt_two() -> f64 {
     std::f64::consts::SQRT_2
 }
@@ -958,6 +1013,25 @@ mod tests {
             Ok(_) => panic!("the policy loaded:\n{text}"),
             Err(e) => e.0,
         }
+    }
+
+    #[test]
+    fn declared_agents_are_checked_like_registrations() {
+        let found = errors(
+            "version: 1\ntasks:\n  agents:\n    - {name: a, capabilities: {task_types: []}}\n\
+             \x20   - {name: a, capabilities: {task_types: [docs]}, max_concurrent_tasks: 0}\n",
+        );
+        let text: Vec<String> = found.iter().map(|e| e.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("tasks.agents.a.capabilities: task_types is empty"),
+            "{text}"
+        );
+        assert!(text.contains("two agents are named `a`"), "{text}");
+        assert!(
+            text.contains("tasks.agents.a.max_concurrent_tasks must be 1 to 100, not 0"),
+            "{text}"
+        );
     }
 
     #[test]

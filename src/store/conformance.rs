@@ -221,12 +221,18 @@ async fn verdicts_move_the_task_and_keep_every_gate() {
         let (held, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!(held.state, TaskState::Claimed);
         assert_eq!(held.lease_expires_at, Some(32 * MINUTE));
-        assert_eq!(perf.unwrap().stats.failures, 1);
+        let perf = perf.unwrap();
+        assert_eq!(perf.stats.failures, 1);
+        assert_eq!(
+            (perf.stats.scored, perf.stats.mean_score()),
+            (1, Some(80.0))
+        );
         // A pass the judges could not settle waits, uncounted, with the
         // exchange kept; then it is approved.
         let arbitration = unsettled_arbitration();
         let mut j = judgement(task.id, 3 * MINUTE, Verdict::Pass, true, &[], &reasons);
         j.arbitration = Some(&arbitration);
+        j.score = 60.0;
         let (waiting, perf) = store.task_judge(&j).await.unwrap().unwrap();
         assert_eq!((waiting.state, perf), (TaskState::NeedsReview, None));
         let stored = store.task_arbitrations(task.id).await.unwrap();
@@ -244,7 +250,15 @@ async fn verdicts_move_the_task_and_keep_every_gate() {
         };
         let (done, perf) = store.task_review(&review).await.unwrap().unwrap();
         assert_eq!(done.state, TaskState::Completed);
-        assert_eq!(perf.unwrap().stats.successes, 1);
+        let perf = perf.unwrap();
+        assert_eq!(perf.stats.successes, 1);
+        // The reviewed verdict's score counts when the person decides.
+        assert_eq!(
+            (perf.stats.scored, perf.stats.mean_score()),
+            (2, Some(70.0)),
+            "{}",
+            db.name()
+        );
         assert!(store.task_review(&review).await.unwrap().is_none());
         let verdicts = store.task_verdicts(task.id).await.unwrap();
         assert_eq!(verdicts.len(), 2, "{}", db.name());
@@ -497,5 +511,75 @@ async fn request_counts_are_shared_on_postgres_and_left_to_the_process_on_sqlite
         }
         let fresh = other.rate_take("a", 2, interval, tolerance).await.unwrap();
         assert_eq!(fresh, Some(Duration::ZERO));
+    }
+}
+
+#[tokio::test]
+async fn declared_agents_follow_each_load_and_a_dropped_one_is_hidden_unless_it_called() {
+    use super::tasks::AgentRegistration;
+    use crate::tasks::Capabilities;
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let caps = Capabilities {
+            task_types: vec![TaskType::Docs],
+            languages: vec![],
+            tools: vec![],
+        };
+        let reg = |name: &'static str, max: u32| AgentRegistration {
+            tenant: "default",
+            name,
+            capabilities: &caps,
+            max_concurrent_tasks: max,
+            now: 0,
+        };
+        store
+            .agents_declare("default", &[reg("seen", 1), reg("never", 1)], 10)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        assert_eq!(listed.len(), 2, "{}", db.name());
+        assert!(
+            listed
+                .iter()
+                .all(|a| a.agent.declared_at == Some(10) && a.agent.last_seen_at == 0),
+            "{listed:?}"
+        );
+        store.agent_seen("default", "seen", 20).await.unwrap();
+        // The next load drops both and changes nothing else.
+        store
+            .agents_declare("default", &[reg("new", 4)], 30)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        let names: Vec<(&str, Option<i64>, i64, u32)> = listed
+            .iter()
+            .map(|a| {
+                (
+                    a.agent.name.as_str(),
+                    a.agent.declared_at,
+                    a.agent.last_seen_at,
+                    a.agent.max_concurrent_tasks,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![("new", Some(30), 0, 4), ("seen", None, 20, 1)],
+            "{}",
+            db.name()
+        );
+        // The hidden one is not an agent until it registers or is declared again.
+        assert_eq!(
+            store.agent_seen("default", "never", 40).await.unwrap(),
+            None
+        );
+        store
+            .agents_declare("default", &[reg("never", 1)], 50)
+            .await
+            .unwrap();
+        let listed = store.agent_list(Some("default")).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|a| a.agent.name.as_str()).collect();
+        // ... and "new", dropped before it called, is hidden in turn.
+        assert_eq!(names, ["never", "seen"], "{}", db.name());
     }
 }

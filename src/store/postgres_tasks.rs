@@ -10,12 +10,12 @@
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::postgres::rows;
 use super::tasks::{
-    AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
-    TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
 };
 use super::{PgStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
@@ -40,10 +40,17 @@ macro_rules! task_columns {
 macro_rules! agent_columns {
     () => {
         "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
-         a.registered_at, a.last_seen_at, \
+         a.registered_at, a.last_seen_at, a.declared_at, \
          (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
          + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
          AS active"
+    };
+}
+
+/// Not an agent dropped from the policy before it ever called (kept, hidden).
+macro_rules! visible {
+    () => {
+        "(a.declared_at IS NOT NULL OR a.last_seen_at > 0)"
     };
 }
 
@@ -112,6 +119,7 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, sqlx::Error> {
         max_concurrent_tasks: row.try_get::<i64, _>("max_concurrent_tasks")?.max(1) as u32,
         registered_at: row.try_get("registered_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        declared_at: row.try_get("declared_at")?,
     })
 }
 
@@ -126,6 +134,8 @@ fn stats_from_row(row: &PgRow, prefix: &str) -> Result<TypeStats, sqlx::Error> {
         successes: count("successes")?,
         failures: count("failures")?,
         duration_ms: row.try_get(format!("{prefix}duration_ms").as_str())?,
+        scored: count("scored")?,
+        score_sum: row.try_get(format!("{prefix}score_sum").as_str())?,
     })
 }
 
@@ -196,26 +206,29 @@ async fn count_outcome(
     tenant: &str,
     agent: &str,
     task_type: &str,
-    success: bool,
-    duration_ms: i64,
+    o: Outcome,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6, $7) \
+        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, \
+         scored, score_sum, updated_at) VALUES ($1, $2, $3, 1, $4, $5, $6, $8, $9, $7) \
          ON CONFLICT (tenant, agent, task_type) DO UPDATE SET attempts = agent_performance.attempts + 1, \
          successes = agent_performance.successes + excluded.successes, \
          failures = agent_performance.failures + excluded.failures, \
          duration_ms = agent_performance.duration_ms + excluded.duration_ms, \
+         scored = agent_performance.scored + excluded.scored, \
+         score_sum = agent_performance.score_sum + excluded.score_sum, \
          updated_at = excluded.updated_at",
     )
     .bind(tenant)
     .bind(agent)
     .bind(task_type)
-    .bind(i64::from(success))
-    .bind(i64::from(!success))
-    .bind(if success { duration_ms.max(0) } else { 0 })
+    .bind(i64::from(o.success))
+    .bind(i64::from(!o.success))
+    .bind(if o.success { o.duration_ms.max(0) } else { 0 })
     .bind(now)
+    .bind(i64::from(o.score.is_some()))
+    .bind(o.score.unwrap_or(0.0))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -229,7 +242,7 @@ async fn performance_of(
     task_type: &str,
 ) -> Result<PerformanceRecord, StoreError> {
     let row = sqlx::query(
-        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
          FROM agent_performance WHERE tenant = $1 AND agent = $2 AND task_type = $3",
     )
     .bind(tenant)
@@ -494,10 +507,13 @@ impl PgStore {
             "SELECT ",
             agent_columns!(),
             ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
-             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms \
+             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms, \
+             COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = $2 \
-             WHERE a.tenant = $1 ORDER BY a.name"
+             WHERE a.tenant = $1 AND ",
+            visible!(),
+            " ORDER BY a.name"
         ))
         .bind(tenant)
         .bind(task_type.as_str())
@@ -531,8 +547,8 @@ impl PgStore {
         now: i64,
     ) -> Result<i64, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(tenant)
         .bind(task_id)
@@ -541,26 +557,9 @@ impl PgStore {
         .bind(choice.chosen.as_deref())
         .bind(&choice.rationale)
         .bind(now)
+        .bind(to_json(&choice.candidates)?)
         .fetch_one(&mut **tx)
         .await?;
-        if !choice.candidates.is_empty() {
-            let mut insert = QueryBuilder::<Postgres>::new(
-                "INSERT INTO routing_scores (tenant, decision_id, rank, agent, eligible, score, detail) ",
-            );
-            insert.push_values(
-                choice.candidates.iter().enumerate(),
-                |mut row, (rank, c)| {
-                    row.push_bind(tenant)
-                        .push_bind(id)
-                        .push_bind(rank as i64)
-                        .push_bind(c.agent.clone())
-                        .push_bind(c.eligible)
-                        .push_bind(c.score)
-                        .push_bind(c.detail.clone());
-                },
-            );
-            insert.build().execute(&mut **tx).await?;
-        }
         Ok(id)
     }
 
@@ -590,7 +589,7 @@ impl TaskStore for PgStore {
              ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
              languages = excluded.languages, tools = excluded.tools, \
              max_concurrent_tasks = excluded.max_concurrent_tasks, last_seen_at = excluded.last_seen_at \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(reg.tenant)
         .bind(reg.name)
@@ -605,6 +604,53 @@ impl TaskStore for PgStore {
         Ok(agent_from_row(&row)?)
     }
 
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin(Some(tenant)).await?;
+        let before: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seen_at FROM agents WHERE tenant = $1 AND declared_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        for reg in agents {
+            sqlx::query(
+                "INSERT INTO agents (tenant, name, task_types, languages, tools, max_concurrent_tasks, \
+                 registered_at, last_seen_at, declared_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $7) \
+                 ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
+                 languages = excluded.languages, tools = excluded.tools, \
+                 max_concurrent_tasks = excluded.max_concurrent_tasks, declared_at = excluded.declared_at",
+            )
+            .bind(tenant)
+            .bind(reg.name)
+            .bind(to_json(&reg.capabilities.task_types)?)
+            .bind(to_json(&reg.capabilities.languages)?)
+            .bind(to_json(&reg.capabilities.tools)?)
+            .bind(i64::from(reg.max_concurrent_tasks))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Dropped from the policy: a plain registered agent now; one that
+        // never called is hidden (see the migration), not deleted.
+        for (name, _) in before {
+            if agents.iter().any(|a| a.name == name) {
+                continue;
+            }
+            sqlx::query("UPDATE agents SET declared_at = NULL WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn agent_seen(
         &self,
         tenant: &str,
@@ -614,7 +660,8 @@ impl TaskStore for PgStore {
         let mut tx = self.begin(Some(tenant)).await?;
         let row = sqlx::query(
             "UPDATE agents SET last_seen_at = GREATEST(last_seen_at, $1) WHERE tenant = $2 AND name = $3 \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             AND (declared_at IS NOT NULL OR last_seen_at > 0) \
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(now)
         .bind(tenant)
@@ -630,7 +677,9 @@ impl TaskStore for PgStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             agent_columns!(),
-            " FROM agents a WHERE ($1::TEXT IS NULL OR a.tenant = $1) ORDER BY a.tenant, a.name"
+            " FROM agents a WHERE ($1::TEXT IS NULL OR a.tenant = $1) AND ",
+            visible!(),
+            " ORDER BY a.tenant, a.name"
         ))
         .bind(tenant)
         .fetch_all(&mut *tx)
@@ -650,7 +699,7 @@ impl TaskStore for PgStore {
     ) -> Result<Vec<PerformanceRecord>, StoreError> {
         let mut tx = self.begin(tenant).await?;
         let found = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE ($1::TEXT IS NULL OR tenant = $1) AND ($2::TEXT IS NULL OR agent = $2) \
              ORDER BY tenant, agent, task_type",
         )
@@ -814,7 +863,7 @@ impl TaskStore for PgStore {
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
         let mut tx = self.begin(None).await?;
         let decisions = sqlx::query(
-            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at \
+            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates \
              FROM routing_decisions WHERE task_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -824,12 +873,30 @@ impl TaskStore for PgStore {
         for row in &decisions {
             let decision_id: i64 = row.try_get("id")?;
             let strategy: String = row.try_get("strategy")?;
-            let scores = sqlx::query(
-                "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = $1 ORDER BY rank",
-            )
-            .bind(decision_id)
-            .fetch_all(&mut *tx)
-            .await?;
+            // Older decisions kept a row per candidate.
+            let candidates: Vec<CandidateScore> = match row
+                .try_get::<Option<String>, _>("candidates")?
+            {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Database(format!("decision {decision_id}'s candidates: {e}"))
+                })?,
+                None => {
+                    let scores = sqlx::query(
+                        "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = $1 ORDER BY rank",
+                    )
+                    .bind(decision_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    rows(&scores, |s| {
+                        Ok(CandidateScore {
+                            agent: s.try_get("agent")?,
+                            eligible: s.try_get("eligible")?,
+                            score: s.try_get("score")?,
+                            detail: s.try_get("detail")?,
+                        })
+                    })?
+                }
+            };
             records.push(RoutingRecord {
                 id: decision_id,
                 task_id: row.try_get("task_id")?,
@@ -841,14 +908,7 @@ impl TaskStore for PgStore {
                     seed: row.try_get::<i64, _>("seed")? as u64,
                     chosen: row.try_get("chosen_agent")?,
                     rationale: row.try_get("rationale")?,
-                    candidates: rows(&scores, |s| {
-                        Ok(CandidateScore {
-                            agent: s.try_get("agent")?,
-                            eligible: s.try_get("eligible")?,
-                            score: s.try_get("score")?,
-                            detail: s.try_get("detail")?,
-                        })
-                    })?,
+                    candidates,
                 },
             });
         }
@@ -902,7 +962,19 @@ impl TaskStore for PgStore {
             let (kind, agent, note) = if state == "claimed" {
                 let holder: Option<String> = row.try_get("holder")?;
                 if let Some(holder) = &holder {
-                    count_outcome(&mut tx, tenant, holder, &task_type, false, 0, now).await?;
+                    count_outcome(
+                        &mut tx,
+                        tenant,
+                        holder,
+                        &task_type,
+                        Outcome {
+                            success: false,
+                            duration_ms: 0,
+                            score: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
                 let who = holder.as_deref().unwrap_or("its holder");
                 let note = format!(
@@ -1060,8 +1132,11 @@ impl TaskStore for PgStore {
             c.tenant,
             c.agent,
             task.task_type.as_str(),
-            true,
-            duration,
+            Outcome {
+                success: true,
+                duration_ms: duration,
+                score: None,
+            },
             c.now,
         )
         .await?;
@@ -1076,7 +1151,7 @@ impl TaskStore for PgStore {
         )
         .await?;
         let perf = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE tenant = $1 AND agent = $2 AND task_type = $3",
         )
         .bind(c.tenant)
@@ -1166,8 +1241,11 @@ impl TaskStore for PgStore {
                 j.tenant,
                 j.agent,
                 ty,
-                success,
-                duration,
+                Outcome {
+                    success,
+                    duration_ms: duration,
+                    score: Some(j.score),
+                },
                 j.decided_at,
             )
             .await?;
@@ -1252,16 +1330,17 @@ impl TaskStore for PgStore {
         };
         let mut task = task_from_row(&row)?;
         let review = if r.approve { "approved" } else { "rejected" };
-        sqlx::query(
+        // The reviewed verdict's score counts in the holder's record.
+        let verdict_score: Option<f64> = sqlx::query_scalar(
             "UPDATE task_verdicts SET review = $1, reviewed_by = $2, review_note = $3, reviewed_at = $4 \
-             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = $5)",
+             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = $5) RETURNING score",
         )
         .bind(review)
         .bind(r.by)
         .bind(r.note)
         .bind(r.now)
         .bind(r.id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         add_event(&mut tx, task.id, r.now, review, r.by, None, r.note).await?;
         let perf = match task.holder.clone() {
@@ -1273,8 +1352,11 @@ impl TaskStore for PgStore {
                     &task.tenant,
                     &holder,
                     ty,
-                    r.approve,
-                    duration,
+                    Outcome {
+                        success: r.approve,
+                        duration_ms: duration,
+                        score: verdict_score,
+                    },
                     r.now,
                 )
                 .await?;

@@ -244,14 +244,17 @@ async fn a_tenant_sees_and_touches_none_of_another_tenants_rows() {
     app.check_application_role().await.unwrap();
     // The seed rows go in as the application role, through the store.
     let audit_head = "INSERT INTO audit_heads (tenant, seq, hash) VALUES ($1, 1, 'h')";
+    // The store writes no routing_scores rows any more (a decision keeps its
+    // candidates as JSON); older decisions' rows are still protected.
+    let legacy_score = "INSERT INTO routing_scores (tenant, decision_id, rank, agent, eligible, score, detail) \
+                        SELECT tenant, id, 0, 'old', true, 1.0, 'one row per candidate' \
+                        FROM routing_decisions WHERE tenant = $1";
     for t in ["a", "b"] {
         populate(&app, t).await;
         let mut tx = as_tenant(&app, Some(t)).await;
-        sqlx::query(audit_head)
-            .bind(t)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        for q in [audit_head, legacy_score] {
+            sqlx::query(q).bind(t).execute(&mut *tx).await.unwrap();
+        }
         tx.commit().await.unwrap();
     }
     let owner = PgStore::connect(owner_url).await.unwrap();

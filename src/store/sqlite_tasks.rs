@@ -7,12 +7,12 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::sqlite::rows;
 use super::tasks::{
-    AgentRegistration, AgentStatus, Claim, NewTask, Requeued, Router, TaskCancel, TaskCompletion,
-    TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
 };
 use super::{SqliteStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
@@ -37,10 +37,17 @@ macro_rules! task_columns {
 macro_rules! agent_columns {
     () => {
         "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
-         a.registered_at, a.last_seen_at, \
+         a.registered_at, a.last_seen_at, a.declared_at, \
          (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
          + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
          AS active"
+    };
+}
+
+/// Not an agent dropped from the policy before it ever called (kept, hidden).
+macro_rules! visible {
+    () => {
+        "(a.declared_at IS NOT NULL OR a.last_seen_at > 0)"
     };
 }
 
@@ -109,6 +116,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, sqlx::Error> {
         max_concurrent_tasks: row.try_get::<i64, _>("max_concurrent_tasks")?.max(1) as u32,
         registered_at: row.try_get("registered_at")?,
         last_seen_at: row.try_get("last_seen_at")?,
+        declared_at: row.try_get("declared_at")?,
     })
 }
 
@@ -123,6 +131,8 @@ fn stats_from_row(row: &SqliteRow, prefix: &str) -> Result<TypeStats, sqlx::Erro
         successes: count("successes")?,
         failures: count("failures")?,
         duration_ms: row.try_get(format!("{prefix}duration_ms").as_str())?,
+        scored: count("scored")?,
+        score_sum: row.try_get(format!("{prefix}score_sum").as_str())?,
     })
 }
 
@@ -192,24 +202,26 @@ async fn count_outcome(
     tenant: &str,
     agent: &str,
     task_type: &str,
-    success: bool,
-    duration_ms: i64,
+    o: Outcome,
     now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at) \
-         VALUES (?, ?, ?, 1, ?, ?, ?, ?) \
+        "INSERT INTO agent_performance (tenant, agent, task_type, attempts, successes, failures, duration_ms, \
+         updated_at, scored, score_sum) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (tenant, agent, task_type) DO UPDATE SET attempts = attempts + 1, \
          successes = successes + excluded.successes, failures = failures + excluded.failures, \
-         duration_ms = duration_ms + excluded.duration_ms, updated_at = excluded.updated_at",
+         duration_ms = duration_ms + excluded.duration_ms, updated_at = excluded.updated_at, \
+         scored = scored + excluded.scored, score_sum = score_sum + excluded.score_sum",
     )
     .bind(tenant)
     .bind(agent)
     .bind(task_type)
-    .bind(i64::from(success))
-    .bind(i64::from(!success))
-    .bind(if success { duration_ms.max(0) } else { 0 })
+    .bind(i64::from(o.success))
+    .bind(i64::from(!o.success))
+    .bind(if o.success { o.duration_ms.max(0) } else { 0 })
     .bind(now)
+    .bind(i64::from(o.score.is_some()))
+    .bind(o.score.unwrap_or(0.0))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -223,7 +235,7 @@ async fn performance_of(
     task_type: &str,
 ) -> Result<PerformanceRecord, StoreError> {
     let row = sqlx::query(
-        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+        "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
          FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
     )
     .bind(tenant)
@@ -485,10 +497,13 @@ impl SqliteStore {
             "SELECT ",
             agent_columns!(),
             ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
-             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms \
+             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms, \
+             COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = ?2 \
-             WHERE a.tenant = ?1 ORDER BY a.name"
+             WHERE a.tenant = ?1 AND ",
+            visible!(),
+            " ORDER BY a.name"
         ))
         .bind(tenant)
         .bind(task_type.as_str())
@@ -522,8 +537,8 @@ impl SqliteStore {
         now: i64,
     ) -> Result<i64, StoreError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO routing_decisions (tenant, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(tenant)
         .bind(task_id)
@@ -532,25 +547,9 @@ impl SqliteStore {
         .bind(choice.chosen.as_deref())
         .bind(&choice.rationale)
         .bind(now)
+        .bind(to_json(&choice.candidates)?)
         .fetch_one(&mut **tx)
         .await?;
-        if !choice.candidates.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO routing_scores (decision_id, rank, agent, eligible, score, detail) ",
-            );
-            insert.push_values(
-                choice.candidates.iter().enumerate(),
-                |mut row, (rank, c)| {
-                    row.push_bind(id)
-                        .push_bind(rank as i64)
-                        .push_bind(c.agent.clone())
-                        .push_bind(c.eligible)
-                        .push_bind(c.score)
-                        .push_bind(c.detail.clone());
-                },
-            );
-            insert.build().execute(&mut **tx).await?;
-        }
         Ok(id)
     }
 
@@ -576,7 +575,7 @@ impl TaskStore for SqliteStore {
              ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
              languages = excluded.languages, tools = excluded.tools, \
              max_concurrent_tasks = excluded.max_concurrent_tasks, last_seen_at = excluded.last_seen_at \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(reg.tenant)
         .bind(reg.name)
@@ -590,6 +589,53 @@ impl TaskStore for SqliteStore {
         Ok(agent_from_row(&row)?)
     }
 
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        let before: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, last_seen_at FROM agents WHERE tenant = ? AND declared_at IS NOT NULL",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        for reg in agents {
+            sqlx::query(
+                "INSERT INTO agents (tenant, name, task_types, languages, tools, max_concurrent_tasks, \
+                 registered_at, last_seen_at, declared_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?7) \
+                 ON CONFLICT (tenant, name) DO UPDATE SET task_types = excluded.task_types, \
+                 languages = excluded.languages, tools = excluded.tools, \
+                 max_concurrent_tasks = excluded.max_concurrent_tasks, declared_at = excluded.declared_at",
+            )
+            .bind(tenant)
+            .bind(reg.name)
+            .bind(to_json(&reg.capabilities.task_types)?)
+            .bind(to_json(&reg.capabilities.languages)?)
+            .bind(to_json(&reg.capabilities.tools)?)
+            .bind(i64::from(reg.max_concurrent_tasks))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Dropped from the policy: a plain registered agent now; one that
+        // never called is hidden (see the migration), not deleted.
+        for (name, _) in before {
+            if agents.iter().any(|a| a.name == name) {
+                continue;
+            }
+            sqlx::query("UPDATE agents SET declared_at = NULL WHERE tenant = ? AND name = ?")
+                .bind(tenant)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn agent_seen(
         &self,
         tenant: &str,
@@ -598,7 +644,8 @@ impl TaskStore for SqliteStore {
     ) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
             "UPDATE agents SET last_seen_at = MAX(last_seen_at, ?) WHERE tenant = ? AND name = ? \
-             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at",
+             AND (declared_at IS NOT NULL OR last_seen_at > 0) \
+             RETURNING tenant, name, task_types, languages, tools, max_concurrent_tasks, registered_at, last_seen_at, declared_at",
         )
         .bind(now)
         .bind(tenant)
@@ -612,7 +659,9 @@ impl TaskStore for SqliteStore {
         let found = sqlx::query(concat!(
             "SELECT ",
             agent_columns!(),
-            " FROM agents a WHERE (?1 IS NULL OR a.tenant = ?1) ORDER BY a.tenant, a.name"
+            " FROM agents a WHERE (?1 IS NULL OR a.tenant = ?1) AND ",
+            visible!(),
+            " ORDER BY a.tenant, a.name"
         ))
         .bind(tenant)
         .fetch_all(self.pool())
@@ -631,7 +680,7 @@ impl TaskStore for SqliteStore {
         agent: Option<&str>,
     ) -> Result<Vec<PerformanceRecord>, StoreError> {
         let found = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR agent = ?2) \
              ORDER BY tenant, agent, task_type",
         )
@@ -793,7 +842,7 @@ impl TaskStore for SqliteStore {
 
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
         let decisions = sqlx::query(
-            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at \
+            "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates \
              FROM routing_decisions WHERE task_id = ? ORDER BY id",
         )
         .bind(id)
@@ -803,12 +852,30 @@ impl TaskStore for SqliteStore {
         for row in &decisions {
             let decision_id: i64 = row.try_get("id")?;
             let strategy: String = row.try_get("strategy")?;
-            let scores = sqlx::query(
-                "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = ? ORDER BY rank",
-            )
-            .bind(decision_id)
-            .fetch_all(self.pool())
-            .await?;
+            // Older decisions kept a row per candidate.
+            let candidates: Vec<CandidateScore> = match row
+                .try_get::<Option<String>, _>("candidates")?
+            {
+                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Database(format!("decision {decision_id}'s candidates: {e}"))
+                })?,
+                None => {
+                    let scores = sqlx::query(
+                        "SELECT agent, eligible, score, detail FROM routing_scores WHERE decision_id = ? ORDER BY rank",
+                    )
+                    .bind(decision_id)
+                    .fetch_all(self.pool())
+                    .await?;
+                    rows(&scores, |s| {
+                        Ok(CandidateScore {
+                            agent: s.try_get("agent")?,
+                            eligible: s.try_get("eligible")?,
+                            score: s.try_get("score")?,
+                            detail: s.try_get("detail")?,
+                        })
+                    })?
+                }
+            };
             records.push(RoutingRecord {
                 id: decision_id,
                 task_id: row.try_get("task_id")?,
@@ -820,14 +887,7 @@ impl TaskStore for SqliteStore {
                     seed: row.try_get::<i64, _>("seed")? as u64,
                     chosen: row.try_get("chosen_agent")?,
                     rationale: row.try_get("rationale")?,
-                    candidates: rows(&scores, |s| {
-                        Ok(CandidateScore {
-                            agent: s.try_get("agent")?,
-                            eligible: s.try_get("eligible")?,
-                            score: s.try_get("score")?,
-                            detail: s.try_get("detail")?,
-                        })
-                    })?,
+                    candidates,
                 },
             });
         }
@@ -877,7 +937,19 @@ impl TaskStore for SqliteStore {
             let (kind, agent, note) = if state == "claimed" {
                 let holder: Option<String> = row.try_get("holder")?;
                 if let Some(holder) = &holder {
-                    count_outcome(&mut tx, tenant, holder, &task_type, false, 0, now).await?;
+                    count_outcome(
+                        &mut tx,
+                        tenant,
+                        holder,
+                        &task_type,
+                        Outcome {
+                            success: false,
+                            duration_ms: 0,
+                            score: None,
+                        },
+                        now,
+                    )
+                    .await?;
                 }
                 let who = holder.as_deref().unwrap_or("its holder");
                 let note = format!(
@@ -1033,8 +1105,11 @@ impl TaskStore for SqliteStore {
             c.tenant,
             c.agent,
             task.task_type.as_str(),
-            true,
-            duration,
+            Outcome {
+                success: true,
+                duration_ms: duration,
+                score: None,
+            },
             c.now,
         )
         .await?;
@@ -1049,7 +1124,7 @@ impl TaskStore for SqliteStore {
         )
         .await?;
         let perf = sqlx::query(
-            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, updated_at \
+            "SELECT tenant, agent, task_type, attempts, successes, failures, duration_ms, scored, score_sum, updated_at \
              FROM agent_performance WHERE tenant = ? AND agent = ? AND task_type = ?",
         )
         .bind(c.tenant)
@@ -1139,8 +1214,11 @@ impl TaskStore for SqliteStore {
                 j.tenant,
                 j.agent,
                 ty,
-                success,
-                duration,
+                Outcome {
+                    success,
+                    duration_ms: duration,
+                    score: Some(j.score),
+                },
                 j.decided_at,
             )
             .await?;
@@ -1223,16 +1301,17 @@ impl TaskStore for SqliteStore {
         };
         let mut task = task_from_row(&row)?;
         let review = if r.approve { "approved" } else { "rejected" };
-        sqlx::query(
+        // The reviewed verdict's score counts in the holder's record.
+        let verdict_score: Option<f64> = sqlx::query_scalar(
             "UPDATE task_verdicts SET review = ?, reviewed_by = ?, review_note = ?, reviewed_at = ? \
-             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = ?)",
+             WHERE id = (SELECT MAX(id) FROM task_verdicts WHERE task_id = ?) RETURNING score",
         )
         .bind(review)
         .bind(r.by)
         .bind(r.note)
         .bind(r.now)
         .bind(r.id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         add_event(&mut tx, task.id, r.now, review, r.by, None, r.note).await?;
         let perf = match task.holder.clone() {
@@ -1244,8 +1323,11 @@ impl TaskStore for SqliteStore {
                     &task.tenant,
                     &holder,
                     ty,
-                    r.approve,
-                    duration,
+                    Outcome {
+                        success: r.approve,
+                        duration_ms: duration,
+                        score: verdict_score,
+                    },
                     r.now,
                 )
                 .await?;

@@ -26,6 +26,18 @@ pub trait TaskStore: Send + Sync {
     /// Create or replace an agent's registration (keeping when it first
     /// registered); it counts as seen now.
     async fn agent_register(&self, reg: &AgentRegistration<'_>) -> Result<AgentRecord, StoreError>;
+    /// Make the tenant's agents declared in its policy (`tasks.agents`, loaded
+    /// at `now`) exactly `agents`: each is created or updated (capabilities,
+    /// capacity; a new one has never been seen) and counts as declared at
+    /// `now`. An agent declared before and no longer is hidden if it never
+    /// called (not listed, routed to or seen until it registers or is
+    /// declared again), else kept as an agent known from agent_register.
+    async fn agents_declare(
+        &self,
+        tenant: &str,
+        agents: &[AgentRegistration<'_>],
+        now: i64,
+    ) -> Result<(), StoreError>;
     /// Mark an agent seen at `now`; `None` when it is not registered.
     async fn agent_seen(
         &self,
@@ -127,6 +139,16 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Option<(TaskRecord, Option<PerformanceRecord>)>, StoreError>;
     /// Cancel a task that has not ended, if `actor` submitted it; `None` otherwise.
     async fn task_cancel(&self, c: &TaskCancel<'_>) -> Result<Option<TaskRecord>, StoreError>;
+}
+
+/// One outcome counted in an agent's record.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub success: bool,
+    /// From claim to the outcome (counted for successes only).
+    pub duration_ms: i64,
+    /// The verdict's score (0 to 100); `None` for a lapsed claim.
+    pub score: Option<f64>,
 }
 
 /// An agent's registration.

@@ -216,6 +216,7 @@ impl TaskCall<'_> {
         let params = RoutingParams {
             strategy: self.settings.strategy,
             exploration: self.settings.ucb1_exploration,
+            score_weight: self.settings.ucb1_score_weight,
             seed: self.settings.seed.unwrap_or_else(process_seed),
             agent_timeout_ms: self.settings.agent_timeout_minutes as i64 * MINUTE_MS,
             now: self.now,

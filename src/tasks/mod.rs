@@ -24,6 +24,7 @@
 //! `needs_review`.
 
 pub mod attribution;
+pub mod declared;
 pub mod detect;
 pub mod gates;
 pub mod judge;
@@ -213,12 +214,21 @@ pub struct TypeStats {
     pub failures: u32,
     /// Total time from claim to completion over the successes, in milliseconds.
     pub duration_ms: i64,
+    /// Outcomes that carried a verdict score (lapsed claims carry none).
+    pub scored: u32,
+    /// Their verdict scores (0 to 100) summed.
+    pub score_sum: f64,
 }
 
 impl TypeStats {
     /// Successes over attempts; `None` without any attempt.
     pub fn success_rate(&self) -> Option<f64> {
         (self.attempts > 0).then(|| f64::from(self.successes) / f64::from(self.attempts))
+    }
+
+    /// Mean verdict score (0 to 100); `None` without any scored outcome.
+    pub fn mean_score(&self) -> Option<f64> {
+        (self.scored > 0).then(|| self.score_sum / f64::from(self.scored))
     }
 
     /// Mean time from claim to completion; `None` without any success.
@@ -346,8 +356,12 @@ mod tests {
             successes: 3,
             failures: 1,
             duration_ms: 3000,
+            scored: 2,
+            score_sum: 150.0,
         };
         assert_eq!(some.success_rate(), Some(0.75));
+        assert_eq!(some.mean_score(), Some(75.0));
+        assert_eq!(none.mean_score(), None);
         assert_eq!(some.mean_duration_ms(), Some(1000.0));
     }
 

@@ -135,19 +135,33 @@ pub struct AgentRecord {
     pub max_concurrent_tasks: u32,
     /// Unix milliseconds.
     pub registered_at: i64,
-    /// The last agent_register, task_next, task_update or task_complete.
+    /// The last agent_register, task_next, task_update or task_complete;
+    /// 0: never (an agent declared in the policy that has not called yet).
     pub last_seen_at: i64,
+    /// When the policy declaring it (`tasks.agents`) was loaded; `None`:
+    /// it is known only from agent_register.
+    pub declared_at: Option<i64>,
 }
 
 impl AgentRecord {
     /// Why routing must pass over this agent now (it is gone, or full), or
     /// `None` when it may be given a task. `active`: tasks assigned to or
     /// held by it.
+    ///
+    /// A declared agent counts as seen when its policy was loaded (server
+    /// start or reload): like a fresh registration, it has
+    /// `agent_timeout_minutes` to show up before routing passes it over.
     pub fn unavailable(&self, active: u32, now: i64, timeout_ms: i64) -> Option<String> {
-        let silent_ms = now - self.last_seen_at;
+        let seen = self.last_seen_at.max(self.declared_at.unwrap_or(0));
+        let silent_ms = now - seen;
         if silent_ms > timeout_ms {
+            let what = if self.declared_at.is_some() && self.last_seen_at == 0 {
+                "declared in the policy but not seen since it was loaded"
+            } else {
+                "not seen"
+            };
             return Some(format!(
-                "not seen for {} min (agent_timeout_minutes is {})",
+                "{what} for {} min (agent_timeout_minutes is {})",
                 silent_ms / 60_000,
                 timeout_ms / 60_000
             ));
@@ -254,7 +268,27 @@ mod tests {
             max_concurrent_tasks: max,
             registered_at: 0,
             last_seen_at,
+            declared_at: None,
         }
+    }
+
+    #[test]
+    fn a_declared_agent_counts_as_seen_when_its_policy_was_loaded() {
+        let minute = 60_000;
+        // Never seen, declared at minute 100: routable until minute 110.
+        let mut a = agent(0, 2);
+        a.declared_at = Some(100 * minute);
+        assert_eq!(a.unavailable(0, 110 * minute, 10 * minute), None);
+        let why = a.unavailable(0, 111 * minute, 10 * minute).unwrap();
+        assert!(
+            why.starts_with("declared in the policy but not seen since it was loaded for 11 min"),
+            "{why}"
+        );
+        // Seen after the declaration: the later time counts.
+        a.last_seen_at = 105 * minute;
+        assert_eq!(a.unavailable(0, 115 * minute, 10 * minute), None);
+        let why = a.unavailable(0, 116 * minute, 10 * minute).unwrap();
+        assert!(why.starts_with("not seen for 11 min"), "{why}");
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //! agents that are gone or full are passed over next; the policy's strategy
 //! then scores the rest:
 //!
-//! - `ucb1`: `success_rate + c * sqrt(ln(N+1) / (n+1))` on each agent's record
-//!   for the task's type (n: its outcomes of that type, N: all candidates'
-//!   outcomes of that type, success rate 0 without history). The agent most
-//!   likely to succeed wins, while agents with little history get tried.
+//! - `ucb1`: `reward + c * sqrt(ln(N+1) / (n+1))` on each agent's record for
+//!   the task's type (n: its outcomes of that type, N: all candidates'
+//!   outcomes of that type). The reward blends how often it succeeded and
+//!   how well its work was judged: `(1 - w) * success_rate + w * quality`,
+//!   with `w` the policy's `ucb1_score_weight` and quality the mean verdict
+//!   score over 100 (its success rate when no outcome carried a verdict, so
+//!   a record without verdicts is judged on successes alone); 0 without
+//!   history. The agent most likely to do the task well wins, while agents
+//!   with little history get tried.
 //! - `least_loaded`: the largest share of free slots (`1 - active / max`).
 //! - `round_robin`: agents in name order, starting after the one the previous
 //!   round-robin decision chose (the store remembers it, so the turn survives
@@ -19,7 +24,7 @@
 //! Pure: no I/O, no clock (the caller passes `now`).
 
 use rmcp::schemars::{self, JsonSchema};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AgentRecord, RequiredCapabilities, TaskType, TypeStats};
 pub use crate::policy::file::RoutingStrategy;
@@ -52,18 +57,20 @@ pub struct RoutingParams {
     pub strategy: RoutingStrategy,
     /// UCB1's c.
     pub exploration: f64,
+    /// UCB1's weight of the mean verdict score in the reward (0 to 1).
+    pub score_weight: f64,
     pub seed: u64,
     pub agent_timeout_ms: i64,
     pub now: i64,
 }
 
 /// One candidate in a decision.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CandidateScore {
     pub agent: String,
     /// Capable and available; excluded candidates have no score.
     pub eligible: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
     /// How the score was made, or why the agent was excluded.
     pub detail: String,
@@ -110,7 +117,7 @@ pub fn route(input: &RoutingInput<'_>, params: &RoutingParams) -> RouteChoice {
     excluded.sort_by(|a, b| a.agent.cmp(&b.agent));
 
     let mut scored: Vec<(f64, u64, CandidateScore)> = match params.strategy {
-        RoutingStrategy::Ucb1 => ucb1(&eligible, params.exploration),
+        RoutingStrategy::Ucb1 => ucb1(&eligible, params.exploration, params.score_weight),
         RoutingStrategy::LeastLoaded => least_loaded(&eligible),
         RoutingStrategy::RoundRobin => round_robin(&eligible, input.last_round_robin.as_deref()),
     }
@@ -171,7 +178,7 @@ fn eligible_score(agent: &str, score: f64, detail: String) -> (f64, CandidateSco
     )
 }
 
-fn ucb1(eligible: &[&AgentSnapshot], c: f64) -> Vec<(f64, CandidateScore)> {
+fn ucb1(eligible: &[&AgentSnapshot], c: f64, w: f64) -> Vec<(f64, CandidateScore)> {
     let total: u32 = eligible.iter().map(|s| s.stats.attempts).sum();
     let ln_total = (f64::from(total) + 1.0).ln();
     eligible
@@ -179,12 +186,22 @@ fn ucb1(eligible: &[&AgentSnapshot], c: f64) -> Vec<(f64, CandidateScore)> {
         .map(|s| {
             let n = s.stats.attempts;
             let rate = s.stats.success_rate().unwrap_or(0.0);
+            let mean_score = s.stats.mean_score();
+            let quality = mean_score.map_or(rate, |m| m / 100.0);
+            let reward = (1.0 - w) * rate + w * quality;
             let bonus = c * (ln_total / (f64::from(n) + 1.0)).sqrt();
+            let scored = match mean_score {
+                Some(m) => format!(
+                    ", mean verdict score {m:.1} over {} → reward {reward:.2} (score weight {w:.2})",
+                    s.stats.scored
+                ),
+                None => String::new(),
+            };
             eligible_score(
                 &s.agent.name,
-                rate + bonus,
+                reward + bonus,
                 format!(
-                    "success {}/{n} = {rate:.2}, exploration bonus {bonus:.2} (n={n}, N={total}, c={c:.2})",
+                    "success {}/{n} = {rate:.2}{scored}, exploration bonus {bonus:.2} (n={n}, N={total}, c={c:.2})",
                     s.stats.successes
                 ),
             )
@@ -271,6 +288,7 @@ mod tests {
                 max_concurrent_tasks: max,
                 registered_at: 0,
                 last_seen_at: NOW,
+                declared_at: None,
             },
             active: 0,
             stats: TypeStats::default(),
@@ -283,6 +301,8 @@ mod tests {
             successes,
             failures: attempts - successes,
             duration_ms: 0,
+            scored: 0,
+            score_sum: 0.0,
         }
     }
 
@@ -290,6 +310,7 @@ mod tests {
         RoutingParams {
             strategy,
             exploration: std::f64::consts::SQRT_2,
+            score_weight: 0.5,
             seed,
             agent_timeout_ms: 10 * MINUTE,
             now: NOW,
@@ -424,6 +445,55 @@ mod tests {
         let fresh = agent("fresh", &[TaskType::Bugfix], &[], 5);
         let choice = decide(vec![poor, good, fresh], 1, None, greedy);
         assert_eq!(choice.chosen.as_deref(), Some("good"), "{choice:?}");
+    }
+
+    #[test]
+    fn ucb1_blends_success_with_the_mean_verdict_score() {
+        // Both succeeded 9 times in 10; sloppy's work scored 70 on average,
+        // careful's 95.
+        let mut sloppy = agent("sloppy", &[TaskType::Bugfix], &[], 5);
+        sloppy.stats = TypeStats {
+            scored: 10,
+            score_sum: 700.0,
+            ..stats(10, 9)
+        };
+        let mut careful = agent("careful", &[TaskType::Bugfix], &[], 5);
+        careful.stats = TypeStats {
+            scored: 10,
+            score_sum: 950.0,
+            ..stats(10, 9)
+        };
+        let mut p = params(RoutingStrategy::Ucb1, 1);
+        p.exploration = 0.0;
+        let choice = decide(vec![sloppy.clone(), careful.clone()], 1, None, p);
+        assert_eq!(choice.chosen.as_deref(), Some("careful"), "{choice:?}");
+        // 0.5 * 0.9 + 0.5 * 0.95
+        assert_eq!(choice.candidates[0].score, Some(0.925));
+        assert_eq!(choice.candidates[1].score, Some(0.8));
+        assert!(
+            choice.candidates[0]
+                .detail
+                .contains("mean verdict score 95.0 over 10 → reward 0.93"),
+            "{choice:?}"
+        );
+        // Weight 0: scores are ignored and the seeded draw settles the tie,
+        // the same way every time.
+        p.score_weight = 0.0;
+        let a = decide(vec![sloppy.clone(), careful.clone()], 1, None, p);
+        let b = decide(vec![sloppy, careful], 1, None, p);
+        assert_eq!(a.candidates[0].score, Some(0.9));
+        assert_eq!(a.candidates[1].score, Some(0.9));
+        assert!(
+            a.rationale.contains("tie broken by the seeded draw"),
+            "{a:?}"
+        );
+        assert_eq!(a, b);
+        // A record without verdicts is judged on its successes alone.
+        let mut unscored = agent("unscored", &[TaskType::Bugfix], &[], 5);
+        unscored.stats = stats(10, 9);
+        p.score_weight = 0.5;
+        let c = decide(vec![unscored], 1, None, p);
+        assert_eq!(c.candidates[0].score, Some(0.9));
     }
 
     #[test]

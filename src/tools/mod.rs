@@ -61,6 +61,8 @@ pub struct Toolbox {
     /// CAWS (had `.caws/`) when the server started, so a `.caws/` that a
     /// command creates later grants nothing.
     pub caws_waivers: bool,
+    /// Which policy's declared agents (`tasks.agents`) are in the store.
+    pub declared_agents: crate::tasks::declared::DeclaredAgents,
 }
 
 /// Bounds on what one reply may carry.
@@ -97,6 +99,7 @@ impl Toolbox {
             helpers: crate::exec::process::HelperPool::new(1),
             offline_netns: std::sync::OnceLock::new(),
             caws_waivers: crate::overrides::caws::prepare_dir(root_path.as_path()),
+            declared_agents: Default::default(),
         }
     }
 

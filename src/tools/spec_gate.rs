@@ -46,6 +46,9 @@ pub enum SpecState {
 /// A change to count against the spec once the write has succeeded.
 #[derive(Debug)]
 pub struct Charge {
+    /// Whose totals: the workspace spec's are the default tenant's, a held
+    /// task's are its tenant's.
+    tenant: String,
     spec_id: String,
     path: String,
     lines: u64,
@@ -115,8 +118,8 @@ impl Toolbox {
         changes: &[(&str, u64)],
     ) -> Result<(Decision, Vec<Charge>), ToolError> {
         let state = self.active_spec();
-        let spec = match state.as_ref() {
-            SpecState::Absent => return Ok((Decision::allow(), Vec::new())),
+        let workspace = match state.as_ref() {
+            SpecState::Absent => None,
             SpecState::Broken { rule_id, message } => {
                 return Err(ToolError {
                     outcome: Outcome::Refused,
@@ -125,21 +128,54 @@ impl Toolbox {
                     advice: "ask a person to fix the working spec (`arbiter_validate` lists its problems), or remove it".into(),
                 });
             }
-            SpecState::Active(spec) => spec,
+            SpecState::Active(spec) => Some(spec.as_ref()),
         };
+        // The specs of the tasks the caller holds bind its writes too.
+        let (tenant, held) = self.held_task_specs().await;
+        let specs: Vec<(&str, &ActiveSpec)> = workspace
+            .map(|spec| (DEFAULT_TENANT, spec))
+            .into_iter()
+            .chain(held.iter().map(|spec| (tenant.as_str(), spec)))
+            .collect();
+        if specs.is_empty() {
+            return Ok((Decision::allow(), Vec::new()));
+        }
+        let store = self.store.get().await.map_err(|e| budget_unavailable(&e))?;
+        let mut judged = Vec::with_capacity(changes.len() * specs.len());
+        let mut charges = Vec::with_capacity(changes.len() * specs.len());
+        for (tenant, spec) in specs {
+            self.judge_against(&*store, tenant, spec, changes, &mut judged, &mut charges)
+                .await?;
+        }
+        let policy = self.policy.load();
+        self.lift_waived(&policy, &mut judged).await;
+        let mut decision = Decision::allow();
+        for (_, d) in judged {
+            decision.merge(d);
+        }
+        Ok((decision, charges))
+    }
+
+    /// Judge `changes` against one spec and its stored totals.
+    async fn judge_against<'p>(
+        &self,
+        store: &dyn crate::store::Store,
+        tenant: &str,
+        spec: &ActiveSpec,
+        changes: &[(&'p str, u64)],
+        judged: &mut Vec<(Action<'p>, Decision)>,
+        charges: &mut Vec<Charge>,
+    ) -> Result<(), ToolError> {
         // CAWS waivers with a `delta` raise the budget while they are in
         // force; their files are read only when a change is over budget.
         let mut widened: Option<ActiveSpec> = None;
-        let store = self.store.get().await.map_err(|e| budget_unavailable(&e))?;
-        let mut judged = Vec::with_capacity(changes.len());
-        let mut charges = Vec::with_capacity(changes.len());
         // What this call has added so far, on top of the stored totals.
         let mut files_before = 0;
         let mut lines_before = 0;
         let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for &(path, lines) in changes {
             let mut usage = store
-                .budget_usage(DEFAULT_TENANT, &spec.id, path)
+                .budget_usage(tenant, &spec.id, path)
                 .await
                 .map_err(|e| budget_unavailable(&e.to_string()))?;
             let seen_here = !seen.insert(path);
@@ -162,18 +198,64 @@ impl Toolbox {
             }
             judged.push((action, decision));
             charges.push(Charge {
+                tenant: tenant.to_string(),
                 spec_id: spec.id.clone(),
                 path: path.to_string(),
                 lines,
             });
         }
-        let policy = self.policy.load();
-        self.lift_waived(&policy, &mut judged).await;
-        let mut decision = Decision::allow();
-        for (_, d) in judged {
-            decision.merge(d);
+        Ok(())
+    }
+
+    /// The caller's tenant, and the specs of the tasks it holds (claims not
+    /// lapsed) that came with one. Each is named `<spec id> of task T-n`:
+    /// refusals say which task's spec refused, and each task's budget is
+    /// counted on its own. Only agents this process saw claim a task are
+    /// looked up (as for the audit attribution).
+    async fn held_task_specs(&self) -> (String, Vec<ActiveSpec>) {
+        let caller = super::current_caller();
+        let mut specs = Vec::new();
+        if !crate::tasks::attribution::may_hold(&caller.tenant, &caller.agent) {
+            return (caller.tenant, specs);
         }
-        Ok((decision, charges))
+        let held = match self.store.get().await {
+            Ok(store) => store.task_held(&caller.tenant, &caller.agent).await,
+            Err(e) => Err(crate::store::StoreError::Database(e)),
+        };
+        let held = match held {
+            Ok(held) => held,
+            Err(e) => {
+                // Without the tasks the call cannot be checked against them.
+                tracing::warn!(agent = %caller.agent, error = %e, "cannot read the caller's tasks; their scope and budget are not checked");
+                return (caller.tenant, specs);
+            }
+        };
+        let now = crate::tasks::now_ms();
+        let policy = self.policy.load();
+        for task in held {
+            let Some(text) = task.spec.as_deref() else {
+                continue;
+            };
+            if task.lease_expires_at.is_none_or(|end| end <= now) {
+                continue;
+            }
+            let report = validate_spec(text, policy.tiers());
+            let active = report
+                .spec
+                .as_ref()
+                .ok_or_else(|| "it no longer reads".to_string())
+                .and_then(|spec| ActiveSpec::new(spec, policy.tiers()).map_err(|v| v.to_string()));
+            match active {
+                Ok(mut spec) => {
+                    spec.id = format!("{} of task {}", spec.id, task.display_id());
+                    specs.push(spec);
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task.display_id(), error = %e, "the task's spec is not checked");
+                }
+            }
+        }
+        (caller.tenant, specs)
     }
 
     /// `spec` with its budget raised by the deltas of the CAWS waivers in
@@ -247,7 +329,7 @@ impl Toolbox {
         let Some(charge) = charge else { return };
         let result = match self.store.get().await {
             Ok(store) => store
-                .budget_add(DEFAULT_TENANT, &charge.spec_id, &charge.path, charge.lines)
+                .budget_add(&charge.tenant, &charge.spec_id, &charge.path, charge.lines)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),

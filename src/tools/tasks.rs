@@ -214,6 +214,10 @@ impl TaskView {
     }
 }
 
+/// Candidates a task_submit reply shows; the rest are counted (task_status
+/// and `arbiter task show` list every one).
+const REPLY_CANDIDATES: usize = 5;
+
 /// A routing decision as the tools show it.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RoutingView {
@@ -226,18 +230,36 @@ pub struct RoutingView {
     pub chosen: Option<String>,
     pub rationale: String,
     /// Eligible candidates best first (with scores), then excluded ones (with why).
+    /// task_submit shows the first few; task_status shows every one.
     pub candidates: Vec<CandidateScore>,
+    /// Every candidate weighed: capable and available ones, and excluded ones.
+    pub eligible_count: usize,
+    pub excluded_count: usize,
+    /// Candidates not listed here (task_status lists them).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub candidates_omitted: usize,
     pub decided_at: String,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl RoutingView {
-    fn new(r: &RoutingRecord) -> Self {
+    /// `limit`: at most this many candidates, best first.
+    fn new(r: &RoutingRecord, limit: Option<usize>) -> Self {
+        let all = &r.choice.candidates;
+        let shown = limit.unwrap_or(all.len()).min(all.len());
+        let eligible_count = all.iter().filter(|c| c.eligible).count();
         Self {
             strategy: r.choice.strategy.as_str().to_string(),
             seed: r.choice.seed,
             chosen: r.choice.chosen.clone(),
             rationale: r.choice.rationale.clone(),
-            candidates: r.choice.candidates.clone(),
+            candidates: all[..shown].to_vec(),
+            eligible_count,
+            excluded_count: all.len() - eligible_count,
+            candidates_omitted: all.len() - shown,
             decided_at: rfc3339_ms(r.decided_at),
         }
     }
@@ -251,6 +273,12 @@ impl RoutingView {
                 }
                 None => text.push_str(&format!("\n- {}: {}", c.agent, c.detail)),
             }
+        }
+        if self.candidates_omitted > 0 {
+            text.push_str(&format!(
+                "\n… and {} more candidate(s) (task_status lists every one)",
+                self.candidates_omitted
+            ));
         }
         text
     }
@@ -270,6 +298,11 @@ pub struct PerformanceView {
     /// Mean time from claim to completion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_duration_ms: Option<f64>,
+    /// Outcomes that carried a verdict (gates and judges).
+    pub scored: u32,
+    /// Mean verdict score, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_score: Option<f64>,
 }
 
 impl PerformanceView {
@@ -282,12 +315,18 @@ impl PerformanceView {
             failures: p.stats.failures,
             success_rate: p.stats.success_rate(),
             mean_duration_ms: p.stats.mean_duration_ms(),
+            scored: p.stats.scored,
+            mean_score: p.stats.mean_score().map(|m| (m * 100.0).round() / 100.0),
         }
     }
 
     pub fn render(&self) -> String {
+        let score = self
+            .mean_score
+            .map(|m| format!(", mean verdict score {m:.1}"))
+            .unwrap_or_default();
         format!(
-            "{} on {}: {}/{} succeeded",
+            "{} on {}: {}/{} succeeded{score}",
             self.agent,
             self.task_type.as_str(),
             self.successes,
@@ -879,11 +918,47 @@ impl Toolbox {
                 "nothing was changed; the operator must fix the store (.arbiter/arbiter.db)",
             )
         })?;
+        let caller = current_caller();
+        let policy = self.policy.load_full();
+        if let Err(e) = self
+            .declared_agents
+            .apply(&*store, &caller.tenant, &policy, now_ms())
+            .await
+        {
+            // The call goes on: routing sees the registry as it is.
+            tracing::warn!(error = %e, "cannot register the agents declared in the policy");
+        }
         Ok(TaskContext {
             store,
-            settings: self.policy.load().task_settings().clone(),
-            caller: current_caller(),
+            settings: policy.task_settings().clone(),
+            caller,
         })
+    }
+
+    /// Keep the agents declared in the policy in the store: at start and
+    /// after each reload (a reload swaps the policy; this notices the new
+    /// one). Runs until the process ends.
+    pub async fn follow_declared_agents(self: Arc<Self>, tenant: String) {
+        loop {
+            let policy = self.policy.load_full();
+            if self.declared_agents.worth_applying(&policy).await {
+                match self.store.get().await {
+                    Ok(store) => {
+                        if let Err(e) = self
+                            .declared_agents
+                            .apply(&*store, &tenant, &policy, now_ms())
+                            .await
+                        {
+                            tracing::warn!(error = %e, "cannot register the agents declared in the policy; retrying");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open the store to register the agents declared in the policy");
+                    }
+                }
+            }
+            tokio::time::sleep(crate::policy::file::WATCH_INTERVAL).await;
+        }
     }
 
     pub async fn task_submit(&self, input: TaskSubmitInput) -> Result<TaskSubmitOutput, ToolError> {
@@ -935,7 +1010,7 @@ impl Toolbox {
                     .assigned_agent
                     .clone()
                     .unwrap_or_else(|| "queued".to_string()),
-                routing: RoutingView::new(&submitted.routing),
+                routing: RoutingView::new(&submitted.routing, Some(REPLY_CANDIDATES)),
                 next,
             })
         }
@@ -1446,7 +1521,11 @@ impl Toolbox {
             Ok(TaskStatusOutput {
                 task: TaskView::new(&status.task, true),
                 events: status.events.iter().map(EventView::new).collect(),
-                routing: status.routing.iter().map(RoutingView::new).collect(),
+                routing: status
+                    .routing
+                    .iter()
+                    .map(|r| RoutingView::new(r, None))
+                    .collect(),
                 verdicts: VerdictView::all(&verdicts, &arbitrations, false),
                 judge_usage: JudgeUsage::of(&arbitrations),
             })

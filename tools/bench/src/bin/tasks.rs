@@ -217,7 +217,15 @@ impl Routing {
         } else {
             self.chosen.insert(assigned.to_owned());
         }
-        self.candidates = out["routing"]["candidates"].as_array().map_or(0, Vec::len);
+        // The reply lists the best few and counts every one weighed.
+        let routing = &out["routing"];
+        self.candidates = match (
+            routing["eligible_count"].as_u64(),
+            routing["excluded_count"].as_u64(),
+        ) {
+            (Some(e), Some(x)) => (e + x) as usize,
+            _ => routing["candidates"].as_array().map_or(0, Vec::len),
+        };
         Ok(())
     }
 }
