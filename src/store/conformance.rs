@@ -583,3 +583,118 @@ async fn declared_agents_follow_each_load_and_a_dropped_one_is_hidden_unless_it_
         assert_eq!(names, ["never", "seen"], "{}", db.name());
     }
 }
+
+/// The shipped migrations and one more after them whose SQL makes a table
+/// and then fails (`broken`), or only makes it.
+fn with_one_more(shipped: &sqlx::migrate::Migrator, broken: bool) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let mut all: Vec<Migration> = shipped.iter().cloned().collect();
+    let version = all.iter().map(|m| m.version).max().unwrap_or(0) + 1;
+    let sql = if broken {
+        "CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);"
+    } else {
+        "CREATE TABLE half_done (x INTEGER);"
+    };
+    all.push(Migration::new(
+        version,
+        "one_more".into(),
+        MigrationType::Simple,
+        sqlx::AssertSqlSafe(sql.to_string()).into_sql_str(),
+        false,
+    ));
+    Migrator::with_migrations(all)
+}
+
+/// Apply `migrator` the way `arbiter db migrate` does; how many were new.
+async fn migrate<C: sqlx::migrate::Migrate>(
+    migrator: &sqlx::migrate::Migrator,
+    conn: &mut C,
+) -> Result<usize, super::StoreError> {
+    super::migrate_in_steps(migrator, conn, &mut |_, _, _| {}).await
+}
+
+/// A migration that fails leaves the database as it was: the ones before it
+/// stay applied, nothing of it remains (its table, a row saying it ran), and
+/// once fixed the next run applies it. On both backends, through the path
+/// `arbiter db migrate` and the server's start take.
+#[tokio::test]
+async fn a_migration_that_fails_leaves_the_database_as_it_was() {
+    for db in TestDb::all().await {
+        let shipped_count = match &db {
+            TestDb::Sqlite(_) => super::sqlite::MIGRATOR.iter().count(),
+            TestDb::Postgres { .. } => super::postgres::MIGRATOR.iter().count(),
+        } as i64;
+        let _ = db.store().await; // migrated as shipped
+        let (failed, tables_after_failure, rows, fixed, tables_after_fix) = match &db {
+            TestDb::Sqlite(dir) => {
+                let store = super::SqliteStore::open(&dir.path().join("arbiter.db"))
+                    .await
+                    .unwrap();
+                let pool = store.pool();
+                let mut conn = pool.acquire().await.unwrap();
+                let failed =
+                    migrate(&with_one_more(&super::sqlite::MIGRATOR, true), &mut *conn).await;
+                let count = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'half_done'";
+                let tables: i64 = sqlx::query_scalar(count)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                let rows: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .unwrap();
+                let fixed =
+                    migrate(&with_one_more(&super::sqlite::MIGRATOR, false), &mut *conn).await;
+                let after: i64 = sqlx::query_scalar(count)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                (failed, tables, rows, fixed, after)
+            }
+            TestDb::Postgres { owner_url, .. } => {
+                let owner = super::PgStore::connect(owner_url).await.unwrap();
+                let pool = owner.pool();
+                let mut conn = pool.acquire().await.unwrap();
+                let failed =
+                    migrate(&with_one_more(&super::postgres::MIGRATOR, true), &mut *conn).await;
+                let count = "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'half_done'";
+                let tables: i64 = sqlx::query_scalar(count)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                let rows: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .unwrap();
+                let fixed = migrate(
+                    &with_one_more(&super::postgres::MIGRATOR, false),
+                    &mut *conn,
+                )
+                .await;
+                let after: i64 = sqlx::query_scalar(count)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                (failed, tables, rows, fixed, after)
+            }
+        };
+        let name = db.name();
+        let why = failed
+            .expect_err("the broken migration must fail")
+            .to_string();
+        assert!(why.contains("no_such_table"), "{name}: {why}");
+        assert_eq!(
+            tables_after_failure, 0,
+            "{name}: the failed migration's table remains"
+        );
+        assert_eq!(
+            rows, shipped_count,
+            "{name}: the shipped migrations, and only they, are applied"
+        );
+        assert_eq!(fixed.unwrap(), 1, "{name}: the fixed migration applies");
+        assert_eq!(tables_after_fix, 1, "{name}");
+    }
+}

@@ -68,7 +68,7 @@ fn override_from_row(row: &SqliteRow) -> Result<OverrideRecord, sqlx::Error> {
     })
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
