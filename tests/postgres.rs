@@ -6,60 +6,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use arbiter::store::PgStore;
+use common::pg::database;
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
-
-struct Database {
-    app_url: String,
-    owner_url: String,
-}
-
-/// A fresh database on the local test cluster; `None` when there is none.
-async fn database() -> Option<Database> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/pg/setup.sh");
-    let out = std::process::Command::new(script)
-        .stderr(std::process::Stdio::inherit())
-        .output();
-    let vars: HashMap<String, String> = match out {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        _ => HashMap::new(),
-    };
-    let (Some(app), Some(owner)) = (
-        vars.get("ARBITER_DATABASE_URL"),
-        vars.get("ARBITER_DATABASE_OWNER_URL"),
-    ) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "PostgreSQL tests must not be skipped under CI"
-        );
-        eprintln!("PostgreSQL not available: skipped");
-        return None;
-    };
-    // The time in the name lets tools/pg/setup.sh drop old ones.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let name = format!("arbiter_it_{secs}_{}", unique());
-    let admin = PgStore::connect(owner).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let swap = |url: &str| format!("{}/{name}", url.rsplit_once('/').unwrap().0);
-    Some(Database {
-        app_url: swap(app),
-        owner_url: swap(owner),
-    })
-}
 
 #[tokio::test]
 async fn a_server_on_postgres_migrates_at_start_and_keeps_audit_and_tasks_there() {
@@ -153,6 +106,16 @@ async fn doctor_checks_the_database_and_that_row_security_holds_for_the_servers_
         "{out}"
     );
     assert!(out.contains("arbiter db migrate"), "{out}");
+    // The URL is shown without its password.
+    let password = db.app_url.split_once("://").unwrap().1;
+    let password = password
+        .split_once('@')
+        .unwrap()
+        .0
+        .split_once(':')
+        .unwrap()
+        .1;
+    assert!(!password.is_empty() && !out.contains(password), "{out}");
     let (code, _, err) = run_cli(&s.ws(), &["--db-owner", &db.owner_url, "db", "migrate"]);
     assert_eq!(code, 0, "{err}");
     // (Its exit status also depends on this machine's sandbox and clients.)
@@ -173,11 +136,6 @@ async fn doctor_checks_the_database_and_that_row_security_holds_for_the_servers_
     assert!(out.contains("owner"), "{out}");
 }
 
-/// `--db` and `--db-owner` for a process on `db`.
-fn on(db: &Database) -> [&str; 4] {
-    ["--db", &db.app_url, "--db-owner", &db.owner_url]
-}
-
 /// Four server processes, each with a workspace of its own (as on four
 /// hosts: no journal file can serialize them), append to tenant default's
 /// chain at once. `audit verify` finds one chain, with no fork and no gap,
@@ -194,7 +152,7 @@ async fn four_processes_with_their_own_workspaces_append_to_one_chain() {
         d.write("notes.txt", "hello\n");
     }
     // The first applies the migrations; the others start together.
-    let mut clients = vec![start_as(&dirs[0].ws(), "proc-0", &on(&db)).await];
+    let mut clients = vec![start_as(&dirs[0].ws(), "proc-0", &db.args()).await];
     ok(
         &clients[0],
         "file_read",
@@ -202,7 +160,7 @@ async fn four_processes_with_their_own_workspaces_append_to_one_chain() {
     )
     .await;
     for (i, d) in dirs.iter().enumerate().skip(1) {
-        clients.push(start_as(&d.ws(), &format!("proc-{i}"), &on(&db)).await);
+        clients.push(start_as(&d.ws(), &format!("proc-{i}"), &db.args()).await);
     }
     futures::future::join_all(clients.iter().map(|c| async move {
         futures::stream::iter(0..CALLS)
@@ -267,7 +225,7 @@ async fn agents_in_several_processes_claim_each_task_exactly_once() {
         return;
     };
     let lead_dir = Scratch::new();
-    let lead = start_as(&lead_dir.ws(), "lead", &on(&db)).await;
+    let lead = start_as(&lead_dir.ws(), "lead", &db.args()).await;
     let submitted: HashSet<String> = futures::stream::iter(0..TASKS)
         .map(|i| {
             let lead = &lead;
@@ -290,7 +248,7 @@ async fn agents_in_several_processes_claim_each_task_exactly_once() {
     let dirs: Vec<Scratch> = (0..AGENTS).map(|_| Scratch::new()).collect();
     let db_ref = &db;
     let agents = futures::future::join_all(dirs.iter().enumerate().map(|(i, d)| async move {
-        let c = start_as(&d.ws(), &format!("agent-{i}"), &on(db_ref)).await;
+        let c = start_as(&d.ws(), &format!("agent-{i}"), &db_ref.args()).await;
         ok(
             &c,
             "agent_register",
@@ -389,11 +347,11 @@ async fn two_http_servers_on_one_database_share_a_tokens_request_limit() {
     assert_eq!(code, 0, "db migrate: {out}{err}");
     let mut args = vec!["--tenant", "default", "--agent", "bot"];
     args.extend(["--rate-limit", "4/h"]);
-    args.extend(on(&db));
+    args.extend(db.args());
     let token = token_with(&a.ws(), &args);
     let servers = [
-        HttpServer::start(&a.ws(), &on(&db)),
-        HttpServer::start(&b.ws(), &on(&db)),
+        HttpServer::start(&a.ws(), &db.args()),
+        HttpServer::start(&b.ws(), &db.args()),
     ];
     for i in 0..4 {
         let (status, _) = initialize_with(&servers[i % 2], &token).await;
@@ -409,7 +367,7 @@ async fn two_http_servers_on_one_database_share_a_tokens_request_limit() {
     // Another token has a budget of its own.
     let mut args = vec!["--tenant", "default", "--agent", "other"];
     args.extend(["--rate-limit", "4/h"]);
-    args.extend(on(&db));
+    args.extend(db.args());
     let other = token_with(&a.ws(), &args);
     assert_eq!(initialize_with(&servers[1], &other).await.0, 200);
 }

@@ -221,6 +221,25 @@ fn cli(workspace: &Path, args: &[&str]) -> String {
 
 #[test]
 fn python_mcp_sdk_two_tenants_cannot_reach_each_other() {
+    two_tenants_try_each_others_data(&[]);
+}
+
+/// The same on PostgreSQL, where row-level security stands behind the
+/// server's own checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_mcp_sdk_two_tenants_cannot_reach_each_other_on_postgres() {
+    let Some(db) = common::pg::database().await else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || two_tenants_try_each_others_data(&db.args()))
+        .await
+        .unwrap();
+}
+
+/// Tenants acme and beta, each with a workspace and a token, served by one
+/// `serve --http` (with `db_args`); `test_tenants_sdk.py` has each try the
+/// other's files, tasks, overrides, terminal sessions and MCP sessions.
+fn two_tenants_try_each_others_data(db_args: &[&str]) {
     let venv = ensure_venv();
     let (root, served) = scratch();
     let (ws_a, ws_b) = (root.path().join("acme"), root.path().join("beta"));
@@ -228,28 +247,23 @@ fn python_mcp_sdk_two_tenants_cannot_reach_each_other() {
         fs::create_dir_all(dir.join("src")).unwrap();
         fs::write(dir.join("src/secret.txt"), format!("{secret}\n")).unwrap();
     }
+    let cli = |args: &[&str]| cli(&served, &[db_args, args].concat());
     for (name, dir) in [("acme", &ws_a), ("beta", &ws_b)] {
-        cli(
-            &served,
-            &[
-                "tenant",
-                "add",
-                name,
-                "--tenant-workspace",
-                dir.to_str().unwrap(),
-            ],
-        );
+        cli(&[
+            "tenant",
+            "add",
+            name,
+            "--tenant-workspace",
+            dir.to_str().unwrap(),
+        ]);
     }
     let token = |tenant: &str| {
-        cli(
-            &served,
-            &["token", "create", "--tenant", tenant, "--agent", "py"],
-        )
-        .trim()
-        .to_string()
+        cli(&["token", "create", "--tenant", tenant, "--agent", "py"])
+            .trim()
+            .to_string()
     };
     let (token_a, token_b) = (token("acme"), token("beta"));
-    let server = HttpServer::start(&served, &[]);
+    let server = HttpServer::start(&served, db_args);
     let base = server.base.clone();
     run_script(
         &venv,

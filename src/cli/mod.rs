@@ -377,7 +377,8 @@ fn message(e: StoreError) -> String {
     }
 }
 
-/// The operator's pool: the owner's URL if given (every tenant), else `--db`.
+/// The operator's pool: the owner's URL if given (every tenant; migrated
+/// first), else `--db`.
 async fn owner_pool() -> Result<PgStore, StoreError> {
     let db = Database::get();
     OWNER_POOL
@@ -387,6 +388,13 @@ async fn owner_pool() -> Result<PgStore, StoreError> {
                 .as_deref()
                 .or(db.url.as_deref())
                 .ok_or("no PostgreSQL URL")?;
+            // With the owner's URL, the operator's commands migrate first, as
+            // the server does: `tenant add` on a fresh database just works.
+            if let Some(owner) = &db.owner_url {
+                PgStore::migrate(owner)
+                    .await
+                    .map_err(|e| format!("applying the PostgreSQL migrations (owner URL): {e}"))?;
+            }
             PgStore::connect(url).await.map_err(message)
         })
         .await

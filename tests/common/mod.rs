@@ -3,6 +3,8 @@
 //! it over the child's stdio.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
