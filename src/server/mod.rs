@@ -841,7 +841,7 @@ impl ArbiterServer {
                 "Nothing was changed"
             };
             return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "Failed [AUDIT-001]: {e}. {effect}. Next: the operator must fix the audit store (.arbiter/arbiter.db); retrying will fail until then."
+                "Failed [AUDIT-001]: {e}. {effect}. Next: the operator must fix the audit store (`arbiter doctor` says what is wrong); retrying will fail until then."
             ))])
             .into());
         }

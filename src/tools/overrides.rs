@@ -142,7 +142,7 @@ fn store_failed(e: impl std::fmt::Display) -> ToolError {
     ToolError::failed(
         "OVERRIDE-007",
         format!("the override store cannot be used: {e}"),
-        "nothing was recorded; the operator must fix the store (.arbiter/arbiter.db)",
+        "nothing was recorded; the operator must fix the store (`arbiter doctor` says what is wrong)",
     )
 }
 

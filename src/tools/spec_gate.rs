@@ -346,7 +346,7 @@ fn budget_unavailable(e: &str) -> ToolError {
         outcome: Outcome::Failed,
         rule_id: "BUDGET-003".into(),
         message: format!("the change-budget totals cannot be read: {e}"),
-        advice: "nothing was written; the operator must fix the store (.arbiter/arbiter.db)".into(),
+        advice: "nothing was written; the operator must fix the store (`arbiter doctor` says what is wrong)".into(),
     }
 }
 

@@ -858,7 +858,7 @@ fn store_failed(e: impl std::fmt::Display) -> TaskError {
         TaskErrorKind::Failed,
         "TASK-007",
         format!("the task store cannot be used: {e}"),
-        "nothing was changed; the operator must fix the store (.arbiter/arbiter.db)",
+        "nothing was changed; the operator must fix the store (`arbiter doctor` says what is wrong)",
     )
 }
 
@@ -915,7 +915,7 @@ impl Toolbox {
             ToolError::failed(
                 "TASK-007",
                 format!("the task store cannot be opened: {e}"),
-                "nothing was changed; the operator must fix the store (.arbiter/arbiter.db)",
+                "nothing was changed; the operator must fix the store (`arbiter doctor` says what is wrong)",
             )
         })?;
         let caller = current_caller();
