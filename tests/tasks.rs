@@ -1031,6 +1031,14 @@ async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
         json!({"file_path": "src/a.rs", "contents": "1\n2\n3\n"}),
     )
     .await;
+    // Rewriting it unchanged changes no line: the budget counts changes, not
+    // the bytes written.
+    ok(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/a.rs", "contents": "1\n2\n3\n"}),
+    )
+    .await;
     let out = refused(
         &worker,
         "file_write",
@@ -1084,6 +1092,9 @@ async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
         json!({"file_path": "src/b.rs", "contents": "1\n2\n"}),
     )
     .await;
+    // The budget is spent: deleting a line's file in scope is one line too many.
+    let out = refused(&worker, "delete_file", json!({"target_file": "src/old.rs"})).await;
+    assert!(out.starts_with("Refused [BUDGET-001]"), "{out}");
 
     // Another agent holds no task: the spec does not bind it.
     ok(

@@ -21,7 +21,6 @@ use rmcp::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 
 use super::find::EntryType;
-use super::spec_gate::SpecState;
 use super::{Outcome, ToolError, Toolbox, note_error};
 use crate::exec::tree::{self, TreeError};
 use crate::exec::{ConfineError, EntryKind, EntryMeta, EntryTarget, WorkspaceRoot};
@@ -172,10 +171,6 @@ fn count_lines(root: &WorkspaceRoot, rel: &str) -> u64 {
 }
 
 impl Toolbox {
-    fn spec_active(&self) -> bool {
-        matches!(self.active_spec().as_ref(), SpecState::Active(_))
-    }
-
     pub async fn delete_file(&self, input: DeleteFileInput) -> Result<DeleteFileOutput, ToolError> {
         let (first, _) = existing(&self.root, &input.target_file)?;
         let _guard = self.locks.lock(&first.rel_path).await;
@@ -206,7 +201,7 @@ impl Toolbox {
             decision = self.enforce(&actions).await.inspect_err(note_error)?;
         }
         // What the budget counts: every file removed, with its lines.
-        let counting = self.spec_active();
+        let counting = self.changes_are_measured();
         let files: Vec<(&str, u64)> = std::iter::once((path.as_str(), meta))
             .chain(inside.iter().map(|(p, m)| (p.as_str(), *m)))
             .filter(|(_, m)| m.kind != EntryKind::Dir)
@@ -334,7 +329,7 @@ impl Toolbox {
         let decision = self.enforce(&actions).await.inspect_err(note_error)?;
         // The budget: both ends of every file moved; an overwritten file loses its lines.
         let lost = match replaced {
-            Some(m) if m.kind == EntryKind::File && self.spec_active() => {
+            Some(m) if m.kind == EntryKind::File && self.changes_are_measured() => {
                 count_lines(&self.root, &to)
             }
             _ => 0,

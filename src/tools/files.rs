@@ -11,7 +11,6 @@ use super::edit::{self, EditError};
 use super::{ToolError, Toolbox, note_error};
 use crate::exec::{self, OpenedFile};
 use crate::policy::Action;
-use crate::tools::spec_gate::SpecState;
 
 /// How much of a file's start is checked for NUL bytes to call it binary.
 const BINARY_SNIFF_BYTES: usize = 8192;
@@ -151,15 +150,16 @@ impl Toolbox {
             }])
             .await
             .inspect_err(note_error)?;
-        // Under a working spec the change is measured, so the old text is needed.
-        let before = match self.active_spec().as_ref() {
-            SpecState::Active(_) if target.existing.is_some() => self
-                .root
+        // Under a working spec (the workspace's, or a held task's) the change
+        // is measured, so the old text is needed.
+        let before = if target.existing.is_some() && self.changes_are_measured() {
+            self.root
                 .open_for_read(&target.rel_path)
                 .ok()
                 .and_then(|old| read_whole_text(old, self.limits.edit_max_bytes).ok())
-                .unwrap_or_default(),
-            _ => String::new(),
+                .unwrap_or_default()
+        } else {
+            String::new()
         };
         let charge = self
             .gate_write(decision, &target.rel_path, &before, &input.contents)

@@ -207,6 +207,15 @@ impl Toolbox {
         Ok(())
     }
 
+    /// Whether writes are measured now (lines changed, so old text must be
+    /// read): a workspace spec is in force, or the caller may hold a task,
+    /// whose spec can bind its writes.
+    pub(crate) fn changes_are_measured(&self) -> bool {
+        let caller = super::current_caller();
+        matches!(self.active_spec().as_ref(), SpecState::Active(_))
+            || crate::tasks::attribution::may_hold(&caller.tenant, &caller.agent)
+    }
+
     /// The caller's tenant, and the specs of the tasks it holds (claims not
     /// lapsed) that came with one. Each is named `<spec id> of task T-n`:
     /// refusals say which task's spec refused, and each task's budget is
