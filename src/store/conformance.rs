@@ -626,59 +626,41 @@ async fn a_migration_that_fails_leaves_the_database_as_it_was() {
             TestDb::Postgres { .. } => super::postgres::MIGRATOR.iter().count(),
         } as i64;
         let _ = db.store().await; // migrated as shipped
+        // The same steps on either backend's connection (a macro: the two
+        // connection types share no trait sqlx's queries accept).
+        macro_rules! run_on {
+            ($conn:expr, $shipped:expr, $count_table:expr) => {{
+                let mut conn = $conn;
+                let failed = migrate(&with_one_more($shipped, true), &mut *conn).await;
+                let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+                let tables = count($count_table).fetch_one(&mut *conn).await.unwrap();
+                let rows = count("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                let fixed = migrate(&with_one_more($shipped, false), &mut *conn).await;
+                let after = count($count_table).fetch_one(&mut *conn).await.unwrap();
+                (failed, tables, rows, fixed, after)
+            }};
+        }
         let (failed, tables_after_failure, rows, fixed, tables_after_fix) = match &db {
             TestDb::Sqlite(dir) => {
                 let store = super::SqliteStore::open(&dir.path().join("arbiter.db"))
                     .await
                     .unwrap();
-                let pool = store.pool();
-                let mut conn = pool.acquire().await.unwrap();
-                let failed =
-                    migrate(&with_one_more(&super::sqlite::MIGRATOR, true), &mut *conn).await;
-                let count = "SELECT COUNT(*) FROM sqlite_master WHERE name = 'half_done'";
-                let tables: i64 = sqlx::query_scalar(count)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap();
-                let rows: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .unwrap();
-                let fixed =
-                    migrate(&with_one_more(&super::sqlite::MIGRATOR, false), &mut *conn).await;
-                let after: i64 = sqlx::query_scalar(count)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap();
-                (failed, tables, rows, fixed, after)
+                run_on!(
+                    store.pool().acquire().await.unwrap(),
+                    &super::sqlite::MIGRATOR,
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'half_done'"
+                )
             }
             TestDb::Postgres { owner_url, .. } => {
                 let owner = super::PgStore::connect(owner_url).await.unwrap();
-                let pool = owner.pool();
-                let mut conn = pool.acquire().await.unwrap();
-                let failed =
-                    migrate(&with_one_more(&super::postgres::MIGRATOR, true), &mut *conn).await;
-                let count = "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'half_done'";
-                let tables: i64 = sqlx::query_scalar(count)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap();
-                let rows: i64 =
-                    sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                        .fetch_one(&mut *conn)
-                        .await
-                        .unwrap();
-                let fixed = migrate(
-                    &with_one_more(&super::postgres::MIGRATOR, false),
-                    &mut *conn,
+                run_on!(
+                    owner.pool().acquire().await.unwrap(),
+                    &super::postgres::MIGRATOR,
+                    "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'half_done'"
                 )
-                .await;
-                let after: i64 = sqlx::query_scalar(count)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .unwrap();
-                (failed, tables, rows, fixed, after)
             }
         };
         let name = db.name();
