@@ -457,6 +457,10 @@ async fn an_operator_filters_by_tenant_and_a_tenant_admin_sees_only_its_own() {
     assert_eq!(body["tenant"], "beta", "{body}");
     assert_eq!(body["overrides"][0]["state"], "approved", "{body}");
     assert_eq!(body["overrides"][0]["decided_by"], "admin:olga", "{body}");
+    let r = api(&operator, "/admin/overrides?tenant=nobody")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     let r = api(&operator, "/admin/overrides?state=all").await.unwrap();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["overrides"].as_array().unwrap().len(), 0, "{body}");

@@ -29,7 +29,7 @@ use serde_json::json;
 
 use super::auth;
 use super::http::json_error;
-use super::tenants::{TenantRegistry, TenantRuntime};
+use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
 use crate::overrides::decide::{DecideError, Decision, Verdict, decide};
 use crate::overrides::{OverrideState, now_unix, parse_id};
 use crate::store::{TokenRecord, TokenRole};
@@ -92,12 +92,13 @@ async fn admin(
     let tenant = token
         .administered_tenant(super::tenants::asked_tenant(uri).as_deref())
         .map_err(|why| json_error(StatusCode::FORBIDDEN, "other_tenant", &why))?;
-    let runtime = state.tenants.get(&tenant).await.map_err(|e| {
-        json_error(
+    let runtime = state.tenants.get(&tenant).await.map_err(|e| match e {
+        TenantError::Unknown(_) => json_error(StatusCode::NOT_FOUND, "no_tenant", &e.to_string()),
+        TenantError::Unavailable { .. } => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "tenant_unavailable",
             &format!("{e}; the operator must fix it, then retry"),
-        )
+        ),
     })?;
     Ok((token, runtime))
 }
