@@ -247,6 +247,12 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
     )
     .await;
     ok(
+        &t.worker,
+        "file_search_replace",
+        json!({"file_path": "src/export.rs", "old_string": "pub fn export() {}", "new_string": "pub fn export() {\n    csv();\n}"}),
+    )
+    .await;
+    ok(
         &t.lead,
         "file_read",
         json!({"target_file": "src/export.rs"}),
@@ -289,7 +295,12 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         "added the CSV button",
         "tests `echo 12 passed`: passed",
         "12 passed",
-        // What changed, from the calls attributed to the task.
+        // What changed: the files with their line counts and diffs, then
+        // the calls attributed to the task.
+        "Files changed:\n- src/export.rs (+4 -1, 2 change(s))",
+        "+++ b/src/export.rs",
+        "+pub fn export() {}",
+        "-pub fn export() {}\n+pub fn export() {\n+    csv();\n+}",
         "- file_write {",
         "src/export.rs",
         "- run_terminal_cmd {\"command\":\"echo built\"} → ok",
@@ -327,6 +338,16 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         .map(|x| x["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds.first(), Some(&"submitted"), "{kinds:?}");
+    assert_eq!(
+        e["files_changed"],
+        json!([{"path": "src/export.rs", "added": 4, "removed": 1, "changes": 2}]),
+        "{e}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "changed").count(),
+        2,
+        "{kinds:?}"
+    );
     assert_eq!(kinds.last(), Some(&"completed"), "{kinds:?}");
     assert!(!e["routing"].as_array().unwrap().is_empty());
     let verdict = &e["verdicts"][0];
@@ -350,6 +371,7 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         [
             "file_write",
             "run_terminal_cmd",
+            "file_search_replace",
             "task_complete",
             "task_status"
         ],
@@ -371,13 +393,14 @@ async fn agreeing_judges_complete_the_task_with_tokens_and_cost_in_both_wire_for
         [
             ("file_write", id.as_str()),
             ("run_terminal_cmd", id.as_str()),
+            ("file_search_replace", id.as_str()),
             ("file_read", "")
         ]
     );
     // Records with and without the field verify in one chain.
     let (code, out, err) = t.cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
-    let record = &e["provenance"]["audit"]["records"][2];
+    let record = &e["provenance"]["audit"]["records"][3];
     assert_eq!(record["hash"].as_str().unwrap().len(), 64, "{record}");
     assert!(
         record["detail"]

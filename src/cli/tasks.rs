@@ -182,6 +182,9 @@ async fn task_json(
         "claimed_at": t.claimed_at.map(rfc3339_ms),
         "completed_at": t.completed_at.map(rfc3339_ms),
         "events": events.iter().map(EventView::new).collect::<Vec<_>>(),
+        // Files written or edited under the task, lines summed (each diff is
+        // in its `changed` event).
+        "files_changed": crate::tasks::changes::totals(&crate::tasks::changes::from_events(&events)),
         "routing": routing.iter().map(|r| json!({
             "decided_at": rfc3339_ms(r.decided_at),
             "strategy": r.choice.strategy,

@@ -680,3 +680,34 @@ async fn a_migration_that_fails_leaves_the_database_as_it_was() {
         assert_eq!(tables_after_fix, 1, "{name}");
     }
 }
+
+/// A change is noted in a task's history only by the agent holding it, in
+/// its tenant; the notes come back as events of their kind.
+#[tokio::test]
+async fn only_the_holder_notes_changes_in_a_tasks_history() {
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let store = store.as_ref();
+        let task = submit(store, "noted", 0).await;
+        let note = |agent: &'static str, tenant: &'static str| {
+            store.task_note(tenant, task.id, agent, 5, "changed", "{\"path\":\"a\"}")
+        };
+        assert!(
+            !note("worker", "default").await.unwrap(),
+            "not claimed yet: {}",
+            db.name()
+        );
+        store
+            .task_claim_queued(&claim("worker", MINUTE), task.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(note("worker", "default").await.unwrap(), "{}", db.name());
+        assert!(!note("someone", "default").await.unwrap(), "{}", db.name());
+        let events = store.task_events(task.id).await.unwrap();
+        let changed: Vec<_> = events.iter().filter(|e| e.kind == "changed").collect();
+        assert_eq!(changed.len(), 1, "{}", db.name());
+        assert_eq!(changed[0].actor, "worker");
+        assert_eq!(changed[0].note.as_deref(), Some("{\"path\":\"a\"}"));
+    }
+}

@@ -860,6 +860,33 @@ impl TaskStore for PgStore {
         })
     }
 
+    async fn task_note(
+        &self,
+        tenant: &str,
+        id: i64,
+        agent: &str,
+        at: i64,
+        kind: &str,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin(Some(tenant)).await?;
+        let done = sqlx::query(
+            "INSERT INTO task_events (tenant, task_id, at, kind, actor, progress, note) \
+             SELECT tenant, id, $2, $3, $4, NULL, $5 FROM tasks \
+             WHERE id = $1 AND tenant = $6 AND holder = $4 AND state = 'claimed'",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(kind)
+        .bind(agent)
+        .bind(note)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
         let mut tx = self.begin(None).await?;
         let decisions = sqlx::query(

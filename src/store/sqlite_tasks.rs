@@ -840,6 +840,32 @@ impl TaskStore for SqliteStore {
         })
     }
 
+    async fn task_note(
+        &self,
+        tenant: &str,
+        id: i64,
+        agent: &str,
+        at: i64,
+        kind: &str,
+        note: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO task_events (task_id, at, kind, actor, progress, note) \
+             SELECT id, ?, ?, ?, NULL, ? FROM tasks \
+             WHERE id = ? AND tenant = ? AND holder = ? AND state = 'claimed'",
+        )
+        .bind(at)
+        .bind(kind)
+        .bind(agent)
+        .bind(note)
+        .bind(id)
+        .bind(tenant)
+        .bind(agent)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError> {
         let decisions = sqlx::query(
             "SELECT id, task_id, strategy, seed, chosen_agent, rationale, decided_at, candidates \

@@ -75,6 +75,18 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<TaskRecord>, StoreError>;
     /// A task's history, oldest first.
     async fn task_events(&self, id: i64) -> Result<Vec<TaskEvent>, StoreError>;
+    /// Add an event of `kind` with `note` (by `agent`, at `at`) to task `id`'s
+    /// history if `agent` holds it in `tenant` (a file it changed under the
+    /// task); `false` when it does not.
+    async fn task_note(
+        &self,
+        tenant: &str,
+        id: i64,
+        agent: &str,
+        at: i64,
+        kind: &str,
+        note: &str,
+    ) -> Result<bool, StoreError>;
     /// A task's routing decisions, oldest first.
     async fn task_routing(&self, id: i64) -> Result<Vec<RoutingRecord>, StoreError>;
     /// Send every task of the tenant whose lease lapsed by `now` back to the

@@ -31,6 +31,8 @@ pub const LOW_CONFIDENCE: &str = "JUDGE-004";
 /// Most characters of the spec, a description or a gate's output put in a prompt.
 const SPEC_CHARS: usize = 8_000;
 const TEXT_CHARS: usize = 6_000;
+/// What changed: the files with their diffs, then the calls.
+const CHANGES_CHARS: usize = 24_000;
 const GATE_OUTPUT_CHARS: usize = 800;
 /// Most reasons and characters per reason kept from an answer.
 const MAX_REASONS: usize = 20;
@@ -279,7 +281,7 @@ pub fn prompt(rubric: Option<&str>, b: &Brief<'_>) -> (String, String) {
     user.push_str(&format!(
         "\nChanges:\n{}\n",
         b.changes
-            .map(|c| cap(c, TEXT_CHARS))
+            .map(|c| cap(c, CHANGES_CHARS))
             .unwrap_or_else(|| "not known (judge from the summary and the gates)".to_string())
     ));
     let j = b.judgement;

@@ -24,6 +24,7 @@
 //! `needs_review`.
 
 pub mod attribution;
+pub mod changes;
 pub mod declared;
 pub mod detect;
 pub mod gates;

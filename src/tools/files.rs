@@ -167,6 +167,12 @@ impl Toolbox {
             .inspect_err(note_error)?;
         let path = target.rel_path.clone();
         let contents = input.contents;
+        // Kept for the held tasks' history, when there is one.
+        let written = if super::noted_task_ids().is_empty() {
+            String::new()
+        } else {
+            contents.clone()
+        };
         let report = tokio::task::spawn_blocking(move || {
             exec::write_atomically(&target, contents.as_bytes())
         })
@@ -180,6 +186,8 @@ impl Toolbox {
         })?
         .map_err(|e| reject(write_failed(&path, &e)))?;
         self.charge(charge).await;
+        self.record_task_change("file_write", &path, &before, &written)
+            .await;
         Ok(FileWriteOutput {
             path,
             bytes_written: report.bytes_written,
@@ -234,6 +242,11 @@ impl Toolbox {
             .await
             .inspect_err(note_error)?;
         let text = edited.text;
+        let written = if super::noted_task_ids().is_empty() {
+            String::new()
+        } else {
+            text.clone()
+        };
         tokio::task::spawn_blocking(move || exec::write_atomically(&target, text.as_bytes()))
             .await
             .map_err(|e| {
@@ -245,6 +258,8 @@ impl Toolbox {
             })?
             .map_err(|e| reject(write_failed(&path, &e)))?;
         self.charge(charge).await;
+        self.record_task_change("file_search_replace", &path, &original, &written)
+            .await;
         Ok(FileSearchReplaceOutput {
             path,
             replacements: edited.replacements,

@@ -355,6 +355,19 @@ impl From<ConfineError> for ToolError {
     }
 }
 
+/// The tasks the current call is made under (noted by `note_held_tasks`).
+pub(crate) fn noted_task_ids() -> Vec<i64> {
+    CALL_NOTE
+        .try_with(|n| {
+            n.borrow()
+                .task_ids
+                .split(',')
+                .filter_map(crate::tasks::parse_id)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What a call decided, read back by the server for the audit record.
 #[derive(Debug, Clone, Default)]
 pub struct CallNote {

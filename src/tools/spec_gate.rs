@@ -333,6 +333,46 @@ impl Toolbox {
         }
     }
 
+    /// Record a successful write or edit of `path` (from `before` to
+    /// `after`) in the history of each task the caller holds, for the judge
+    /// and `task export` (`tasks::changes`). A store that cannot take it is
+    /// logged: the write happened either way.
+    pub(crate) async fn record_task_change(
+        &self,
+        tool: &str,
+        path: &str,
+        before: &str,
+        after: &str,
+    ) {
+        let ids = super::noted_task_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let caller = super::current_caller();
+        let diff = super::edit::unified_diff(before, after, path);
+        let change = crate::tasks::changes::FileChange::new(tool, path, before, after, diff);
+        let Ok(note) = serde_json::to_string(&change) else {
+            return;
+        };
+        let store = match self.store.get().await {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(path, error = %e, "cannot record the change in the held task's history");
+                return;
+            }
+        };
+        let now = crate::tasks::now_ms();
+        for id in ids {
+            let kind = crate::tasks::changes::EVENT_KIND;
+            if let Err(e) = store
+                .task_note(&caller.tenant, id, &caller.agent, now, kind, &note)
+                .await
+            {
+                tracing::warn!(task = id, path, error = %e, "cannot record the change in the task's history");
+            }
+        }
+    }
+
     /// Count a successful write against its spec.
     pub(crate) async fn charge(&self, charge: Option<Charge>) {
         let Some(charge) = charge else { return };

@@ -1334,17 +1334,33 @@ impl Toolbox {
             .filter(|r| !r.tool.starts_with("task_"))
             .map(|r| format!("- {} {} → {}", r.tool, r.args_redacted, r.outcome))
             .collect();
-        if lines.is_empty() {
+        // The files written or edited under the task, with their diffs.
+        let changed = match cx.store.task_events(task.id).await {
+            Ok(events) => {
+                crate::tasks::changes::describe(&crate::tasks::changes::from_events(&events))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the task's changes");
+                None
+            }
+        };
+        if lines.is_empty() && changed.is_none() {
             return None;
         }
-        let mut text = lines
-            .iter()
-            .take(MAX_LINES)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n");
+        let mut text = String::from("Calls made under the task:\n");
+        text.push_str(
+            &lines
+                .iter()
+                .take(MAX_LINES)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
         if lines.len() > MAX_LINES {
             text.push_str(&format!("\n… and {} more call(s)", lines.len() - MAX_LINES));
+        }
+        if let Some(changed) = changed {
+            text = format!("{changed}\n{text}");
         }
         Some(text)
     }
