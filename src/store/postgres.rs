@@ -308,8 +308,10 @@ impl PgStore {
     /// a transaction (a failed one leaves the database as it was); sqlx holds
     /// an advisory lock, so processes starting at once apply them once.
     pub async fn migrate(owner_url: &str) -> Result<(), StoreError> {
-        Self::migrate_reporting(owner_url, &mut |_, _, _| {}).await?;
-        Ok(())
+        let owner = Self::connect(owner_url).await?;
+        let applied = MIGRATOR.run(&owner.pool).await;
+        owner.pool.close().await;
+        Ok(applied?)
     }
 
     /// [`PgStore::migrate`], one migration at a time, telling `step` after

@@ -81,7 +81,7 @@ const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha2
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self::open_reporting(path, &mut |_, _, _| {}).await?.0)
+        Ok(Self::open_file(path, None).await?.0)
     }
 
     /// [`SqliteStore::open`], applying the migrations one at a time and
@@ -89,6 +89,13 @@ impl SqliteStore {
     pub async fn open_reporting(
         path: &Path,
         step: super::MigrationStep<'_>,
+    ) -> Result<(Self, usize), StoreError> {
+        Self::open_file(path, Some(step)).await
+    }
+
+    async fn open_file(
+        path: &Path,
+        step: Option<super::MigrationStep<'_>>,
     ) -> Result<(Self, usize), StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -109,13 +116,20 @@ impl SqliteStore {
 
     /// Open a database by URL (`sqlite://...`).
     pub async fn open_url(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::open_url_reporting(url, &mut |_, _, _| {}).await?.0)
+        Ok(Self::open_by_url(url, None).await?.0)
     }
 
     /// [`SqliteStore::open_url`], with the migrations' progress as in [`SqliteStore::open_reporting`].
     pub async fn open_url_reporting(
         url: &str,
         step: super::MigrationStep<'_>,
+    ) -> Result<(Self, usize), StoreError> {
+        Self::open_by_url(url, Some(step)).await
+    }
+
+    async fn open_by_url(
+        url: &str,
+        step: Option<super::MigrationStep<'_>>,
     ) -> Result<(Self, usize), StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -125,9 +139,12 @@ impl SqliteStore {
         Self::connect(options, step).await
     }
 
+    /// Connect and migrate: one migration at a time when someone follows
+    /// the steps (`db migrate`), else in one go as every start does (then
+    /// the count is 0: not counted).
     async fn connect(
         options: SqliteConnectOptions,
-        step: super::MigrationStep<'_>,
+        step: Option<super::MigrationStep<'_>>,
     ) -> Result<(Self, usize), StoreError> {
         // A small page cache: the hot use is appending, which touches few pages.
         let options = options.pragma("cache_size", "-1024");
@@ -138,9 +155,16 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        let mut conn = pool.acquire().await?;
-        let new = super::migrate_in_steps(&MIGRATOR, &mut *conn, step).await?;
-        drop(conn);
+        let new = match step {
+            Some(step) => {
+                let mut conn = pool.acquire().await?;
+                super::migrate_in_steps(&MIGRATOR, &mut *conn, step).await?
+            }
+            None => {
+                MIGRATOR.run(&pool).await?;
+                0
+            }
+        };
         Ok((Self { pool }, new))
     }
 

@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::auth::{TOKEN_PREFIX, token_hash};
-use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
+use super::tenants::{TenantError, TenantRegistry, TenantRuntime, asked_tenant};
 use crate::overrides::decide::{DecideError, Decision, Verdict, decide};
 use crate::overrides::{now_unix, parse_id};
 use crate::store::{ALL_TENANTS, DEFAULT_TENANT, TokenRole, tokens::administered_tenant};
@@ -158,11 +158,6 @@ impl SignedIn {
             format!("?tenant={}", self.runtime.name)
         }
     }
-}
-
-/// The `tenant` of a console URL's query, if it names one.
-fn asked(uri: &Uri) -> Option<String> {
-    super::tenants::asked_tenant(uri)
 }
 
 /// The session of a request, with its token checked again, acting on the
@@ -431,7 +426,7 @@ async fn overrides_page(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
+    let me = match signed_in(&console, &headers, asked_tenant(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -452,7 +447,7 @@ async fn decide_override(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
+    let me = match signed_in(&console, &headers, asked_tenant(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -521,7 +516,7 @@ async fn decide_from_form(
 
 /// `GET /ui/audit`: the tenant's trail, filtered and paged, with verify status.
 async fn audit_page(State(console): State<Arc<Console>>, uri: Uri, headers: HeaderMap) -> Response {
-    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
+    let me = match signed_in(&console, &headers, asked_tenant(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -555,7 +550,7 @@ async fn audit_page(State(console): State<Arc<Console>>, uri: Uri, headers: Head
 
 /// `GET /ui/tasks`: the task board.
 async fn tasks_page(State(console): State<Arc<Console>>, uri: Uri, headers: HeaderMap) -> Response {
-    let me = match signed_in(&console, &headers, asked(&uri).as_deref()).await {
+    let me = match signed_in(&console, &headers, asked_tenant(&uri).as_deref()).await {
         Ok(m) => m,
         Err(r) => return r,
     };
