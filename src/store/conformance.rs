@@ -711,3 +711,153 @@ async fn only_the_holder_notes_changes_in_a_tasks_history() {
         assert_eq!(changed[0].note.as_deref(), Some("{\"path\":\"a\"}"));
     }
 }
+
+/// Each agent's load as the store reports it, beside a count of the tasks
+/// it holds (`claimed`) or is assigned (`assigned`).
+async fn loads(store: &dyn Store) -> Vec<(String, u32, u32)> {
+    let tasks = store.task_list(Some("default"), None, 1_000).await.unwrap();
+    let mut loads: Vec<(String, u32, u32)> = store
+        .agent_list(Some("default"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|status| {
+            let name = status.agent.name;
+            let counted = tasks
+                .iter()
+                .filter(|t| match t.state {
+                    TaskState::Claimed => t.holder.as_deref() == Some(name.as_str()),
+                    TaskState::Assigned => t.assigned_agent.as_deref() == Some(name.as_str()),
+                    _ => false,
+                })
+                .count() as u32;
+            (name, status.active, counted)
+        })
+        .collect();
+    loads.sort();
+    loads
+}
+
+#[tokio::test]
+async fn an_agents_load_follows_every_move_of_its_tasks() {
+    use super::tasks::{AgentRegistration, TaskCancel};
+    use crate::tasks::Capabilities;
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let store = store.as_ref();
+        let capabilities = Capabilities {
+            task_types: vec![TaskType::Test],
+            ..Capabilities::default()
+        };
+        for name in ["ann", "bob"] {
+            store
+                .agent_register(&AgentRegistration {
+                    tenant: "default",
+                    name,
+                    capabilities: &capabilities,
+                    max_concurrent_tasks: 10,
+                    now: MINUTE,
+                })
+                .await
+                .unwrap();
+        }
+        let expect =
+            |ann: u32, bob: u32| vec![("ann".to_string(), ann, ann), ("bob".to_string(), bob, bob)];
+        let to = |agent: &'static str| {
+            move |_: &RoutingInput<'_>| RouteChoice {
+                strategy: RoutingStrategy::Ucb1,
+                seed: 0,
+                chosen: Some(agent.to_string()),
+                rationale: format!("{agent} it is"),
+                candidates: vec![],
+            }
+        };
+        let required = RequiredCapabilities::default();
+        let mut ids = Vec::new();
+        for (i, agent) in ["ann", "ann", "bob", "ann"].into_iter().enumerate() {
+            let title = format!("task {i}");
+            let new = NewTask {
+                tenant: "default",
+                title: &title,
+                description: "",
+                spec: None,
+                spec_id: None,
+                task_type: TaskType::Test,
+                type_confidence: 1.0,
+                type_source: "given",
+                risk_tier: 3,
+                tier_reason: "test",
+                priority: 3,
+                required: &required,
+                submitted_by: "lead",
+                now: MINUTE,
+                assignment_ends: 2 * MINUTE,
+            };
+            let (task, _) = store.task_create(&new, &to(agent)).await.unwrap();
+            assert_eq!(task.assigned_agent.as_deref(), Some(agent), "{}", db.name());
+            ids.push(task.id);
+        }
+        assert_eq!(loads(store).await, expect(3, 1), "assigned: {}", db.name());
+
+        // Claiming an assigned task moves it from assigned to held: same load.
+        let held = store
+            .task_claim_assigned(&claim("ann", MINUTE))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(loads(store).await, expect(3, 1), "claimed: {}", db.name());
+
+        // Completing and cancelling free a slot each.
+        let done = TaskCompletion {
+            tenant: "default",
+            id: held.id,
+            agent: "ann",
+            summary: "done",
+            now: MINUTE,
+        };
+        assert!(store.task_complete(&done).await.unwrap().is_some());
+        assert_eq!(loads(store).await, expect(2, 1), "completed: {}", db.name());
+        let bobs = ids[2];
+        let cancel = TaskCancel {
+            tenant: "default",
+            id: bobs,
+            actor: "lead",
+            now: MINUTE,
+        };
+        assert!(store.task_cancel(&cancel).await.unwrap().is_some());
+        assert_eq!(loads(store).await, expect(2, 0), "cancelled: {}", db.name());
+
+        // Assignments that lapse go back to the queue and count for no one;
+        // a queued task claimed by bob counts for bob.
+        let requeued = store
+            .task_requeue_lapsed("default", 3 * MINUTE)
+            .await
+            .unwrap();
+        assert_eq!(requeued.len(), 2, "{}", db.name());
+        assert_eq!(loads(store).await, expect(0, 0), "requeued: {}", db.name());
+        let taken = store
+            .task_claim_queued(&claim("bob", 3 * MINUTE), requeued[0].task_id)
+            .await
+            .unwrap();
+        assert!(taken.is_some(), "{}", db.name());
+        assert_eq!(loads(store).await, expect(0, 1), "taken: {}", db.name());
+
+        // A re-registration keeps the load.
+        store
+            .agent_register(&AgentRegistration {
+                tenant: "default",
+                name: "bob",
+                capabilities: &capabilities,
+                max_concurrent_tasks: 3,
+                now: 4 * MINUTE,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            loads(store).await,
+            expect(0, 1),
+            "re-registered: {}",
+            db.name()
+        );
+    }
+}

@@ -15,12 +15,14 @@ use sqlx::{Postgres, Row, Transaction};
 use super::postgres::rows;
 use super::tasks::{
     AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
-    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore, log_requeued,
 };
 use super::{PgStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
 use crate::tasks::judge::{Arbitration, ArbitrationRecord, Exchange, JudgeCall, Vote};
-use crate::tasks::routing::{AgentSnapshot, RoutingInput, RoutingStrategy};
+use crate::tasks::routing::{
+    AgentSnapshot, RoutingInput, RoutingStrategy, parse_stored_candidates, stored_candidates,
+};
 use crate::tasks::{
     AgentRecord, CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities,
     RouteChoice, RoutingRecord, TaskEvent, TaskRecord, TaskState, TaskType, TypeStats,
@@ -557,7 +559,7 @@ impl PgStore {
         .bind(choice.chosen.as_deref())
         .bind(&choice.rationale)
         .bind(now)
-        .bind(to_json(&choice.candidates)?)
+        .bind(stored_candidates(&choice.candidates))
         .fetch_one(&mut **tx)
         .await?;
         Ok(id)
@@ -715,6 +717,7 @@ impl TaskStore for PgStore {
         new: &NewTask<'_>,
         router: &Router<'_>,
     ) -> Result<(TaskRecord, RoutingRecord), StoreError> {
+        log_requeued(&self.task_requeue_lapsed(new.tenant, new.now).await?);
         let mut tx = self.queue_locked(new.tenant).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (tenant, title, description, spec, spec_id, task_type, type_confidence, \
@@ -904,7 +907,7 @@ impl TaskStore for PgStore {
             let candidates: Vec<CandidateScore> = match row
                 .try_get::<Option<String>, _>("candidates")?
             {
-                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                Some(text) => parse_stored_candidates(&text).map_err(|e| {
                     StoreError::Database(format!("decision {decision_id}'s candidates: {e}"))
                 })?,
                 None => {

@@ -150,9 +150,12 @@ impl SqliteStore {
         let options = options.pragma("cache_size", "-1024");
         // One connection: the audit writer is the only hot user, and SQLite
         // serializes writers anyway. Reads (tail, verify) are rare.
+        // No ping before each use: a file cannot drop the connection, and
+        // the ping was a round trip to the connection's thread per query.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         let new = match step {

@@ -12,12 +12,14 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::sqlite::rows;
 use super::tasks::{
     AgentRegistration, AgentStatus, Claim, NewTask, Outcome, Requeued, Router, TaskCancel,
-    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore,
+    TaskCompletion, TaskJudgement, TaskProgress, TaskReview, TaskStore, log_requeued,
 };
 use super::{SqliteStore, StoreError};
 use crate::tasks::gates::{GateResult, Verdict, VerdictRecord};
 use crate::tasks::judge::{Arbitration, ArbitrationRecord, Exchange, JudgeCall, Vote};
-use crate::tasks::routing::{AgentSnapshot, RoutingInput, RoutingStrategy};
+use crate::tasks::routing::{
+    AgentSnapshot, RoutingInput, RoutingStrategy, parse_stored_candidates, stored_candidates,
+};
 use crate::tasks::{
     AgentRecord, CandidateScore, Capabilities, PerformanceRecord, RequiredCapabilities,
     RouteChoice, RoutingRecord, TaskEvent, TaskRecord, TaskState, TaskType, TypeStats,
@@ -34,13 +36,12 @@ macro_rules! task_columns {
 }
 
 /// Every agent column, and its active count (`a` is the agent's row).
+/// (`active`: tasks assigned to it or held by it, kept by the triggers of
+/// migration 0014.)
 macro_rules! agent_columns {
     () => {
         "a.tenant, a.name, a.task_types, a.languages, a.tools, a.max_concurrent_tasks, \
-         a.registered_at, a.last_seen_at, a.declared_at, \
-         (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'claimed' AND t.holder = a.name) \
-         + (SELECT COUNT(*) FROM tasks t WHERE t.tenant = a.tenant AND t.state = 'assigned' AND t.assigned_agent = a.name) \
-         AS active"
+         a.registered_at, a.last_seen_at, a.declared_at, a.active"
     };
 }
 
@@ -49,6 +50,82 @@ macro_rules! visible {
     () => {
         "(a.declared_at IS NOT NULL OR a.last_seen_at > 0)"
     };
+}
+
+/// [`SqliteStore::routing_snapshot`]'s reading.
+struct RoutingSnapshot {
+    /// Leases of the tenant that have lapsed (`task_create` requeues them first).
+    lapsed: i64,
+    next_id: i64,
+    agents: Vec<AgentSnapshot>,
+    last_round_robin: Option<String>,
+}
+
+/// One agent in the snapshot's JSON array, in the SELECT's order.
+#[derive(serde::Deserialize)]
+struct SnapshotAgent(
+    String,
+    Vec<TaskType>,
+    Vec<String>,
+    Vec<String>,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    f64,
+);
+
+impl SnapshotAgent {
+    fn into_snapshot(self, tenant: &str) -> AgentSnapshot {
+        let SnapshotAgent(
+            name,
+            task_types,
+            languages,
+            tools,
+            max,
+            registered_at,
+            last_seen_at,
+            declared_at,
+            active,
+            attempts,
+            successes,
+            failures,
+            duration_ms,
+            scored,
+            score_sum,
+        ) = self;
+        let count = |n: i64| n.clamp(0, i64::from(u32::MAX)) as u32;
+        AgentSnapshot {
+            agent: AgentRecord {
+                tenant: tenant.to_string(),
+                name,
+                capabilities: Capabilities {
+                    task_types,
+                    languages,
+                    tools,
+                },
+                max_concurrent_tasks: max.max(1) as u32,
+                registered_at,
+                last_seen_at,
+                declared_at,
+            },
+            active: count(active),
+            stats: TypeStats {
+                attempts: count(attempts),
+                successes: count(successes),
+                failures: count(failures),
+                duration_ms,
+                scored: count(scored),
+                score_sum,
+            },
+        }
+    }
 }
 
 fn decode(message: String) -> sqlx::Error {
@@ -487,46 +564,128 @@ impl SqliteStore {
         Ok(self.pool().begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// What routing needs, read inside the creating transaction.
+    /// Send the tenant's lapsed leases back to the queue, inside a
+    /// transaction that holds the write lock (what it reads stays true
+    /// until commit).
+    async fn requeue_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &str,
+        now: i64,
+    ) -> Result<Vec<Requeued>, StoreError> {
+        // The write lock is held: what this reads stays true until commit.
+        let found = sqlx::query(
+            "SELECT id, state, holder, assigned_agent, task_type FROM tasks \
+             WHERE tenant = ? AND lease_expires_at <= ? AND state IN ('assigned', 'claimed') ORDER BY id",
+        )
+        .bind(tenant)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut requeued = Vec::with_capacity(found.len());
+        for row in &found {
+            let id: i64 = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            let task_type: String = row.try_get("task_type")?;
+            sqlx::query(
+                "UPDATE tasks SET state = 'queued', holder = NULL, assigned_agent = NULL, \
+                 lease_expires_at = NULL, progress = 0, updated_at = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            let (kind, agent, note) = if state == "claimed" {
+                let holder: Option<String> = row.try_get("holder")?;
+                if let Some(holder) = &holder {
+                    count_outcome(
+                        tx,
+                        tenant,
+                        holder,
+                        &task_type,
+                        Outcome {
+                            success: false,
+                            duration_ms: 0,
+                            score: None,
+                        },
+                        now,
+                    )
+                    .await?;
+                }
+                let who = holder.as_deref().unwrap_or("its holder");
+                let note = format!(
+                    "{who}'s claim lapsed without task_update or task_complete; back in the queue"
+                );
+                ("lease_expired", holder, note)
+            } else {
+                let assignee: Option<String> = row.try_get("assigned_agent")?;
+                let who = assignee.as_deref().unwrap_or("its agent");
+                let note = format!("{who} did not claim it in time; back in the queue");
+                ("assignment_expired", assignee, note)
+            };
+            add_event(tx, id, now, kind, "arbiter", None, Some(&note)).await?;
+            requeued.push(Requeued {
+                task_id: id,
+                agent,
+                kind,
+            });
+        }
+        Ok(requeued)
+    }
+
+    /// What routing needs, read inside the creating transaction, in one
+    /// statement and one row: the new task's id, every visible agent with
+    /// its load and its record on the task's type (as a JSON array, so a
+    /// hundred agents cost one reply from the database's thread, not a
+    /// hundred), and the turn of the last round-robin decision. The array
+    /// is put together as text: the capability columns are JSON this store
+    /// wrote (`to_json`), the name is quoted by `json_quote`, the rest are
+    /// numbers (SQLite's JSON functions would parse each column again). The
+    /// write lock is held, so the id is the one the insert will take (the
+    /// AUTOINCREMENT rule: past both the sequence and the largest id).
     async fn routing_snapshot(
         tx: &mut Transaction<'static, Sqlite>,
         tenant: &str,
         task_type: TaskType,
-    ) -> Result<(Vec<AgentSnapshot>, Option<String>), StoreError> {
-        let agent_rows = sqlx::query(concat!(
-            "SELECT ",
-            agent_columns!(),
-            ", COALESCE(p.attempts, 0) AS p_attempts, COALESCE(p.successes, 0) AS p_successes, \
-             COALESCE(p.failures, 0) AS p_failures, COALESCE(p.duration_ms, 0) AS p_duration_ms, \
-             COALESCE(p.scored, 0) AS p_scored, COALESCE(p.score_sum, 0.0) AS p_score_sum \
+        now: i64,
+    ) -> Result<RoutingSnapshot, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE tenant = ?1 AND lease_expires_at <= ?3 \
+             AND state IN ('assigned', 'claimed')) AS lapsed, MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tasks'), 0), \
+             COALESCE((SELECT MAX(id) FROM tasks), 0)) + 1 AS next_id, \
+             (SELECT chosen_agent FROM routing_decisions WHERE tenant = ?1 AND strategy = 'round_robin' \
+             AND chosen_agent IS NOT NULL ORDER BY id DESC LIMIT 1) AS last_round_robin, \
+             (SELECT '[' || COALESCE(group_concat('[' || json_quote(a.name) || ',' || a.task_types || ',' \
+             || a.languages || ',' || a.tools || ',' || a.max_concurrent_tasks || ',' || a.registered_at \
+             || ',' || a.last_seen_at || ',' || COALESCE(a.declared_at, 'null') || ',' || a.active \
+             || ',' || COALESCE(p.attempts, 0) || ',' || COALESCE(p.successes, 0) \
+             || ',' || COALESCE(p.failures, 0) || ',' || COALESCE(p.duration_ms, 0) \
+             || ',' || COALESCE(p.scored, 0) || ',' || COALESCE(p.score_sum, 0) || ']', ','), '') || ']' \
              FROM agents a LEFT JOIN agent_performance p \
              ON p.tenant = a.tenant AND p.agent = a.name AND p.task_type = ?2 \
              WHERE a.tenant = ?1 AND ",
             visible!(),
-            " ORDER BY a.name"
+            ") AS agents"
         ))
         .bind(tenant)
         .bind(task_type.as_str())
-        .fetch_all(&mut **tx)
+        .bind(now)
+        .fetch_one(&mut **tx)
         .await?;
-        let agents = agent_rows
-            .iter()
-            .map(|row| {
-                Ok(AgentSnapshot {
-                    agent: agent_from_row(row)?,
-                    active: row.try_get::<i64, _>("active")?.max(0) as u32,
-                    stats: stats_from_row(row, "p_")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let last_round_robin: Option<String> = sqlx::query_scalar(
-            "SELECT chosen_agent FROM routing_decisions WHERE tenant = ? AND strategy = 'round_robin' \
-             AND chosen_agent IS NOT NULL ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant)
-        .fetch_optional(&mut **tx)
-        .await?;
-        Ok((agents, last_round_robin))
+        let listed: String = row.try_get("agents")?;
+        let listed: Vec<SnapshotAgent> = serde_json::from_str(&listed)
+            .map_err(|e| StoreError::Database(format!("routing snapshot: {e}")))?;
+        let mut agents: Vec<AgentSnapshot> = listed
+            .into_iter()
+            .map(|a| a.into_snapshot(tenant))
+            .collect();
+        // json_group_array's order is unspecified: routing sees name order.
+        agents.sort_by(|a, b| a.agent.name.cmp(&b.agent.name));
+        Ok(RoutingSnapshot {
+            lapsed: row.try_get("lapsed")?,
+            next_id: row.try_get("next_id")?,
+            agents,
+            last_round_robin: row.try_get("last_round_robin")?,
+        })
     }
 
     async fn store_decision(
@@ -547,7 +706,7 @@ impl SqliteStore {
         .bind(choice.chosen.as_deref())
         .bind(&choice.rationale)
         .bind(now)
-        .bind(to_json(&choice.candidates)?)
+        .bind(stored_candidates(&choice.candidates))
         .fetch_one(&mut **tx)
         .await?;
         Ok(id)
@@ -697,11 +856,37 @@ impl TaskStore for SqliteStore {
         router: &Router<'_>,
     ) -> Result<(TaskRecord, RoutingRecord), StoreError> {
         let mut tx = self.immediate().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO tasks (tenant, title, description, spec, spec_id, task_type, type_confidence, \
-             type_source, risk_tier, tier_reason, priority, required, state, submitted_by, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'queued', ?13, ?14, ?14) RETURNING id",
-        )
+        // Route first (the draw needs the id the insert will take), then
+        // write the task as routed: five statements, the fewest round trips
+        // to the database's thread. Lapsed leases go back to the queue
+        // first, so routing sees the loads they leave.
+        let mut snapshot =
+            Self::routing_snapshot(&mut tx, new.tenant, new.task_type, new.now).await?;
+        if snapshot.lapsed > 0 {
+            let requeued = Self::requeue_in(&mut tx, new.tenant, new.now).await?;
+            log_requeued(&requeued);
+            snapshot = Self::routing_snapshot(&mut tx, new.tenant, new.task_type, new.now).await?;
+        }
+        let id = snapshot.next_id;
+        let choice = router(&RoutingInput {
+            task_id: id,
+            task_type: new.task_type,
+            required: new.required,
+            agents: snapshot.agents,
+            last_round_robin: snapshot.last_round_robin,
+        });
+        let (state, lease) = match &choice.chosen {
+            Some(_) => ("assigned", Some(new.assignment_ends)),
+            None => ("queued", None),
+        };
+        let row = sqlx::query(concat!(
+            "INSERT INTO tasks (id, tenant, title, description, spec, spec_id, task_type, type_confidence, \
+             type_source, risk_tier, tier_reason, priority, required, state, assigned_agent, lease_expires_at, \
+             submitted_by, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?18) RETURNING ",
+            task_columns!()
+        ))
+        .bind(id)
         .bind(new.tenant)
         .bind(new.title)
         .bind(new.description)
@@ -714,70 +899,31 @@ impl TaskStore for SqliteStore {
         .bind(new.tier_reason)
         .bind(i64::from(new.priority))
         .bind(to_json(new.required)?)
+        .bind(state)
+        .bind(choice.chosen.as_deref())
+        .bind(lease)
         .bind(new.submitted_by)
         .bind(new.now)
         .fetch_one(&mut *tx)
         .await?;
-        add_event(
-            &mut tx,
-            id,
-            new.now,
-            "submitted",
-            new.submitted_by,
-            None,
-            None,
+        let task = task_from_row(&row)?;
+        let (kind, note) = match &choice.chosen {
+            Some(agent) => ("assigned", format!("to {agent}: {}", choice.rationale)),
+            None => ("queued", choice.rationale.clone()),
+        };
+        sqlx::query(
+            "INSERT INTO task_events (task_id, at, kind, actor, progress, note) \
+             VALUES (?1, ?2, 'submitted', ?3, NULL, NULL), (?1, ?2, ?4, 'arbiter', NULL, ?5)",
         )
+        .bind(id)
+        .bind(new.now)
+        .bind(new.submitted_by)
+        .bind(kind)
+        .bind(&note)
+        .execute(&mut *tx)
         .await?;
-
-        let (agents, last_round_robin) =
-            Self::routing_snapshot(&mut tx, new.tenant, new.task_type).await?;
-        let choice = router(&RoutingInput {
-            task_id: id,
-            task_type: new.task_type,
-            required: new.required,
-            agents,
-            last_round_robin,
-        });
         let decision_id = Self::store_decision(&mut tx, new.tenant, id, &choice, new.now).await?;
-        match &choice.chosen {
-            Some(agent) => {
-                sqlx::query(
-                    "UPDATE tasks SET state = 'assigned', assigned_agent = ?, lease_expires_at = ? WHERE id = ?",
-                )
-                .bind(agent)
-                .bind(new.assignment_ends)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                add_event(
-                    &mut tx,
-                    id,
-                    new.now,
-                    "assigned",
-                    "arbiter",
-                    None,
-                    Some(&format!("to {agent}: {}", choice.rationale)),
-                )
-                .await?;
-            }
-            None => {
-                add_event(
-                    &mut tx,
-                    id,
-                    new.now,
-                    "queued",
-                    "arbiter",
-                    None,
-                    Some(&choice.rationale),
-                )
-                .await?;
-            }
-        }
         tx.commit().await?;
-        let task = self
-            .task_by_id(id)
-            .await?
-            .ok_or_else(|| StoreError::Database(format!("task {id} vanished after insert")))?;
         Ok((
             task,
             RoutingRecord {
@@ -882,7 +1028,7 @@ impl TaskStore for SqliteStore {
             let candidates: Vec<CandidateScore> = match row
                 .try_get::<Option<String>, _>("candidates")?
             {
-                Some(text) => serde_json::from_str(&text).map_err(|e| {
+                Some(text) => parse_stored_candidates(&text).map_err(|e| {
                     StoreError::Database(format!("decision {decision_id}'s candidates: {e}"))
                 })?,
                 None => {
@@ -938,63 +1084,7 @@ impl TaskStore for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.immediate().await?;
-        // The write lock is held: what this reads stays true until commit.
-        let found = sqlx::query(
-            "SELECT id, state, holder, assigned_agent, task_type FROM tasks \
-             WHERE tenant = ? AND lease_expires_at <= ? AND state IN ('assigned', 'claimed') ORDER BY id",
-        )
-        .bind(tenant)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut requeued = Vec::with_capacity(found.len());
-        for row in &found {
-            let id: i64 = row.try_get("id")?;
-            let state: String = row.try_get("state")?;
-            let task_type: String = row.try_get("task_type")?;
-            sqlx::query(
-                "UPDATE tasks SET state = 'queued', holder = NULL, assigned_agent = NULL, \
-                 lease_expires_at = NULL, progress = 0, updated_at = ? WHERE id = ?",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            let (kind, agent, note) = if state == "claimed" {
-                let holder: Option<String> = row.try_get("holder")?;
-                if let Some(holder) = &holder {
-                    count_outcome(
-                        &mut tx,
-                        tenant,
-                        holder,
-                        &task_type,
-                        Outcome {
-                            success: false,
-                            duration_ms: 0,
-                            score: None,
-                        },
-                        now,
-                    )
-                    .await?;
-                }
-                let who = holder.as_deref().unwrap_or("its holder");
-                let note = format!(
-                    "{who}'s claim lapsed without task_update or task_complete; back in the queue"
-                );
-                ("lease_expired", holder, note)
-            } else {
-                let assignee: Option<String> = row.try_get("assigned_agent")?;
-                let who = assignee.as_deref().unwrap_or("its agent");
-                let note = format!("{who} did not claim it in time; back in the queue");
-                ("assignment_expired", assignee, note)
-            };
-            add_event(&mut tx, id, now, kind, "arbiter", None, Some(&note)).await?;
-            requeued.push(Requeued {
-                task_id: id,
-                agent,
-                kind,
-            });
-        }
+        let requeued = Self::requeue_in(&mut tx, tenant, now).await?;
         tx.commit().await?;
         Ok(requeued)
     }

@@ -55,6 +55,8 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<PerformanceRecord>, StoreError>;
 
     /// Store a new task, route it with `router`, and store the decision.
+    /// Lapsed leases of the tenant go back to the queue first (logged with
+    /// [`log_requeued`]), so routing sees the loads they leave.
     async fn task_create(
         &self,
         new: &NewTask<'_>,
@@ -200,6 +202,19 @@ pub struct NewTask<'a> {
     pub now: i64,
     /// When an assignment lapses if its agent has not claimed the task.
     pub assignment_ends: i64,
+}
+
+/// Log tasks sent back to the queue (a lapse is worth a warning: an agent
+/// went quiet).
+pub fn log_requeued(requeued: &[Requeued]) {
+    for r in requeued {
+        tracing::warn!(
+            task = %crate::tasks::display_id(r.task_id),
+            agent = r.agent.as_deref().unwrap_or("-"),
+            kind = r.kind,
+            "lease lapsed; task back in the queue"
+        );
+    }
 }
 
 /// A task sent back to the queue.

@@ -212,7 +212,6 @@ impl TaskCall<'_> {
         };
 
         let caller = self.caller;
-        self.requeue_lapsed().await?;
         let params = RoutingParams {
             strategy: self.settings.strategy,
             exploration: self.settings.ucb1_exploration,
@@ -359,14 +358,7 @@ impl TaskCall<'_> {
             .task_requeue_lapsed(&self.caller.tenant, self.now)
             .await
             .map_err(store_failed)?;
-        for r in requeued {
-            tracing::warn!(
-                task = %display_id(r.task_id),
-                agent = r.agent.as_deref().unwrap_or("-"),
-                kind = r.kind,
-                "lease lapsed; task back in the queue"
-            );
-        }
+        crate::store::tasks::log_requeued(&requeued);
         Ok(())
     }
 
