@@ -1121,3 +1121,95 @@ async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
         c.cancel().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn what_a_holders_command_changes_is_judged_by_the_tasks_spec() {
+    let s = Scratch::new();
+    let ws = s.ws();
+    s.write("docs/guide.md", "guide\n");
+    s.write("src/old.rs", "old\n");
+    let worker = agent(&ws, "worker", json!({"task_types": ["feature"]}), &[]).await;
+    let lead = start_as(&ws, "lead", &[]).await;
+    let spec = "id: FEAT-43\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
+                change_budget: {max_files: 3, max_loc: 4}\n\
+                blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
+                scope: {in: [src/], out: [src/generated/]}\n\
+                invariants: [existing exports keep their format]\n\
+                acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
+                non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n";
+    let sub = ok(
+        &lead,
+        "task_submit",
+        json!({"title": "The export button", "description": "", "spec": spec}),
+    )
+    .await;
+    let id = id_of(&sub);
+    // Before the claim the spec does not bind the worker's commands.
+    ok(
+        &worker,
+        "run_terminal_cmd",
+        json!({"command": "cp docs/guide.md docs/before.md"}),
+    )
+    .await;
+    ok(&worker, "task_next", json!({})).await;
+
+    // In scope: allowed, and its one line counts in the task's budget.
+    ok(
+        &worker,
+        "run_terminal_cmd",
+        json!({"command": "cp src/old.rs src/copy.rs"}),
+    )
+    .await;
+    // Out of scope: the command ran (it cannot be undone), and the reply says
+    // which file broke which rule, with the command's result.
+    let out = refused(
+        &worker,
+        "run_terminal_cmd",
+        json!({"command": "cp docs/guide.md docs/copy.md"}),
+    )
+    .await;
+    assert!(out.contains("[SCOPE-001]"), "{out}");
+    assert!(
+        out.contains("the command ran, but what it changed is not allowed")
+            && out.contains("docs/copy.md")
+            && out.contains(&format!("FEAT-43 of task {id}"))
+            && out.contains("revert those files"),
+        "{out}"
+    );
+    assert!(ws.join("docs/copy.md").exists());
+    // The budget counted both files the commands made (a line each): 2 + 4 is over 4.
+    let out = refused(
+        &worker,
+        "file_write",
+        json!({"file_path": "src/b.rs", "contents": "1\n2\n3\n4\n"}),
+    )
+    .await;
+    assert!(out.starts_with("Refused [BUDGET-001]"), "{out}");
+    assert!(out.contains("so far 2 files, 2 lines"), "{out}");
+    // Build output (ignored paths) is not a change.
+    s.write(".gitignore", "out/\n");
+    ok(
+        &worker,
+        "run_terminal_cmd",
+        json!({"command": "mkdir -p out"}),
+    )
+    .await;
+    ok(
+        &worker,
+        "run_terminal_cmd",
+        json!({"command": "cp docs/guide.md out/built.md"}),
+    )
+    .await;
+
+    // The task's history names the files its commands changed.
+    let shown = ok(&lead, "task_status", json!({"task_id": id})).await;
+    let text = shown.to_string();
+    assert!(
+        text.contains("src/copy.rs") && text.contains("docs/copy.md"),
+        "{shown}"
+    );
+    assert!(!text.contains("docs/before.md"), "{shown}");
+    for c in [worker, lead] {
+        c.cancel().await.unwrap();
+    }
+}

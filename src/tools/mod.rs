@@ -8,6 +8,7 @@
 
 pub mod caws;
 pub mod check;
+pub mod command_changes;
 pub mod delete_move;
 pub mod edit;
 pub mod files;

@@ -221,7 +221,7 @@ impl Toolbox {
     /// refusals say which task's spec refused, and each task's budget is
     /// counted on its own. Only agents this process saw claim a task are
     /// looked up (as for the audit attribution).
-    async fn held_task_specs(&self) -> (String, Vec<ActiveSpec>) {
+    pub(super) async fn held_task_specs(&self) -> (String, Vec<ActiveSpec>) {
         let caller = super::current_caller();
         let mut specs = Vec::new();
         if !crate::tasks::attribution::may_hold(&caller.tenant, &caller.agent) {

@@ -302,6 +302,13 @@ impl Toolbox {
             ))
             .into());
         }
+        // A foreground command of an agent holding a task with a scoped
+        // spec: what it changes is judged once it ends (command_changes).
+        let watched = if background {
+            None
+        } else {
+            self.watch_command().await
+        };
         let (spawned, missing) = self
             .spawn_sandboxed(
                 &line,
@@ -365,6 +372,15 @@ impl Toolbox {
         let (stdout, stderr) = process::take_streams(&streams);
         out.set_streams(stdout, stderr);
         apply_end(&mut out, &ended);
+        if let Some(watched) = watched
+            && let Err(error) = self.settle_command(watched).await
+        {
+            note_failure(&error);
+            return Err(CommandError {
+                error,
+                output: Some(Box::new(out)),
+            });
+        }
         match end_error(&ended, &input.command, timeout_ms, limits.kill_grace_ms) {
             None => Ok(out),
             Some(error) => {
