@@ -1201,6 +1201,22 @@ async fn what_a_holders_command_changes_is_judged_by_the_tasks_spec() {
     )
     .await;
 
+    // A command in a terminal session is judged the same way.
+    let session = ok(&worker, "terminal_create_session", json!({})).await;
+    let session = session["session_id"].as_str().unwrap().to_string();
+    let out = refused(
+        &worker,
+        "terminal_execute_command",
+        json!({"session_id": session, "command": "cp -v docs/guide.md docs/typed.md", "timeout_ms": 20000}),
+    )
+    .await;
+    assert!(
+        out.contains("[SCOPE-001]")
+            && out.contains("exit status 0")
+            && out.contains("-> 'docs/typed.md'"),
+        "{out}"
+    );
+
     // The task's history names the files its commands changed.
     let shown = ok(&lead, "task_status", json!({"task_id": id})).await;
     let text = shown.to_string();

@@ -682,6 +682,9 @@ impl Toolbox {
         }
         let _busy = session.busy.lock().await;
         session.touch();
+        // As for run_terminal_cmd: a task holder's command is judged by
+        // what it changed (command_changes).
+        let watched = self.watch_command().await;
         let started = Instant::now();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let typed = format!(
@@ -743,6 +746,23 @@ impl Toolbox {
         }
         out.duration_ms = started.elapsed().as_millis() as u64;
         session.touch();
+        if let Some(watched) = watched
+            && let Err(mut error) = self.settle_command(watched).await
+        {
+            // The error has no room for the output: its end goes in the message.
+            let tail: String = {
+                let chars: Vec<char> = out.output.chars().collect();
+                chars[chars.len().saturating_sub(2000)..].iter().collect()
+            };
+            error.message = format!(
+                "{} (exit status {}; the end of its output follows)\n{tail}",
+                error.message,
+                out.exit_code
+                    .map_or("unknown".to_string(), |c| c.to_string())
+            );
+            note_error(&error);
+            return Err(error);
+        }
         Ok(out)
     }
 
