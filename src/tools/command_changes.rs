@@ -1,9 +1,10 @@
 //! What a task holder's command changed. A command's effects cannot be
 //! known before it runs, so while an agent holds a task whose spec has a
 //! scope and a change budget, the workspace is stamped before and after each
-//! of its foreground commands (and terminal-session commands), with the walk `grep_search` uses (`.gitignore`d
-//! files, `target/`, `node_modules/`, `.git/` and `.arbiter/` are not looked
-//! at, so build output is not a change). Every file the command created,
+//! of its foreground commands (`run_terminal_cmd`, `terminal_execute_command`),
+//! with the walk `grep_search` uses (`.gitignore`d files, `target/`,
+//! `node_modules/`, `.git/` and `.arbiter/` are not looked at, so build output
+//! is not a change). Every file the command created,
 //! changed or deleted is then judged against the held task's spec like a
 //! `file_write` (SCOPE-001, BUDGET-001), counted in its budget, and noted in
 //! the task's history. A command cannot be refused after it ran, so its
