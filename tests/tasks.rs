@@ -29,6 +29,20 @@ async fn agent(ws: &Path, name: &str, capabilities: Value, extra: &[&str]) -> Na
     c
 }
 
+/// A tier 3 spec for the export work: `src/` in scope (but `src/generated/`),
+/// three files and `max_loc` lines of budget.
+fn export_spec(id: &str, max_loc: u32) -> String {
+    format!(
+        "id: {id}\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
+         change_budget: {{max_files: 3, max_loc: {max_loc}}}\n\
+         blast_radius: {{modules: [export]}}\noperational_rollback_slo: 5m\n\
+         scope: {{in: [src/], out: [src/generated/]}}\n\
+         invariants: [existing exports keep their format]\n\
+         acceptance:\n  - {{id: A1, given: a table, when: export is clicked, then: a CSV downloads}}\n\
+         non_functional: {{perf: {{api_p95_ms: 200}}}}\ncontracts: []\n"
+    )
+}
+
 fn id_of(out: &Value) -> String {
     out["task_id"].as_str().expect("task_id").to_string()
 }
@@ -1008,13 +1022,7 @@ async fn a_held_tasks_scope_and_budget_bind_the_holders_writes() {
     let worker = agent(&ws, "worker", json!({"task_types": ["feature"]}), &[]).await;
     let other = agent(&ws, "other", json!({"task_types": ["docs"]}), &[]).await;
     let lead = start_as(&ws, "lead", &[]).await;
-    let spec = "id: FEAT-42\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
-                change_budget: {max_files: 3, max_loc: 5}\n\
-                blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
-                scope: {in: [src/], out: [src/generated/]}\n\
-                invariants: [existing exports keep their format]\n\
-                acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
-                non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n";
+    let spec = export_spec("FEAT-42", 5);
     let sub = ok(
         &lead,
         "task_submit",
@@ -1130,13 +1138,7 @@ async fn what_a_holders_command_changes_is_judged_by_the_tasks_spec() {
     s.write("src/old.rs", "old\n");
     let worker = agent(&ws, "worker", json!({"task_types": ["feature"]}), &[]).await;
     let lead = start_as(&ws, "lead", &[]).await;
-    let spec = "id: FEAT-43\ntitle: CSV export\nrisk_tier: 3\nmode: feature\n\
-                change_budget: {max_files: 3, max_loc: 4}\n\
-                blast_radius: {modules: [export]}\noperational_rollback_slo: 5m\n\
-                scope: {in: [src/], out: [src/generated/]}\n\
-                invariants: [existing exports keep their format]\n\
-                acceptance:\n  - {id: A1, given: a table, when: export is clicked, then: a CSV downloads}\n\
-                non_functional: {perf: {api_p95_ms: 200}}\ncontracts: []\n";
+    let spec = export_spec("FEAT-43", 4);
     let sub = ok(
         &lead,
         "task_submit",
