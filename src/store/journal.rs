@@ -176,7 +176,8 @@ impl AuditChain {
     /// put on record (a database down since start, say). Journal: the
     /// chain's head is known (this process appended before, or the journal
     /// ends with a record), or the store, which then holds it, answers.
-    /// Store: it answers (through its circuit breaker).
+    /// Store: it answers (one pooled connection's check, through its
+    /// circuit breaker).
     pub async fn ready(&self) -> Result<(), AuditError> {
         match &self.backend {
             Backend::Journal(inner) => {
@@ -190,11 +191,13 @@ impl AuditChain {
                     inner.store.get().await.map_err(|e| {
                         AuditError(format!("the audit store could not be opened: {e}"))
                     })?;
+                // One round trip (a pooled connection's check), not a
+                // transaction reading the head: the append that follows
+                // reads it anyway, under its lock.
                 store
-                    .audit_head(&inner.tenant)
+                    .reachable()
                     .await
-                    .map(|_| ())
-                    .map_err(|e| AuditError(format!("the audit store cannot be read: {e}")))
+                    .map_err(|e| AuditError(format!("the audit store does not answer: {e}")))
             }
         }
     }

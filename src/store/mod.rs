@@ -100,6 +100,12 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// Everything the server keeps. The task half is [`TaskStore`] (`store/tasks.rs`).
 #[async_trait]
 pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
+    /// Whether the store answers now (PostgreSQL: a pooled connection
+    /// passes its check, through the circuit breaker). The embedded store
+    /// is a file this process has open: it always does.
+    async fn reachable(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The last record of a tenant's chain, if any.
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError>;
     /// Index records committed to the journal. Records already present (same

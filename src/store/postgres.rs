@@ -392,20 +392,41 @@ impl PgStore {
                 self.health.success();
                 Ok(tx)
             }
-            // Others were served meanwhile: a busy pool, not an outage.
-            Err(sqlx::Error::PoolTimedOut) if self.health.succeeded_since(started) => {
-                Err(self.busy())
+            Err(e) => Err(self.classify(e, started).await),
+        }
+    }
+
+    /// A connection from the pool, as the breaker sees it: the pool checks
+    /// it with a ping, so this is one round trip that proves the database
+    /// answers.
+    async fn answers(&self) -> Result<(), StoreError> {
+        self.health.admit()?;
+        let started = Instant::now();
+        match self.pool.acquire().await {
+            Ok(_) => {
+                self.health.success();
+                Ok(())
             }
-            Err(sqlx::Error::PoolTimedOut) => match self.connect_directly().await {
+            Err(e) => Err(self.classify(e, started).await),
+        }
+    }
+
+    /// What a failure to get a connection (since `started`) means, reported
+    /// to the breaker.
+    async fn classify(&self, e: sqlx::Error, started: Instant) -> StoreError {
+        match e {
+            // Others were served meanwhile: a busy pool, not an outage.
+            sqlx::Error::PoolTimedOut if self.health.succeeded_since(started) => self.busy(),
+            sqlx::Error::PoolTimedOut => match self.connect_directly().await {
                 // The database answers: every connection was busy.
-                Ok(()) => Err(self.busy()),
-                Err(e) => Err(self.health.failure(&e)),
+                Ok(()) => self.busy(),
+                Err(e) => self.health.failure(&e),
             },
-            Err(e) if is_connection_error(&e) => Err(self.health.failure(&e)),
-            Err(e) => {
+            e if is_connection_error(&e) => self.health.failure(&e),
+            e => {
                 // It answered, if only to refuse.
                 self.health.success();
-                Err(e.into())
+                e.into()
             }
         }
     }
@@ -565,6 +586,10 @@ fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, sqlx::Error> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn reachable(&self) -> Result<(), StoreError> {
+        self.answers().await
+    }
+
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError> {
         let mut tx = self.begin(Some(tenant)).await?;
         let row = sqlx::query(
