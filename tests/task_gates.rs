@@ -106,6 +106,13 @@ async fn passing_gates_complete_the_task_with_a_pass() {
     // task_status shows the verdict and each gate; so does `task show`.
     let status = ok(&lead, "task_status", json!({"task_id": id})).await;
     assert_eq!(status["verdicts"][0]["verdict"], "pass", "{status}");
+    // The claim was kept alive while the gates ran, and the history says so.
+    assert!(
+        status
+            .to_string()
+            .contains("quality gates running: claim renewed"),
+        "{status}"
+    );
     assert_eq!(status["verdicts"][0]["gates"][1]["name"], "lint");
     let (code, shown, err) = run_cli(&s.ws(), &["task", "show", &id]);
     assert_eq!(code, 0, "{err}");

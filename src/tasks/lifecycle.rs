@@ -9,7 +9,7 @@
 //! Lapsed leases are swept back to the queue whenever the queue is read, so
 //! no background task is needed and a restarted server finds them too.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::detect::{Detection, detect_task_type, infer_risk_tier};
 use super::gates::{GateResult, Judgement, Verdict};
@@ -45,6 +45,15 @@ pub struct TaskCall<'a> {
     pub caller: &'a Caller,
     /// Unix milliseconds.
     pub now: i64,
+}
+
+/// Renews a claim until dropped ([`TaskCall::keep_lease`]).
+pub struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A task as submitted by an agent.
@@ -501,6 +510,54 @@ impl TaskCall<'_> {
         }
     }
 
+    /// Keep the caller's claim on task `id` alive while `task_complete`'s
+    /// gates and judges run, however long they take: it is renewed now and
+    /// then every half lease, with a `progress` event saying why, until the
+    /// returned guard is dropped. Without it a claim near its end could
+    /// lapse mid-gates, be requeued by another call, and the verdict be lost.
+    pub async fn keep_lease(&self, store: Arc<dyn Store>, id: i64) -> LeaseKeeper {
+        let every = std::time::Duration::from_millis((self.lease_ms() / 2).max(1) as u64);
+        self.keep_lease_every(store, id, every).await
+    }
+
+    async fn keep_lease_every(
+        &self,
+        store: Arc<dyn Store>,
+        id: i64,
+        every: std::time::Duration,
+    ) -> LeaseKeeper {
+        let lease_ms = self.lease_ms();
+        let (tenant, agent) = (self.caller.tenant.clone(), self.caller.agent.clone());
+        let renew = move || {
+            let (store, tenant, agent) = (store.clone(), tenant.clone(), agent.clone());
+            async move {
+                let now = super::now_ms();
+                let renewed = store
+                    .task_progress(&TaskProgress {
+                        tenant: &tenant,
+                        id,
+                        agent: &agent,
+                        progress: None,
+                        note: Some("quality gates running: claim renewed"),
+                        now,
+                        lease_ends: now + lease_ms,
+                    })
+                    .await;
+                if let Err(e) = renewed {
+                    tracing::warn!(task = %display_id(id), error = %e, "cannot renew the claim while the gates run");
+                }
+            }
+        };
+        renew().await;
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                renew().await;
+            }
+        });
+        LeaseKeeper(handle)
+    }
+
     /// The summary task_complete was given, trimmed, or why it is refused.
     pub fn check_summary<'s>(&self, summary: &'s str) -> Result<&'s str, TaskError> {
         let summary = summary.trim();
@@ -796,4 +853,84 @@ pub async fn review(
         ),
         "`arbiter task show ID` shows its state and verdicts",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testdb::TestDb;
+
+    /// Renewed at once, then every interval while the keeper lives (50 ms
+    /// here instead of half the lease), and no more once it is dropped.
+    #[tokio::test]
+    async fn a_kept_lease_is_renewed_until_the_keeper_is_dropped() {
+        let db = TestDb::sqlite();
+        let store = db.store().await;
+        let settings = TaskSettings::default();
+        let caller = Caller {
+            tenant: "default".into(),
+            agent: "worker".into(),
+            session_id: "s".into(),
+            task_id: None,
+        };
+        let call = TaskCall {
+            store: &*store,
+            settings: &settings,
+            caller: &caller,
+            now: super::super::now_ms(),
+        };
+        let capabilities = Capabilities {
+            task_types: vec![TaskType::Test],
+            ..Capabilities::default()
+        };
+        call.register(None, &capabilities, 1).await.unwrap();
+        let submitted = call
+            .submit(
+                Submission {
+                    title: "write the tests".into(),
+                    task_type: Some(TaskType::Test),
+                    ..Submission::default()
+                },
+                &crate::policy::spec::Tiers::default(),
+            )
+            .await
+            .unwrap();
+        let id = submitted.task.id;
+        call.next().await.unwrap();
+        let renewals = || async {
+            store
+                .task_events(id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.note.as_deref() == Some("quality gates running: claim renewed"))
+                .count()
+        };
+        let lease_of = || async {
+            store
+                .task_get(None, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .lease_expires_at
+                .unwrap()
+        };
+        let first_lease = lease_of().await;
+
+        let every = std::time::Duration::from_millis(50);
+        let keeper = call.keep_lease_every(store.clone(), id, every).await;
+        assert_eq!(renewals().await, 1, "renewed at once");
+        tokio::time::sleep(every * 8).await;
+        assert!(renewals().await >= 3, "renewed again and again");
+        assert!(lease_of().await > first_lease, "the claim runs longer");
+        drop(keeper);
+        tokio::time::sleep(every * 2).await;
+        let kept = renewals().await;
+        tokio::time::sleep(every * 6).await;
+        assert_eq!(
+            renewals().await,
+            kept,
+            "no renewal after the keeper is dropped"
+        );
+    }
 }

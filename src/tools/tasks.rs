@@ -1126,6 +1126,13 @@ impl Toolbox {
             .inspect_err(note_error)?;
         let policy = self.policy.load();
         let specs = cx.settings.gates_for(task.risk_tier).to_vec();
+        let has_judges = !cx.settings.judge.judges.is_empty();
+        // Gates and judges can outlast what is left of the claim.
+        let _lease = if specs.is_empty() && !has_judges {
+            None
+        } else {
+            Some(call.keep_lease(cx.store.clone(), id).await)
+        };
         let total = specs.len() as u32;
         let mut results = Vec::with_capacity(specs.len());
         let mut marks = Vec::with_capacity(specs.len());
