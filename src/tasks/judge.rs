@@ -542,8 +542,9 @@ pub fn combine(
 
 /// One endpoint's circuit breaker: after `threshold` consecutive failed
 /// calls it opens for the cool-down, failing calls fast; then one call is
-/// let through, and a failure opens it again at once (the count is kept
-/// until a call succeeds).
+/// let through (others still fail fast until it reports, or until its
+/// `probe_ms` are up, should it never report), and a failure opens it again
+/// at once (the count is kept until a call succeeds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Breaker {
     pub consecutive_failures: u32,
@@ -552,11 +553,17 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// `Err(until)` while open.
-    pub fn check(&self, now: i64) -> Result<(), i64> {
+    /// `Err(until)` while open. The first call after the cool-down is the
+    /// probe: it is let through and the breaker stays shut to the others
+    /// for `probe_ms`.
+    pub fn check(&mut self, now: i64, probe_ms: i64) -> Result<(), i64> {
         match self.open_until {
             Some(until) if now < until => Err(until),
-            _ => Ok(()),
+            Some(_) => {
+                self.open_until = Some(now + probe_ms.max(1));
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -874,19 +881,26 @@ mod tests {
     }
 
     #[test]
-    fn the_breaker_opens_fails_fast_and_half_opens() {
+    fn the_breaker_opens_fails_fast_and_lets_one_probe_through() {
         let mut b = Breaker::default();
-        assert!(b.check(0).is_ok());
+        assert!(b.check(0, 100).is_ok());
         assert!(!b.failure(0, 2, 1000));
-        assert!(b.check(1).is_ok());
+        assert!(b.check(1, 100).is_ok());
         assert!(b.failure(10, 2, 1000));
-        assert_eq!(b.check(500), Err(1010));
-        // After the cool-down one call goes through; its failure reopens at once.
-        assert!(b.check(1010).is_ok());
-        assert!(b.failure(1010, 2, 1000));
-        assert_eq!(b.check(1500), Err(2010));
+        assert_eq!(b.check(500, 100), Err(1010));
+        // After the cool-down one call goes through, and only one: the
+        // others fail fast while it is out; its failure reopens at once.
+        assert!(b.check(1010, 100).is_ok());
+        assert_eq!(b.check(1011, 100), Err(1110));
+        assert!(b.failure(1050, 2, 1000));
+        assert_eq!(b.check(1500, 100), Err(2050));
+        // A probe that never reports lets another through once its time is up.
+        assert!(b.check(2050, 100).is_ok());
+        assert_eq!(b.check(2100, 100), Err(2150));
+        assert!(b.check(2150, 100).is_ok());
         b.success();
-        assert!(b.check(1500).is_ok());
+        assert!(b.check(2200, 100).is_ok());
+        assert!(b.check(2201, 100).is_ok());
         assert_eq!(b.consecutive_failures, 0);
     }
 }

@@ -163,7 +163,7 @@ pub async fn ask(spec: &JudgeSpec, settings: &JudgeSettings, system: &str, user:
             .unwrap()
             .entry(url.clone())
             .or_default()
-            .check(started_at);
+            .check(started_at, timeout.as_millis() as i64);
         if let Err(until) = open {
             calls.push(JudgeCall {
                 attempt,
