@@ -430,3 +430,50 @@ async fn a_closed_session_is_reported_closed_not_unknown() {
     assert!(t.contains("no terminal session"), "{t}");
     c.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_can_be_resized_and_its_programs_see_the_new_size() {
+    let ws = tempfile::tempdir().unwrap();
+    let c = start(ws.path()).await;
+    let id = create(&c).await;
+    let before = exec_after_interrupt(&c, &id, "stty size").await;
+    assert_eq!(
+        before["output"].as_str().unwrap().trim(),
+        "40 120",
+        "{before}"
+    );
+    let out = ok(
+        &c,
+        "terminal_resize_session",
+        json!({"session_id": id, "cols": 100, "rows": 30}),
+    )
+    .await;
+    assert_eq!(out["state"], "running", "{out}");
+    let after = exec(&c, &id, "stty size").await;
+    assert_eq!(
+        after["output"].as_str().unwrap().trim(),
+        "30 100",
+        "{after}"
+    );
+    // A size the terminal cannot have, and a session that is not there.
+    let why = refused(
+        &c,
+        "terminal_resize_session",
+        json!({"session_id": id, "cols": 0, "rows": 30}),
+    )
+    .await;
+    assert!(
+        why.contains("SESSION-006") && why.contains("0 columns"),
+        "{why}"
+    );
+    let why = refused(&c, "terminal_create_session", json!({"cols": 5000})).await;
+    assert!(why.contains("SESSION-006"), "{why}");
+    let why = refused(
+        &c,
+        "terminal_resize_session",
+        json!({"session_id": "nope", "cols": 80, "rows": 24}),
+    )
+    .await;
+    assert!(why.contains("SESSION-001"), "{why}");
+    c.cancel().await.unwrap();
+}

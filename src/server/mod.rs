@@ -50,8 +50,8 @@ use crate::tools::find::{
 };
 use crate::tools::overrides::{OverrideOutput, OverrideRequestInput, OverrideStatusInput};
 use crate::tools::sessions::{
-    CreateSessionInput, ExecuteCommandInput, SendInputInput, SessionIdInput, SessionOutput,
-    SessionTable,
+    CreateSessionInput, ExecuteCommandInput, ResizeSessionInput, SendInputInput, SessionIdInput,
+    SessionOutput, SessionTable,
 };
 use crate::tools::tasks::{
     AgentRegisterInput, AgentRegisterOutput, TaskCompleteInput, TaskCompleteOutput, TaskIdInput,
@@ -397,7 +397,7 @@ impl ArbiterServer {
 
     #[tool(
         name = "terminal_create_session",
-        description = "Start an interactive shell (default /bin/sh) on a terminal, in the same sandbox as run_terminal_cmd (writes only inside the workspace, no network unless the policy gives it). The shell is judged by the policy like a command. Returns a session_id for terminal_execute_command, terminal_send_input, terminal_read_output, terminal_get_status and terminal_close_session. Sessions belong to this MCP session, end when closed, after the policy's idle time (15 min by default), or with the MCP session.",
+        description = "Start an interactive shell (default /bin/sh) on a terminal, in the same sandbox as run_terminal_cmd (writes only inside the workspace, no network unless the policy gives it). The shell is judged by the policy like a command. Returns a session_id for terminal_execute_command, terminal_send_input, terminal_read_output, terminal_resize_session, terminal_get_status and terminal_close_session. Sessions belong to this MCP session, end when closed, after the policy's idle time (15 min by default), or with the MCP session.",
         annotations(title = "Create terminal session", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false),
         output_schema = schema_for_output::<SessionOutput>()
     )]
@@ -468,6 +468,25 @@ impl ArbiterServer {
             self.inner
                 .toolbox
                 .terminal_read_output(input, &self.inner.sessions)
+                .await,
+            |out| out.render(),
+        )
+    }
+
+    #[tool(
+        name = "terminal_resize_session",
+        description = "Give a terminal session a new size (cols, rows: 1 to 1000 each); the programs in its foreground get SIGWINCH and full-screen ones redraw. Returns the session's state.",
+        annotations(title = "Resize terminal session", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false),
+        output_schema = schema_for_output::<SessionOutput>()
+    )]
+    async fn terminal_resize_session(
+        &self,
+        Parameters(input): Parameters<ResizeSessionInput>,
+    ) -> CallToolResult {
+        reply(
+            self.inner
+                .toolbox
+                .terminal_resize_session(input, &self.inner.sessions)
                 .await,
             |out| out.render(),
         )

@@ -482,6 +482,7 @@ pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(
         "terminal_create_session" => check::<sessions::CreateSessionInput>(args),
         "terminal_execute_command" => check::<sessions::ExecuteCommandInput>(args),
         "terminal_send_input" => check::<sessions::SendInputInput>(args),
+        "terminal_resize_session" => check::<sessions::ResizeSessionInput>(args),
         "override_request" => check::<overrides::OverrideRequestInput>(args),
         "override_status" => check::<overrides::OverrideStatusInput>(args),
         "task_submit" => check::<tasks::TaskSubmitInput>(args),

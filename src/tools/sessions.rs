@@ -85,6 +85,35 @@ pub struct SessionIdInput {
     pub session_id: String,
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ResizeSessionInput {
+    /// The session_id terminal_create_session returned.
+    pub session_id: String,
+    /// New terminal width, 1 to 1000 columns.
+    pub cols: u16,
+    /// New terminal height, 1 to 1000 rows.
+    pub rows: u16,
+}
+
+/// The largest terminal side accepted, in columns or rows.
+const MAX_TERMINAL_SIDE: u16 = 1000;
+
+/// A terminal size within 1 to [`MAX_TERMINAL_SIDE`] each way, or SESSION-006.
+fn check_size(cols: u16, rows: u16) -> Result<(), ToolError> {
+    let fits = |n: u16| (1..=MAX_TERMINAL_SIDE).contains(&n);
+    if fits(cols) && fits(rows) {
+        return Ok(());
+    }
+    Err(reject(ToolError {
+        outcome: Outcome::Invalid,
+        rule_id: "SESSION-006".to_string(),
+        message: format!(
+            "a terminal of {cols} columns by {rows} rows is not possible: each side must be 1 to {MAX_TERMINAL_SIDE}"
+        ),
+        advice: "give cols and rows in that range (120 by 40 is the default)".to_string(),
+    }))
+}
+
 /// A session and, for the calls that read, its output.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SessionOutput {
@@ -184,6 +213,23 @@ impl TerminalSession {
         let mut m = self.master.lock().unwrap_or_else(|p| p.into_inner());
         m.write_all(data)?;
         m.flush()
+    }
+
+    /// Set the terminal's size; the kernel signals the foreground programs
+    /// (SIGWINCH) so full-screen ones redraw.
+    fn resize(&self, cols: u16, rows: u16) -> std::io::Result<()> {
+        let master = self.master.lock().unwrap_or_else(|p| p.into_inner());
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ on our own PTY master, reading one winsize.
+        if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn stop(&self, reason: &'static str) {
@@ -506,6 +552,8 @@ impl Toolbox {
         table: &SessionTable,
         tracker: &TaskTracker,
     ) -> Result<SessionOutput, ToolError> {
+        let (cols, rows) = (input.cols.unwrap_or(120), input.rows.unwrap_or(40));
+        check_size(cols, rows)?;
         let (cwd, cwd_rel) = self.command_cwd(input.cwd.as_deref()).map_err(reject)?;
         let shell = input.shell.unwrap_or_else(|| "/bin/sh".to_string());
         self.enforce(&[Action::RunCommand { command: &shell }])
@@ -541,14 +589,13 @@ impl Toolbox {
             )));
         }
         let slot = scopeguard_slot();
-        let (master, slave) = open_pty(input.cols.unwrap_or(120), input.rows.unwrap_or(40))
-            .map_err(|e| {
-                fail(ToolError::failed(
-                    "SANDBOX-002",
-                    format!("cannot open a terminal: {e}"),
-                    "retry; the server's log says more",
-                ))
-            })?;
+        let (master, slave) = open_pty(cols, rows).map_err(|e| {
+            fail(ToolError::failed(
+                "SANDBOX-002",
+                format!("cannot open a terminal: {e}"),
+                "retry; the server's log says more",
+            ))
+        })?;
         let network = settings.network_allowed(&line);
         let (spawned, _missing) = self
             .spawn_sandboxed(&line, network, &cwd, 0, tracker, Some(slave))
@@ -830,6 +877,27 @@ impl Toolbox {
         }
         (out.output, out.output_bytes, out.truncated) = take_pending(&session.pending, None);
         Ok(out)
+    }
+
+    /// `terminal_resize_session`: a new size for the session's terminal.
+    pub async fn terminal_resize_session(
+        &self,
+        input: ResizeSessionInput,
+        table: &SessionTable,
+    ) -> Result<SessionOutput, ToolError> {
+        let session = table.get(&input.session_id)?;
+        check_size(input.cols, input.rows)?;
+        if session.end().is_none() {
+            session.resize(input.cols, input.rows).map_err(|e| {
+                fail(ToolError::failed(
+                    "SESSION-005",
+                    format!("cannot resize the terminal: {e}"),
+                    "the shell may have exited; check terminal_get_status",
+                ))
+            })?;
+        }
+        session.touch();
+        Ok(session_output(&session, "running"))
     }
 
     pub async fn terminal_close_session(
