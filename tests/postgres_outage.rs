@@ -237,6 +237,12 @@ async fn calls_fail_fast_while_the_database_is_down_and_the_server_recovers_with
         body["reason"].as_str().unwrap().contains("STORE-001"),
         "{body}"
     );
+    // And the metrics say so, for an alert.
+    let (_, metrics) = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("\narbiter_store_unreachable 1\n"),
+        "{metrics}"
+    );
 
     // A write while the database is down is refused before it runs: its
     // record could not be committed, so nothing may change.
@@ -268,6 +274,11 @@ async fn calls_fail_fast_while_the_database_is_down_and_the_server_recovers_with
         back.elapsed()
     );
     assert_eq!(sub["state"], "queued", "{sub}");
+    let (_, metrics) = server.get_text("/metrics").await;
+    assert!(
+        metrics.contains("\narbiter_store_unreachable 0\n"),
+        "{metrics}"
+    );
     let (status, body) = readyz(&server).await;
     assert_eq!(status, 200, "{body}");
     ok(&client, "file_read", json!({"target_file": "notes.txt"})).await;

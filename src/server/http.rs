@@ -474,10 +474,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             pending.push((runtime.name.clone(), n as u64));
         }
     }
+    let store_unreachable = match app.tenants.default_tenant().toolbox.store.get().await {
+        Ok(store) => store.breaker_open(),
+        Err(_) => true,
+    };
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&pending),
+        super::metrics::render(&pending, store_unreachable),
     )
         .into_response()
 }

@@ -67,8 +67,9 @@ pub fn record_call(tool: &str, decision: &str, outcome: &str, elapsed: Duration)
     histogram.sum += seconds;
 }
 
-/// The exposition text; `pending` is overrides awaiting a decision, by tenant.
-pub fn render(pending: &[(String, u64)]) -> String {
+/// The exposition text; `pending` is overrides awaiting a decision, by
+/// tenant; `store_unreachable` says calls needing the store are refused now.
+pub fn render(pending: &[(String, u64)], store_unreachable: bool) -> String {
     let mut out = String::new();
     out.push_str(
         "# HELP arbiter_tool_calls_total Tool calls by tool, policy decision and outcome.\n",
@@ -146,6 +147,16 @@ pub fn render(pending: &[(String, u64)]) -> String {
             escape(tenant)
         );
     }
+
+    out.push_str(
+        "# HELP arbiter_store_unreachable 1 while calls that need the store are refused without trying (it could not be opened, or its circuit breaker is open), else 0.\n",
+    );
+    out.push_str("# TYPE arbiter_store_unreachable gauge\n");
+    let _ = writeln!(
+        out,
+        "arbiter_store_unreachable {}",
+        u8::from(store_unreachable)
+    );
     out
 }
 
@@ -175,7 +186,7 @@ mod tests {
             "refused",
             Duration::from_millis(3),
         );
-        let text = render(&[("a\"b".to_string(), 2)]);
+        let text = render(&[("a\"b".to_string(), 2)], false);
         assert!(text.contains(
             "arbiter_tool_call_duration_seconds_bucket{tool=\"metrics_test_tool\",le=\"0.0001\"} 1"
         ));
@@ -189,5 +200,7 @@ mod tests {
             "arbiter_tool_calls_total{tool=\"metrics_test_tool\",decision=\"deny\",outcome=\"refused\"} 1"
         ));
         assert!(text.contains("arbiter_overrides_pending{tenant=\"a\\\"b\"} 2"));
+        assert!(text.contains("\narbiter_store_unreachable 0\n"));
+        assert!(render(&[], true).contains("\narbiter_store_unreachable 1\n"));
     }
 }

@@ -106,6 +106,11 @@ pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     async fn reachable(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether calls are being refused without trying, the database being
+    /// unreachable (PostgreSQL's circuit breaker is open or probing).
+    fn breaker_open(&self) -> bool {
+        false
+    }
     /// The last record of a tenant's chain, if any.
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError>;
     /// Index records committed to the journal. Records already present (same

@@ -590,6 +590,14 @@ impl Store for PgStore {
         self.answers().await
     }
 
+    fn breaker_open(&self) -> bool {
+        self.health
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_open()
+    }
+
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError> {
         let mut tx = self.begin(Some(tenant)).await?;
         let row = sqlx::query(

@@ -358,6 +358,13 @@ impl HttpServer {
         let status = r.status().as_u16();
         (status, r.json::<Value>().await.unwrap())
     }
+
+    /// A page as text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
 }
 
 impl Drop for HttpServer {
