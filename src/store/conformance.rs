@@ -87,29 +87,37 @@ fn queue_it(_: &RoutingInput<'_>) -> RouteChoice {
     }
 }
 
+/// A tier 3 test task of tenant `default`, submitted by `lead` at `now`,
+/// whose assignment lapses after `assigned_for` ms.
+fn new_task<'a>(
+    title: &'a str,
+    required: &'a RequiredCapabilities,
+    now: i64,
+    assigned_for: i64,
+) -> NewTask<'a> {
+    NewTask {
+        tenant: "default",
+        title,
+        description: "",
+        spec: None,
+        spec_id: None,
+        task_type: TaskType::Test,
+        type_confidence: 1.0,
+        type_source: "given",
+        risk_tier: 3,
+        tier_reason: "test",
+        priority: 3,
+        required,
+        submitted_by: "lead",
+        now,
+        assignment_ends: now + assigned_for,
+    }
+}
+
 async fn submit(store: &dyn Store, title: &str, now: i64) -> TaskRecord {
     let required = RequiredCapabilities::default();
     let (task, routing) = store
-        .task_create(
-            &NewTask {
-                tenant: "default",
-                title,
-                description: "",
-                spec: None,
-                spec_id: None,
-                task_type: TaskType::Test,
-                type_confidence: 1.0,
-                type_source: "given",
-                risk_tier: 3,
-                tier_reason: "test",
-                priority: 3,
-                required: &required,
-                submitted_by: "lead",
-                now,
-                assignment_ends: now + 30 * MINUTE,
-            },
-            &queue_it,
-        )
+        .task_create(&new_task(title, &required, now, 30 * MINUTE), &queue_it)
         .await
         .unwrap();
     assert_eq!(task.state, TaskState::Queued);
@@ -776,23 +784,7 @@ async fn an_agents_load_follows_every_move_of_its_tasks() {
         let mut ids = Vec::new();
         for (i, agent) in ["ann", "ann", "bob", "ann"].into_iter().enumerate() {
             let title = format!("task {i}");
-            let new = NewTask {
-                tenant: "default",
-                title: &title,
-                description: "",
-                spec: None,
-                spec_id: None,
-                task_type: TaskType::Test,
-                type_confidence: 1.0,
-                type_source: "given",
-                risk_tier: 3,
-                tier_reason: "test",
-                priority: 3,
-                required: &required,
-                submitted_by: "lead",
-                now: MINUTE,
-                assignment_ends: 2 * MINUTE,
-            };
+            let new = new_task(&title, &required, MINUTE, MINUTE);
             let (task, _) = store.task_create(&new, &to(agent)).await.unwrap();
             assert_eq!(task.assigned_agent.as_deref(), Some(agent), "{}", db.name());
             ids.push(task.id);
