@@ -208,7 +208,11 @@ impl Toolbox {
     /// After a command: judge, count and note what it changed since
     /// `watched`. `Err` names the changes the held task's spec (or the
     /// workspace's) does not allow; the command has run either way.
-    pub(crate) async fn settle_command(&self, watched: Before) -> Result<(), ToolError> {
+    pub(crate) async fn settle_command(
+        &self,
+        tool: &str,
+        watched: Before,
+    ) -> Result<(), ToolError> {
         let policy = self.policy.load_full();
         let Ok(root) = self.root.try_clone() else {
             return Ok(());
@@ -227,14 +231,8 @@ impl Toolbox {
         self.charge_all(charges).await;
         for c in &changed {
             match &c.texts {
-                Some((old, new)) => {
-                    self.record_task_change("run_terminal_cmd", &c.path, old, new)
-                        .await
-                }
-                None => {
-                    self.record_task_change("run_terminal_cmd", &c.path, "", "")
-                        .await
-                }
+                Some((old, new)) => self.record_task_change(tool, &c.path, old, new).await,
+                None => self.record_task_change(tool, &c.path, "", "").await,
             }
         }
         if decision.matched.is_empty() {

@@ -794,7 +794,9 @@ impl Toolbox {
         out.duration_ms = started.elapsed().as_millis() as u64;
         session.touch();
         if let Some(watched) = watched
-            && let Err(mut error) = self.settle_command(watched).await
+            && let Err(mut error) = self
+                .settle_command("terminal_execute_command", watched)
+                .await
         {
             // The error has no room for the output: its end goes in the message.
             let tail: String = {

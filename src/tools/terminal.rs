@@ -373,7 +373,7 @@ impl Toolbox {
         out.set_streams(stdout, stderr);
         apply_end(&mut out, &ended);
         if let Some(watched) = watched
-            && let Err(error) = self.settle_command(watched).await
+            && let Err(error) = self.settle_command("run_terminal_cmd", watched).await
         {
             note_failure(&error);
             return Err(CommandError {
