@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Hot-code ordering of the arbiter binary (issue 3's RSS target): see README.md.
+
+  hot_symbols.py patch BINARY MAP OUT
+      Copy BINARY to OUT with an int3 at the entry of every function in .text
+      (the input sections of lld's link map MAP); entrytrace.c then logs each
+      function the first time it runs.
+  hot_symbols.py order BINARY MAP TRACE...
+      Print the functions whose entries the TRACE files list (file offsets, hex),
+      in address order, as an lld --symbol-ordering-file.
+"""
+import re
+import shutil
+import sys
+import subprocess
+
+SECTION = re.compile(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ ( *)(\S.*)$")
+# Rust and C code are built with one section per function, named after its
+# (mangled) symbol; the map itself prints symbols demangled.
+FUNCTION = re.compile(r":\(\.text(?:\.(?:unlikely|hot|startup|exit|split))?\.([^)]+)\)$")
+
+
+def code_segment(binary):
+    """(file offset, vaddr, size) of the executable LOAD segment."""
+    out = subprocess.run(["readelf", "-lW", binary], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] == "LOAD" and "E" in f[6:-1]:
+            return int(f[1], 16), int(f[2], 16), int(f[4], 16)
+    sys.exit(f"{binary}: no executable segment")
+
+
+def functions(link_map):
+    """{vaddr: (size, symbol)} of the one-function input sections of .text."""
+    funcs, in_text = {}, False
+    for line in open(link_map, encoding="utf-8", errors="replace"):
+        m = SECTION.match(line)
+        if not m:
+            continue
+        depth = len(m.group(3)) // 8
+        if depth == 0:
+            in_text = m.group(4) == ".text"
+        elif depth == 1 and in_text:
+            f = FUNCTION.search(m.group(4))
+            size = int(m.group(2), 16)
+            if f and size:
+                funcs[int(m.group(1), 16)] = (size, f.group(1))
+    return funcs
+
+
+def patch(binary, link_map, out):
+    foff, vaddr, size = code_segment(binary)
+    data = bytearray(open(binary, "rb").read())
+    funcs = functions(link_map)
+    for v in funcs:
+        if vaddr <= v < vaddr + size:
+            data[v - vaddr + foff] = 0xCC
+    open(out, "wb").write(data)
+    shutil.copymode(binary, out)
+    print(f"{len(funcs)} function entries patched", file=sys.stderr)
+
+
+def order(binary, link_map, traces):
+    foff, vaddr, _ = code_segment(binary)
+    funcs = functions(link_map)
+    hit = set()
+    for t in traces:
+        for line in open(t):
+            v = int(line, 16) - foff + vaddr
+            if v in funcs:
+                hit.add(v)
+    for v in sorted(hit):
+        print(funcs[v][1])
+    total = sum(funcs[v][0] for v in hit)
+    print(f"{len(hit)} functions entered, {total / 1048576:.2f} MiB of code", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "patch":
+        patch(*sys.argv[2:])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "order":
+        order(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        sys.exit(__doc__)
