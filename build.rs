@@ -8,7 +8,19 @@ fn main() {
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
     // rust-lld is the default linker only on this target; other linkers lack the flag.
     let lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu");
-    if !release || !lld {
+    // A build that picks its own linker may not be linking with lld: no flags then.
+    println!("cargo::rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let own_linker = std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some()
+        || [
+            "linker",
+            "link-self-contained",
+            "fuse-ld",
+            "linker-features",
+        ]
+        .iter()
+        .any(|f| flags.contains(f));
+    if !release || !lld || own_linker {
         return;
     }
     // tools/bench/order-symbols.sh asks for the link map it maps traced pages with.
