@@ -85,6 +85,32 @@ pub struct SseState {
 }
 
 impl SseState {
+    /// Host and Origin first (a foreign page gets 403 whatever it sends),
+    /// then the token; a revoked token's sessions are forgotten.
+    async fn admit(&self, headers: &HeaderMap) -> Result<Caller, Response> {
+        if let Some(refused) = super::origin::refuse_host_or_origin(
+            &self.allowed_hosts,
+            &self.allowed_origins,
+            headers,
+        ) {
+            return Err(refused);
+        }
+        identify(
+            &self.tenants,
+            self.require_token,
+            &self.limits,
+            &self.tokens,
+            headers,
+        )
+        .await
+        .map_err(|refused| {
+            if let Some(id) = refused.revoked {
+                self.forget(id);
+            }
+            refused.response
+        })
+    }
+
     pub fn new(
         tenants: Arc<TenantRegistry>,
         require_token: bool,
@@ -267,31 +293,13 @@ impl Drop for StreamGuard {
 
 /// `GET /sse`: authenticate, start a session's server, stream its messages.
 async fn open(State(state): State<Arc<SseState>>, headers: HeaderMap) -> Response {
-    if let Some(refused) =
-        super::origin::refuse_host_or_origin(&state.allowed_hosts, &state.allowed_origins, &headers)
-    {
-        return refused;
-    }
     let Caller {
         token,
         identity,
         runtime,
-    } = match identify(
-        &state.tenants,
-        state.require_token,
-        &state.limits,
-        &state.tokens,
-        &headers,
-    )
-    .await
-    {
+    } = match state.admit(&headers).await {
         Ok(caller) => caller,
-        Err(refused) => {
-            if let Some(id) = refused.revoked {
-                state.forget(id);
-            }
-            return refused.response;
-        }
+        Err(refused) => return refused,
     };
     let (toolbox, audit) = (runtime.toolbox.clone(), runtime.audit.clone());
     let server = match identity {
@@ -396,27 +404,9 @@ async fn run_session(
 /// `POST /messages?sessionId=ID`: one JSON-RPC message for a session's server.
 async fn message(State(state): State<Arc<SseState>>, request: Request) -> Response {
     let headers = request.headers().clone();
-    if let Some(refused) =
-        super::origin::refuse_host_or_origin(&state.allowed_hosts, &state.allowed_origins, &headers)
-    {
-        return refused;
-    }
-    let caller = match identify(
-        &state.tenants,
-        state.require_token,
-        &state.limits,
-        &state.tokens,
-        &headers,
-    )
-    .await
-    {
+    let caller = match state.admit(&headers).await {
         Ok(caller) => caller,
-        Err(refused) => {
-            if let Some(id) = refused.revoked {
-                state.forget(id);
-            }
-            return refused.response;
-        }
+        Err(refused) => return refused,
     };
     let id = request
         .uri()
