@@ -7,12 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rmcp::ServiceExt;
-
-use rmcp::transport::async_rw::AsyncRwTransport;
 
 use crate::server::ArbiterServer;
-use crate::server::backpressure::Bounded;
 use crate::server::http::HttpOptions;
 use crate::server::tenants::{TenantOpener, TenantRegistry, TenantRuntime};
 use crate::store::DEFAULT_TENANT;
@@ -185,11 +181,9 @@ async fn serve_stdio(setup: &super::Setup) -> anyhow::Result<()> {
     let shutdown = toolbox.shutdown.clone();
     let server = ArbiterServer::new(toolbox, audit);
     let in_flight = server.in_flight();
+    crate::server::stdio::grow_pipes();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
-    let service = server
-        .serve(Bounded::new(AsyncRwTransport::new_server(reader, writer)))
-        .await
-        .context("the MCP handshake failed")?;
+    let service = crate::server::stdio::serve(server, reader, writer).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = service.waiting() => {

@@ -11,12 +11,15 @@ pub mod auth;
 pub mod backpressure;
 pub mod conn;
 pub mod console;
+pub mod direct;
 pub mod http;
+pub mod json_out;
 pub mod metrics;
 pub mod origin;
 pub mod rate;
 pub mod replies;
 pub mod sse;
+pub mod stdio;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio_util::task::TaskTracker;
 
 use crate::exec::jobs::JobTable;
@@ -62,7 +65,9 @@ use crate::tools::terminal::{
     CommandError, CommandOutput, CommandSession, ProgressFn, RunTerminalCmdInput,
     TerminalGetStatusInput,
 };
-use crate::tools::{Outcome, ToolError, Toolbox, check_arguments, with_call_note, with_caller};
+use crate::tools::{
+    Outcome, ToolError, Toolbox, check_arguments, parse_arguments, with_call_note, with_caller,
+};
 
 /// One MCP session's server. Sessions share the toolbox and the audit chain.
 #[derive(Clone)]
@@ -721,6 +726,15 @@ impl ArbiterServer {
             .unwrap_or(false)
     }
 
+    /// The name the client gave itself at `initialize`, for a session without a token.
+    fn peer_name(context: &RequestContext<RoleServer>) -> String {
+        context
+            .peer
+            .peer_info()
+            .map(|info| info.client_info.name.clone())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+
     /// Check the arguments, run the tool, and commit the audit record before the reply.
     async fn call_tool_audited(
         &self,
@@ -728,24 +742,96 @@ impl ArbiterServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
-        let ts = now_rfc3339();
         let tool = request.name.to_string();
         let args = request.arguments.clone().unwrap_or_default();
+        let peer_name = Self::peer_name(&context);
+        let checked = match check_arguments(&tool, &args) {
+            None => Err(CheckError::UnknownTool),
+            Some(Err(e)) => Err(CheckError::Invalid(e)),
+            Some(Ok(())) => {
+                let call = self
+                    .inner
+                    .tool_router
+                    .call(ToolCallContext::new(self, request, context));
+                Ok(Box::pin(call) as ToolRun<'_>)
+            }
+        };
+        self.audited(started, &tool, &args, peer_name, checked)
+            .await
+    }
+
+    /// A `tools/call` of a tool that needs nothing from rmcp's request context
+    /// (no progress, no cancellation, no requests to the client), run without
+    /// rmcp's dispatch: the same checks, policy, tool and audit record as
+    /// [`Self::call_tool_audited`], for transports that answer such calls
+    /// themselves (`direct.rs`). `None`: not such a tool; let rmcp have it.
+    pub(crate) async fn call_direct(
+        &self,
+        tool: &str,
+        args: Map<String, Value>,
+        peer_name: String,
+    ) -> Option<Result<CallToolResponse, ErrorData>> {
+        let started = Instant::now();
+        let args = Value::Object(args);
+        let checked = self.direct_run(tool, &args)?;
+        let Value::Object(args) = &args else {
+            unreachable!("built as an object above")
+        };
+        Some(self.audited(started, tool, args, peer_name, checked).await)
+    }
+
+    /// The tools [`Self::call_direct`] runs: their `#[tool]` methods, with the
+    /// input parsed once.
+    fn direct_run<'a>(
+        &'a self,
+        tool: &str,
+        args: &Value,
+    ) -> Option<Result<ToolRun<'a>, CheckError>> {
+        fn run<'a, T, F>(args: &Value, call: impl FnOnce(T) -> F) -> Result<ToolRun<'a>, CheckError>
+        where
+            T: serde::de::DeserializeOwned,
+            F: Future<Output = CallToolResult> + Send + 'a,
+        {
+            let input = parse_arguments::<T>(args).map_err(CheckError::Invalid)?;
+            let call = call(input);
+            Ok(Box::pin(
+                async move { Ok(CallToolResponse::from(call.await)) },
+            ))
+        }
+        Some(match tool {
+            "file_read" => run(args, |i| self.file_read(Parameters(i))),
+            "file_write" => run(args, |i| self.file_write(Parameters(i))),
+            "file_search_replace" => run(args, |i| self.file_search_replace(Parameters(i))),
+            "list_dir" => run(args, |i| self.list_dir(Parameters(i))),
+            "grep_search" => run(args, |i| self.grep_search(Parameters(i))),
+            "file_search" => run(args, |i| self.file_search(Parameters(i))),
+            "delete_file" => run(args, |i| self.delete_file(Parameters(i))),
+            "move_file" => run(args, |i| self.move_file(Parameters(i))),
+            _ => return None,
+        })
+    }
+
+    /// The one way a checked call is run and put on record: refused before it
+    /// runs when it would change something that could not be recorded; run
+    /// with its caller and a fresh call note; its record committed before
+    /// the reply is returned.
+    async fn audited(
+        &self,
+        started: Instant,
+        tool: &str,
+        args: &Map<String, Value>,
+        peer_name: String,
+        checked: Result<ToolRun<'_>, CheckError>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let ts = now_rfc3339();
         // A token's identity outranks the name a client gives itself.
         let (tenant, client_name) = match &self.inner.identity {
             Some(id) => (id.tenant.clone(), id.agent.clone()),
-            None => (
-                crate::store::DEFAULT_TENANT.to_string(),
-                context
-                    .peer
-                    .peer_info()
-                    .map(|info| info.client_info.name.clone())
-                    .unwrap_or_else(|| "unknown".to_string()),
-            ),
+            None => (crate::store::DEFAULT_TENANT.to_string(), peer_name),
         };
 
-        let (response, note) = match check_arguments(&tool, &args) {
-            None => {
+        let (response, note) = match checked {
+            Err(CheckError::UnknownTool) => {
                 let known: Vec<String> = self
                     .inner
                     .tool_router
@@ -765,7 +851,7 @@ impl ArbiterServer {
                     None,
                 )
             }
-            Some(Err(e)) => {
+            Err(CheckError::Invalid(e)) => {
                 let message = format!(
                     "invalid arguments for `{tool}`: field `{}`: {}",
                     e.field, e.message
@@ -773,8 +859,8 @@ impl ArbiterServer {
                 let data = json!({ "tool": tool, "field": e.field });
                 (Err(ErrorData::invalid_params(message, Some(data))), None)
             }
-            Some(Ok(())) => {
-                if !self.is_read_only(&tool)
+            Ok(call) => {
+                if !self.is_read_only(tool)
                     && let Err(e) = self.inner.audit.ready().await
                 {
                     // Its record could not be committed: do not make the change.
@@ -786,10 +872,6 @@ impl ArbiterServer {
                     ))])
                     .into());
                 }
-                let call = self
-                    .inner
-                    .tool_router
-                    .call(ToolCallContext::new(self, request, context));
                 let caller = crate::overrides::Caller {
                     tenant,
                     agent: client_name.clone(),
@@ -800,7 +882,6 @@ impl ArbiterServer {
                 (response, Some(note))
             }
         };
-
         let (outcome, detail) = match (&response, &note) {
             (Err(e), _) => (Outcome::Invalid, e.message.to_string()),
             (Ok(_), Some(note)) if note.outcome.is_some() => {
@@ -818,9 +899,9 @@ impl ArbiterServer {
             ts,
             session_id: self.inner.session_id.clone(),
             client_name,
-            tool: tool.clone(),
-            args_sha256: arguments_sha256(&args),
-            args_redacted: redact_arguments(&args),
+            tool: tool.to_string(),
+            args_sha256: arguments_sha256(args),
+            args_redacted: redact_arguments(args),
             decision: note
                 .as_ref()
                 .and_then(|n| n.verdict)
@@ -844,16 +925,16 @@ impl ArbiterServer {
         };
         tracing::debug!(tool = %tool, outcome = outcome.as_str(), rules = %entry.rule_ids, us = entry.duration_us, "tools/call");
         // A name the server does not have is not a label: clients choose it.
-        let known = self.inner.tool_router.get(&tool).is_some();
+        let known = self.inner.tool_router.get(tool).is_some();
         metrics::record_call(
-            if known { &tool } else { "unknown" },
+            if known { tool } else { "unknown" },
             &entry.decision,
             outcome.as_str(),
             started.elapsed(),
         );
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
-            let read_only = self.is_read_only(&tool);
+            let read_only = self.is_read_only(tool);
             let effect = if outcome == Outcome::Ok && !read_only {
                 "The change itself was made, but it is not on record"
             } else {
@@ -866,6 +947,16 @@ impl ArbiterServer {
         }
         response
     }
+}
+
+/// A tool call ready to run.
+type ToolRun<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a>>;
+
+/// Why a `tools/call` was not run.
+enum CheckError {
+    UnknownTool,
+    Invalid(crate::tools::ArgumentError),
 }
 
 fn now_rfc3339() -> String {

@@ -353,11 +353,8 @@ fn read_numbered_lines(
     };
     let mut reader = BufReader::with_capacity(BINARY_SNIFF_BYTES * 2, file);
     // The first buffer holds the file's start: a NUL byte there means binary.
-    if reader.fill_buf().map_err(io_err)?[..]
-        .iter()
-        .take(BINARY_SNIFF_BYTES)
-        .any(|&b| b == 0)
-    {
+    let start = reader.fill_buf().map_err(io_err)?;
+    if memchr::memchr(0, &start[..start.len().min(BINARY_SNIFF_BYTES)]).is_some() {
         return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
     }
     let mut line = Vec::with_capacity(256);

@@ -448,24 +448,26 @@ pub struct ArgumentError {
     pub message: String,
 }
 
+/// A tool's input from a call's arguments (a JSON object), or the field at fault.
+pub fn parse_arguments<T: DeserializeOwned>(args: &Value) -> Result<T, ArgumentError> {
+    serde_path_to_error::deserialize::<_, T>(args).map_err(|e| {
+        let field = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // serde names a missing field in its message, at the parent's path.
+        let field = match (field.as_str(), message.strip_prefix("missing field `")) {
+            (".", Some(rest)) => rest.trim_end_matches('`').to_string(),
+            _ => field,
+        };
+        ArgumentError { field, message }
+    })
+}
+
 /// Check a call's arguments against the tool's input type, so a malformed
 /// request is answered with the field at fault before anything runs.
 /// Returns `None` for an unknown tool.
 pub fn check_arguments(tool: &str, args: &Map<String, Value>) -> Option<Result<(), ArgumentError>> {
     fn check<T: DeserializeOwned>(args: &Map<String, Value>) -> Result<(), ArgumentError> {
-        let value = Value::Object(args.clone());
-        serde_path_to_error::deserialize::<_, T>(value)
-            .map(drop)
-            .map_err(|e| {
-                let field = e.path().to_string();
-                let message = e.into_inner().to_string();
-                // serde names a missing field in its message, at the parent's path.
-                let field = match (field.as_str(), message.strip_prefix("missing field `")) {
-                    (".", Some(rest)) => rest.trim_end_matches('`').to_string(),
-                    _ => field,
-                };
-                ArgumentError { field, message }
-            })
+        parse_arguments::<T>(&Value::Object(args.clone())).map(drop)
     }
     Some(match tool {
         "file_read" => check::<files::FileReadInput>(args),

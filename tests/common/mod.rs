@@ -192,13 +192,27 @@ pub struct RawServer {
 
 impl RawServer {
     pub fn start(ws: &Path) -> Self {
-        let mut child = std::process::Command::new(BIN)
+        Self::start_command(ws, std::process::Command::new(BIN).stderr(Stdio::null()))
+    }
+
+    /// Started with debug logs going to the file `log`.
+    pub fn start_logging(ws: &Path, log: &Path) -> Self {
+        let log = std::fs::File::create(log).expect("create the log file");
+        Self::start_command(
+            ws,
+            std::process::Command::new(BIN)
+                .env("ARBITER_LOG", "arbiter=debug")
+                .stderr(log),
+        )
+    }
+
+    fn start_command(ws: &Path, command: &mut std::process::Command) -> Self {
+        let mut child = command
             .arg("serve")
             .arg("--workspace")
             .arg(ws)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn arbiter");
         let stdin = child.stdin.take().unwrap();

@@ -1,0 +1,292 @@
+//! `tools/call` requests answered without rmcp's dispatch.
+//!
+//! rmcp turns each request into a typed message, a task and two channel hops
+//! before a tool runs, and its answer into a `serde_json::Value` before it is
+//! written: about half of what a 4 KiB `file_read` costs over stdio. The file
+//! tools need nothing from rmcp's request context (no progress, cancellation
+//! or requests to the client), so a transport may answer their calls itself
+//! through [`ArbiterServer::call_direct`]: the same argument check, policy,
+//! tool, audit record (committed before the reply) and wire shape.
+//!
+//! Only plain requests take this lane: a `tools/call` with an id, whose
+//! params are exactly `name` and `arguments` (no `_meta`: a progress token or
+//! per-request protocol metadata is rmcp's to handle), in a session that
+//! negotiated a protocol older than 2026-07-28 at `initialize`. Everything
+//! else, including every line this module cannot read, goes to rmcp
+//! unchanged, so errors and edge cases keep rmcp's answers.
+
+use rmcp::model::{
+    CallToolResponse, CallToolResult, ContentBlock, ErrorData, InitializeRequestParams,
+    JsonRpcMessage, JsonRpcVersion2_0, ProtocolVersion, RequestId, ServerJsonRpcMessage,
+    ServerResult,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{ArbiterServer, json_out};
+
+/// The tools answered directly. `ArbiterServer::direct_run` runs exactly
+/// these (a test holds the two together).
+pub const DIRECT_TOOLS: &[&str] = &[
+    "file_read",
+    "file_write",
+    "file_search_replace",
+    "list_dir",
+    "grep_search",
+    "file_search",
+    "delete_file",
+    "move_file",
+];
+
+/// What a session settled at `initialize` that a direct answer depends on.
+#[derive(Debug, Clone)]
+pub struct DirectSession {
+    /// The name the client gave itself (the audit record's client, unless a
+    /// token names the agent).
+    pub client_name: String,
+}
+
+impl DirectSession {
+    /// The lane for a session that negotiated `peer`; `None` when its
+    /// protocol (2026-07-28 and later: per-request metadata, other result
+    /// shapes) is left to rmcp.
+    pub fn for_peer(peer: &InitializeRequestParams) -> Option<Self> {
+        let legacy = peer.protocol_version.as_str() < ProtocolVersion::V_2026_07_28.as_str();
+        legacy.then(|| Self {
+            client_name: peer.client_info.name.clone(),
+        })
+    }
+}
+
+/// A request this lane takes.
+#[derive(Debug)]
+pub struct DirectRequest {
+    pub id: RequestId,
+    pub tool: String,
+    pub arguments: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    #[allow(dead_code)] // checked by deserializing: only "2.0"
+    jsonrpc: JsonRpcVersion2_0,
+    id: RequestId,
+    method: String,
+    params: CallParams,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Map<String, Value>>,
+}
+
+/// `line` as a request for this lane, or `None` for rmcp.
+pub fn parse(line: &[u8]) -> Option<DirectRequest> {
+    let request: Request = serde_json::from_slice(line).ok()?;
+    if request.method != "tools/call" || !DIRECT_TOOLS.contains(&request.params.name.as_str()) {
+        return None;
+    }
+    Some(DirectRequest {
+        id: request.id,
+        tool: request.params.name,
+        arguments: request.params.arguments.unwrap_or_default(),
+    })
+}
+
+/// Run `request` and encode its answer as one JSON-RPC line (with its `\n`).
+pub async fn answer(
+    server: &ArbiterServer,
+    session: &DirectSession,
+    request: DirectRequest,
+) -> Vec<u8> {
+    let DirectRequest {
+        id,
+        tool,
+        arguments,
+    } = request;
+    tracing::debug!(tool = %tool, "tools/call answered directly");
+    let response = server
+        .call_direct(&tool, arguments, session.client_name.clone())
+        .await
+        .unwrap_or_else(|| {
+            Err(ErrorData::internal_error(
+                format!("`{tool}` is not answered directly"),
+                None,
+            ))
+        });
+    encode(id, response)
+}
+
+/// The reply line rmcp would write for `response` in a session on a protocol
+/// older than 2026-07-28 (see rmcp's `handle_request`).
+fn encode(id: RequestId, response: Result<CallToolResponse, ErrorData>) -> Vec<u8> {
+    if let Ok(CallToolResponse::Complete(result)) = &response
+        && let Some(line) = encode_text_result(&id, result)
+    {
+        return line;
+    }
+    let message: ServerJsonRpcMessage = match response {
+        Ok(response) => {
+            let mut result = ServerResult::from(response);
+            result.strip_result_type_for_legacy_peer();
+            result.strip_non_object_output_for_legacy_peer();
+            JsonRpcMessage::response(result, id)
+        }
+        Err(error) => JsonRpcMessage::error(error, Some(id)),
+    };
+    let mut line = serde_json::to_vec(&message).unwrap_or_else(|e| {
+        // Not expected: every part is plain data. Say so rather than hang the client.
+        tracing::error!(error = %e, "a direct reply could not be encoded");
+        br#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"the reply could not be encoded"}}"#
+            .to_vec()
+    });
+    line.push(b'\n');
+    line
+}
+
+/// A result of one plain text block and structured content (what every
+/// tool here returns), written by `json_out` in the shape serde gives it.
+fn encode_text_result(id: &RequestId, result: &CallToolResult) -> Option<Vec<u8>> {
+    let [ContentBlock::Text(text)] = result.content.as_slice() else {
+        return None;
+    };
+    if text.meta.is_some() || text.annotations.is_some() || result.meta.is_some() {
+        return None;
+    }
+    let structured_len = match &result.structured_content {
+        Some(Value::Object(_)) | None => text.text.len(),
+        // Non-object output is rewritten for older peers: rmcp's way.
+        Some(_) => return None,
+    };
+    let mut out = Vec::with_capacity(128 + text.text.len() + structured_len * 11 / 10);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    match id {
+        RequestId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        RequestId::String(s) => json_out::write_str(&mut out, s),
+    }
+    out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
+    json_out::write_str(&mut out, &text.text);
+    out.extend_from_slice(b"}]");
+    if let Some(structured) = &result.structured_content {
+        out.extend_from_slice(br#","structuredContent":"#);
+        json_out::write_value(&mut out, structured);
+    }
+    if let Some(is_error) = result.is_error {
+        out.extend_from_slice(if is_error {
+            br#","isError":true"#.as_slice()
+        } else {
+            br#","isError":false"#.as_slice()
+        });
+    }
+    out.extend_from_slice(b"}}\n");
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_calls_of_the_file_tools_take_the_lane() {
+        let call = |params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{params}}}"#)
+        };
+        let taken =
+            parse(call(r#"{"name":"file_read","arguments":{"target_file":"a"}}"#).as_bytes())
+                .expect("a plain file_read");
+        assert_eq!(taken.id, RequestId::Number(7));
+        assert_eq!(taken.tool, "file_read");
+        assert_eq!(taken.arguments["target_file"], "a");
+        let no_arguments = parse(call(r#"{"name":"list_dir"}"#).as_bytes()).expect("no arguments");
+        assert!(no_arguments.arguments.is_empty());
+        let string_id = r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"file_read","arguments":{}}}"#;
+        assert_eq!(
+            parse(string_id.as_bytes()).map(|r| r.id),
+            Some(RequestId::String("x".into()))
+        );
+
+        for rmcps in [
+            // progress tokens and per-request metadata
+            call(r#"{"name":"file_read","arguments":{},"_meta":{"progressToken":1}}"#),
+            // tools that use the request context, and unknown ones
+            call(r#"{"name":"run_terminal_cmd","arguments":{"command":"true"}}"#),
+            call(r#"{"name":"no_such_tool","arguments":{}}"#),
+            // malformed arguments: rmcp's error
+            call(r#"{"name":"file_read","arguments":[1]}"#),
+            call(r#"{"name":"file_read","arguments":"x"}"#),
+            // other methods, notifications, odd ids and versions, garbage
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"file_read"}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"file_read"}}"#
+                .to_string(),
+            r#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"file_read"}}"#
+                .to_string(),
+            r#"{"jsonrpc":"1.0","id":1,"method":"tools/call","params":{"name":"file_read"}}"#
+                .to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_read"},"x":1}"#
+                .to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"file_read"}} x"#
+                .to_string(),
+            "not json".to_string(),
+        ] {
+            assert!(parse(rmcps.as_bytes()).is_none(), "{rmcps}");
+        }
+    }
+
+    #[test]
+    fn sessions_on_2026_07_28_and_later_are_left_to_rmcp() {
+        let peer = |version: &str| -> InitializeRequestParams {
+            serde_json::from_value(serde_json::json!({
+                "protocolVersion": version, "capabilities": {},
+                "clientInfo": {"name": "c", "version": "1"}
+            }))
+            .unwrap()
+        };
+        let session = DirectSession::for_peer(&peer("2025-11-25")).expect("2025-11-25");
+        assert_eq!(session.client_name, "c");
+        assert!(DirectSession::for_peer(&peer("2025-06-18")).is_some());
+        assert!(DirectSession::for_peer(&peer("2026-07-28")).is_none());
+    }
+
+    #[test]
+    fn a_reply_has_rmcps_legacy_shape() {
+        let result =
+            rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text("hi")]);
+        let line = encode(RequestId::Number(3), Ok(result.into()));
+        assert_eq!(line.last(), Some(&b'\n'));
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"jsonrpc": "2.0", "id": 3,
+                "result": {"content": [{"type": "text", "text": "hi"}], "isError": false}})
+        );
+        // The hand-written shape is serde's, byte for byte.
+        let mut result =
+            rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(
+                "     1\tsay \"hi\"\n     2\t\u{1}é\n",
+            )]);
+        result.structured_content = Some(serde_json::json!({"content": "x\ty", "n": 2, "t": null}));
+        for id in [RequestId::Number(-9), RequestId::String("a\"b".into())] {
+            let fast = encode_text_result(&id, &result).expect("a text result");
+            let mut slow = ServerResult::from(CallToolResponse::from(result.clone()));
+            slow.strip_result_type_for_legacy_peer();
+            let mut slow = serde_json::to_vec(&ServerJsonRpcMessage::response(slow, id)).unwrap();
+            slow.push(b'\n');
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(slow).unwrap()
+            );
+        }
+        let error = encode(
+            RequestId::String("s".into()),
+            Err(ErrorData::invalid_params("bad", None)),
+        );
+        let value: Value = serde_json::from_slice(&error).unwrap();
+        assert_eq!(value["id"], "s");
+        assert_eq!(value["error"]["code"], -32602);
+    }
+}

@@ -1,0 +1,223 @@
+//! MCP over stdio: newline-delimited JSON-RPC on the process's stdin and stdout.
+//!
+//! Every line goes to rmcp's service through an in-memory pipe, except the
+//! plain `tools/call`s of the file tools, which are answered here
+//! (`direct.rs`): a `file_read` on the reading task itself, with no task or
+//! thread hop between the request and its reply; the other file tools on a
+//! task of their own (at most [`MAX_UNANSWERED`] at once), since a write
+//! waits for fsync. Replies from both lanes go out as whole lines through one
+//! writer.
+
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use rmcp::service::RunningService;
+use rmcp::transport::async_rw::{AsyncRwTransport, DEFAULT_MAX_LINE_LENGTH};
+use rmcp::{RoleServer, ServiceExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::ArbiterServer;
+use super::backpressure::{Bounded, MAX_UNANSWERED};
+use super::direct::{self, DirectSession};
+
+/// Capacity of each in-memory pipe between this transport and rmcp.
+const RMCP_PIPE_BYTES: usize = 64 * 1024;
+
+/// Replies held back for one write at most (see `read_requests`).
+const REPLY_BATCH_BYTES: usize = 256 * 1024;
+
+/// What the stdio pipes are grown to, when they are pipes: a 4 KiB read's
+/// reply is ~10 KiB, so the usual 64 KiB pipe holds six, and a client reading
+/// a burst of replies wakes the server (and is woken) every six.
+const PIPE_BYTES: usize = 1024 * 1024;
+
+/// Grow stdin's and stdout's pipes, best effort (the limit is
+/// `/proc/sys/fs/pipe-max-size`; anything else stays as it was).
+pub fn grow_pipes() {
+    use std::os::fd::AsFd;
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    for (name, fd) in [("stdin", stdin.as_fd()), ("stdout", stdout.as_fd())] {
+        let is_pipe = rustix::fs::fstat(fd).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo
+        });
+        if is_pipe && let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BYTES) {
+            tracing::debug!(pipe = name, error = %e, "the pipe keeps its size");
+        }
+    }
+}
+
+/// The output, shared by both lanes; a line is written whole under the lock.
+type Output<W> = Arc<Mutex<W>>;
+
+/// Serve `server` on `input`/`output` (the process's stdio pipes in
+/// production). Returns once the `initialize` handshake is done.
+pub async fn serve<R, W>(
+    server: ArbiterServer,
+    input: R,
+    output: W,
+) -> anyhow::Result<RunningService<RoleServer, ArbiterServer>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let output: Output<W> = Arc::new(Mutex::new(output));
+    let (to_rmcp, rmcp_input) = tokio::io::duplex(RMCP_PIPE_BYTES);
+    let (rmcp_output, from_rmcp) = tokio::io::duplex(RMCP_PIPE_BYTES);
+    let session = Arc::new(OnceLock::new());
+    tokio::spawn(copy_lines(from_rmcp, output.clone()));
+    tokio::spawn(read_requests(
+        input,
+        to_rmcp,
+        output,
+        server.clone(),
+        session.clone(),
+    ));
+    let service = server
+        .serve(Bounded::new(AsyncRwTransport::new_server(
+            rmcp_input,
+            rmcp_output,
+        )))
+        .await
+        .context("the MCP handshake failed")?;
+    if let Some(direct) = service
+        .peer()
+        .peer_info()
+        .and_then(|peer| DirectSession::for_peer(&peer))
+    {
+        let _ = session.set(direct);
+    }
+    Ok(service)
+}
+
+/// rmcp's messages to the output, one whole line at a time.
+async fn copy_lines<W: AsyncWrite + Unpin>(from_rmcp: DuplexStream, output: Output<W>) {
+    let mut from_rmcp = BufReader::new(from_rmcp);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match from_rmcp.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if let Err(e) = write_line(&output, &line).await {
+                    tracing::debug!(error = %e, "stdout closed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Write whole lines (one or several).
+async fn write_line<W: AsyncWrite + Unpin>(output: &Output<W>, line: &[u8]) -> std::io::Result<()> {
+    if line.is_empty() {
+        return Ok(());
+    }
+    let mut output = output.lock().await;
+    output.write_all(line).await?;
+    output.flush().await
+}
+
+/// Read the input line by line: answer the direct lane's calls, hand
+/// everything else to rmcp. Ends at the end of the input, closing rmcp's.
+async fn read_requests<R, W>(
+    input: R,
+    mut to_rmcp: DuplexStream,
+    output: Output<W>,
+    server: ArbiterServer,
+    session: Arc<OnceLock<DirectSession>>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let writers = Arc::new(Semaphore::new(MAX_UNANSWERED));
+    let mut line = Vec::new();
+    // Replies answered here and not yet written: while more requests are
+    // already waiting, their replies go out together (one write, one wake-up
+    // of the client), each after its audit record.
+    let mut replies = Vec::new();
+    loop {
+        if !replies.is_empty() && memchr::memchr(b'\n', input.buffer()).is_none() {
+            let _ = write_line(&output, &replies).await;
+            replies.clear();
+        }
+        line.clear();
+        let whole = match read_line(&mut input, &mut line, &mut to_rmcp).await {
+            Ok(Some(whole)) => whole,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading stdin failed; ending the session");
+                break;
+            }
+        };
+        let request = match session.get() {
+            Some(direct) if whole => direct::parse(&line).map(|request| (direct, request)),
+            _ => None,
+        };
+        let Some((direct, request)) = request else {
+            if to_rmcp.write_all(&line).await.is_err() {
+                break; // rmcp's service has ended
+            }
+            continue;
+        };
+        let tracker = server.in_flight();
+        if request.tool == "file_read" {
+            let reply = tracker
+                .track_future(direct::answer(&server, direct, request))
+                .await;
+            replies.extend_from_slice(&reply);
+            if replies.len() >= REPLY_BATCH_BYTES {
+                let _ = write_line(&output, &replies).await;
+                replies.clear();
+            }
+        } else {
+            let Ok(permit) = writers.clone().acquire_owned().await else {
+                break;
+            };
+            let (server, direct, output) = (server.clone(), direct.clone(), output.clone());
+            tracker.spawn(async move {
+                let reply = direct::answer(&server, &direct, request).await;
+                let _ = write_line(&output, &reply).await;
+                drop(permit);
+            });
+        }
+    }
+    let _ = write_line(&output, &replies).await;
+    // Whatever is left goes to rmcp, then its input ends.
+    let _ = to_rmcp.shutdown().await;
+}
+
+/// Read the next line (with its `\n`) into `line`: `Some(true)` when it is
+/// whole, `Some(false)` for the last bytes before the end of the input
+/// without a `\n`, `None` at the end. A line longer than rmcp's limit is
+/// passed on to rmcp as it arrives (rmcp drops it and says so) and reported
+/// as an empty, not whole, line.
+async fn read_line<R: AsyncRead + Unpin>(
+    input: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+    to_rmcp: &mut DuplexStream,
+) -> std::io::Result<Option<bool>> {
+    let mut passed_on = false;
+    loop {
+        let buffer = input.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok((!line.is_empty() || passed_on).then_some(false));
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buffer) {
+            Some(end) => (&buffer[..=end], true),
+            None => (buffer, false),
+        };
+        line.extend_from_slice(chunk);
+        let used = chunk.len();
+        input.consume(used);
+        if line.len() > DEFAULT_MAX_LINE_LENGTH {
+            to_rmcp.write_all(line).await?;
+            line.clear();
+            passed_on = true;
+        }
+        if done {
+            return Ok(Some(!passed_on));
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Over stdio, plain `tools/call`s of the file tools are answered without
+//! rmcp's dispatch (`src/server/direct.rs`); a call carrying `_meta` still
+//! goes through rmcp. Both lanes must give the same answers and the same
+//! audit records: each call below is made both ways and compared.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// `params` for a call, with `_meta` (rmcp's lane) or without (the direct one).
+fn call_line(id: u64, tool: &str, args: &Value, through_rmcp: bool) -> String {
+    let mut params = json!({"name": tool, "arguments": args});
+    if through_rmcp {
+        params["_meta"] = json!({});
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+}
+
+#[test]
+fn both_lanes_answer_and_record_alike() {
+    let s = Scratch::new();
+    s.write("a.txt", "one\ntwo\nthree\n");
+    s.write("crlf.txt", "x\r\ny\r\n");
+    s.write("dir/inner.txt", "needle here\n");
+    s.write("w.txt", "old\n");
+    std::fs::write(s.ws().join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+    let log = s.dir.path().join("server.log");
+    let mut server = RawServer::start_logging(&s.ws(), &log);
+
+    // Calls whose answer does not depend on being made twice.
+    let calls: Vec<(&str, Value)> = vec![
+        ("file_read", json!({"target_file": "a.txt"})),
+        (
+            "file_read",
+            json!({"target_file": "a.txt", "offset": 2, "limit": 1}),
+        ),
+        ("file_read", json!({"target_file": "crlf.txt"})),
+        ("file_read", json!({"target_file": "missing.txt"})),
+        ("file_read", json!({"target_file": "bin.dat"})),
+        ("file_read", json!({"target_file": "../outside.txt"})),
+        ("file_read", json!({"target_file": ".arbiter/arbiter.db"})),
+        ("file_read", json!({"target_file": "dir"})),
+        ("file_read", json!({})),
+        ("file_read", json!({"target_file": 7})),
+        ("file_read", json!({"target_file": "a.txt", "limit": "ten"})),
+        (
+            "file_write",
+            json!({"file_path": "w.txt", "contents": "new\n"}),
+        ),
+        (
+            "file_write",
+            json!({"file_path": "../escape.txt", "contents": "x"}),
+        ),
+        ("file_write", json!({"file_path": "w.txt"})),
+        (
+            "file_search_replace",
+            json!({"file_path": "a.txt", "old_string": "absent", "new_string": "x"}),
+        ),
+        (
+            "file_search_replace",
+            json!({"file_path": "a.txt", "old_string": "", "new_string": "x"}),
+        ),
+        ("list_dir", json!({"relative_workspace_path": "."})),
+        (
+            "list_dir",
+            json!({"relative_workspace_path": "dir", "depth": 2}),
+        ),
+        ("grep_search", json!({"query": "needle"})),
+        ("grep_search", json!({"query": "("})),
+        ("file_search", json!({"query": "inner"})),
+        ("delete_file", json!({"target_file": "dir"})),
+        ("delete_file", json!({"target_file": "missing.txt"})),
+        (
+            "move_file",
+            json!({"source": "a.txt", "destination": "crlf.txt"}),
+        ),
+        (
+            "move_file",
+            json!({"source": "a.txt", "destination": "../out.txt"}),
+        ),
+    ];
+    let mut id = 100;
+    for (tool, args) in &calls {
+        let mut answers = Vec::new();
+        for through_rmcp in [true, false] {
+            id += 1;
+            server.send_line(&call_line(id, tool, args, through_rmcp));
+            let mut answer = server.recv();
+            assert_eq!(answer["id"], id, "{answer}");
+            answer["id"] = Value::Null;
+            answers.push(answer);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{tool} {args}: rmcp's lane (left) and the direct one (right) differ"
+        );
+    }
+
+    // Changes made through the direct lane land.
+    id += 1;
+    server.send_line(&call_line(
+        id,
+        "file_search_replace",
+        &json!({"file_path": "crlf.txt", "old_string": "y", "new_string": "z"}),
+        false,
+    ));
+    let edit = server.recv();
+    assert_eq!(
+        edit["result"]["structuredContent"]["replacements"], 1,
+        "{edit}"
+    );
+    assert_eq!(s.read("crlf.txt"), "x\r\nz\r\n");
+    id += 1;
+    server.send_line(&call_line(
+        id,
+        "move_file",
+        &json!({"source": "w.txt", "destination": "v.txt"}),
+        false,
+    ));
+    let moved = server.recv();
+    assert_eq!(moved["result"]["isError"], false, "{moved}");
+    assert_eq!(s.read("v.txt"), "new\n");
+    id += 1;
+    server.send_line(&call_line(
+        id,
+        "delete_file",
+        &json!({"target_file": "v.txt"}),
+        false,
+    ));
+    let deleted = server.recv();
+    assert_eq!(deleted["result"]["isError"], false, "{deleted}");
+    assert!(!s.ws().join("v.txt").exists());
+    server.hang_up();
+
+    // Every call made directly said so in the log (the test would pass
+    // trivially if they had all gone through rmcp).
+    let log = std::fs::read_to_string(&log).unwrap();
+    let direct = log.matches("tools/call answered directly").count();
+    assert_eq!(direct, calls.len() + 3, "{log}");
+
+    // The records of each pair agree, and the chain verifies.
+    let records = audit_summary(&s.ws());
+    assert_eq!(records.len(), calls.len() * 2 + 3, "{records:?}");
+    for pair in records[..calls.len() * 2].chunks(2) {
+        assert_eq!(pair[0], pair[1]);
+    }
+    let (code, out, err) = run_cli(&s.ws(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_pipelined_burst_is_answered_once_each_in_either_lane() {
+    let s = Scratch::new();
+    s.write("r.txt", &"0123456789abcdef\n".repeat(256));
+    let mut server = RawServer::start(&s.ws());
+    let calls = 400u64;
+    let mut stdin = server.take_stdin();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut burst = String::new();
+        for id in 1..=calls {
+            let (tool, args) = match id % 4 {
+                0 => (
+                    "file_write",
+                    json!({"file_path": format!("w{}.txt", id % 8), "contents": id.to_string()}),
+                ),
+                _ => ("file_read", json!({"target_file": "r.txt"})),
+            };
+            burst.push_str(&call_line(id, tool, &args, id % 5 == 0));
+            burst.push('\n');
+        }
+        stdin.write_all(burst.as_bytes()).unwrap();
+        stdin
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..calls {
+        let answer = server.recv();
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+        assert!(
+            seen.insert(answer["id"].as_u64().unwrap()),
+            "twice: {answer}"
+        );
+    }
+    assert_eq!(seen.len() as u64, calls);
+    drop(writer.join().unwrap());
+    assert!(server.hang_up().success());
+    assert_eq!(audit_records(&s.ws()).len() as u64, calls);
+}
