@@ -351,7 +351,13 @@ fn read_numbered_lines(
             "retry",
         )
     };
-    let mut reader = BufReader::with_capacity(BINARY_SNIFF_BYTES * 2, file);
+    // A small file in one read, into a buffer its size (a fixed 16 KiB one
+    // cost a large allocation per call).
+    let capacity = usize::try_from(meta.size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1)
+        .clamp(512, BINARY_SNIFF_BYTES * 2);
+    let mut reader = BufReader::with_capacity(capacity, file);
     // The first buffer holds the file's start: a NUL byte there means binary.
     let start = reader.fill_buf().map_err(io_err)?;
     if memchr::memchr(0, &start[..start.len().min(BINARY_SNIFF_BYTES)]).is_some() {
