@@ -183,11 +183,15 @@ async fn serve_stdio(setup: &super::Setup) -> anyhow::Result<()> {
     let in_flight = server.in_flight();
     crate::server::stdio::grow_pipes();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
-    let service = crate::server::stdio::serve(server, reader, writer).await?;
+    let crate::server::stdio::StdioSession {
+        service,
+        output_done,
+    } = crate::server::stdio::serve(server, reader, writer).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = service.waiting() => {
             result.context("the MCP session ended with an error")?;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, output_done).await;
         }
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = sigterm.recv() => tracing::info!("terminated; shutting down"),

@@ -50,13 +50,18 @@ pub fn grow_pipes() {
 /// The output, shared by both lanes; a line is written whole under the lock.
 type Output<W> = Arc<Mutex<W>>;
 
+/// A stdio session being served.
+pub struct StdioSession {
+    pub service: RunningService<RoleServer, ArbiterServer>,
+    /// Ends once rmcp's last message is written out: awaited after the
+    /// service ends, so that an answer rmcp gave just before the input
+    /// ended is not lost with the process.
+    pub output_done: tokio::task::JoinHandle<()>,
+}
+
 /// Serve `server` on `input`/`output` (the process's stdio pipes in
 /// production). Returns once the `initialize` handshake is done.
-pub async fn serve<R, W>(
-    server: ArbiterServer,
-    input: R,
-    output: W,
-) -> anyhow::Result<RunningService<RoleServer, ArbiterServer>>
+pub async fn serve<R, W>(server: ArbiterServer, input: R, output: W) -> anyhow::Result<StdioSession>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -65,7 +70,7 @@ where
     let (to_rmcp, rmcp_input) = tokio::io::duplex(RMCP_PIPE_BYTES);
     let (rmcp_output, from_rmcp) = tokio::io::duplex(RMCP_PIPE_BYTES);
     let session = Arc::new(OnceLock::new());
-    tokio::spawn(copy_lines(from_rmcp, output.clone()));
+    let output_done = tokio::spawn(copy_lines(from_rmcp, output.clone()));
     tokio::spawn(read_requests(
         input,
         to_rmcp,
@@ -87,7 +92,10 @@ where
     {
         let _ = session.set(direct);
     }
-    Ok(service)
+    Ok(StdioSession {
+        service,
+        output_done,
+    })
 }
 
 /// rmcp's messages to the output, one whole line at a time.
