@@ -187,3 +187,52 @@ fn a_pipelined_burst_is_answered_once_each_in_either_lane() {
     assert!(server.hang_up().success());
     assert_eq!(audit_records(&s.ws()).len() as u64, calls);
 }
+
+#[test]
+fn reads_whose_records_cannot_be_committed_are_answered_as_failed_in_both_lanes() {
+    let s = Scratch::new();
+    s.write("r.txt", "hello\n");
+    let mut server = RawServer::start(&s.ws());
+    server.send_call(1, "file_read", json!({"target_file": "r.txt"}));
+    assert_eq!(server.recv()["result"]["isError"], false);
+    // Something not a record at the journal's end: the chain's head cannot
+    // be read, so no record can be committed after it.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.ws().join(".arbiter/audit.journal"))
+        .unwrap()
+        .write_all(b"not a record\n")
+        .unwrap();
+    // A burst (records committed together) and single calls, in both lanes.
+    let args = json!({"target_file": "r.txt"});
+    let burst: Vec<String> = (10..13)
+        .map(|id| call_line(id, "file_read", &args, false))
+        .collect();
+    server.send_line(&burst.join("\n"));
+    server.send_line(&call_line(20, "file_read", &args, false));
+    server.send_line(&call_line(21, "file_read", &args, true));
+    let mut failed = std::collections::BTreeMap::new();
+    for _ in 0..5 {
+        let answer = server.recv();
+        assert_eq!(answer["result"]["isError"], true, "{answer}");
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("AUDIT-001") && text.contains("Nothing was changed"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hello"),
+            "the file's text went out without its record: {text}"
+        );
+        failed.insert(answer["id"].as_u64().unwrap(), text);
+    }
+    assert_eq!(
+        failed.keys().copied().collect::<Vec<_>>(),
+        [10, 11, 12, 20, 21]
+    );
+    assert_eq!(failed[&20], failed[&21], "both lanes say the same");
+}

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{ArbiterServer, json_out};
+use crate::store::audit::{AuditEntry, AuditError};
 
 /// The tools answered directly. `ArbiterServer::direct_run` runs exactly
 /// these (a test holds the two together).
@@ -98,10 +99,13 @@ pub fn parse(line: &[u8]) -> Option<DirectRequest> {
 }
 
 /// Run `request` and encode its answer as one JSON-RPC line (with its `\n`).
+/// With `deferred`, the audit record is added there for the caller to commit
+/// before it sends the reply (see [`ArbiterServer::call_direct`]).
 pub async fn answer(
     server: &ArbiterServer,
     session: &DirectSession,
     request: DirectRequest,
+    deferred: Option<&mut Vec<AuditEntry>>,
 ) -> Vec<u8> {
     let DirectRequest {
         id,
@@ -110,7 +114,7 @@ pub async fn answer(
     } = request;
     tracing::debug!(tool = %tool, "tools/call answered directly");
     let response = server
-        .call_direct(&tool, arguments, session.client_name.clone())
+        .call_direct(&tool, arguments, session.client_name.clone(), deferred)
         .await
         .unwrap_or_else(|| {
             Err(ErrorData::internal_error(
@@ -119,6 +123,11 @@ pub async fn answer(
             ))
         });
     encode(id, response)
+}
+
+/// The reply to a read whose deferred audit record could not be committed.
+pub fn audit_failure_reply(id: RequestId, error: &AuditError) -> Vec<u8> {
+    encode(id, Ok(super::audit_failure(error, false).into()))
 }
 
 /// The reply line rmcp would write for `response` in a session on a protocol

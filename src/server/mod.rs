@@ -756,7 +756,7 @@ impl ArbiterServer {
                 Ok(Box::pin(call) as ToolRun<'_>)
             }
         };
-        self.audited(started, &tool, &args, peer_name, checked)
+        self.audited(started, &tool, &args, peer_name, checked, None)
             .await
     }
 
@@ -765,11 +765,16 @@ impl ArbiterServer {
     /// rmcp's dispatch: the same checks, policy, tool and audit record as
     /// [`Self::call_tool_audited`], for transports that answer such calls
     /// themselves (`direct.rs`). `None`: not such a tool; let rmcp have it.
+    ///
+    /// With `deferred`, the call's audit record is not committed but added
+    /// there, and the caller must commit it ([`Self::commit_records`]) before
+    /// the reply leaves: a burst of calls then costs one journal write.
     pub(crate) async fn call_direct(
         &self,
         tool: &str,
         args: Map<String, Value>,
         peer_name: String,
+        deferred: Option<&mut Vec<AuditEntry>>,
     ) -> Option<Result<CallToolResponse, ErrorData>> {
         let started = Instant::now();
         let args = Value::Object(args);
@@ -777,7 +782,10 @@ impl ArbiterServer {
         let Value::Object(args) = &args else {
             unreachable!("built as an object above")
         };
-        Some(self.audited(started, tool, args, peer_name, checked).await)
+        Some(
+            self.audited(started, tool, args, peer_name, checked, deferred)
+                .await,
+        )
     }
 
     /// The tools [`Self::call_direct`] runs: their `#[tool]` methods, with the
@@ -822,6 +830,7 @@ impl ArbiterServer {
         args: &Map<String, Value>,
         peer_name: String,
         checked: Result<ToolRun<'_>, CheckError>,
+        deferred: Option<&mut Vec<AuditEntry>>,
     ) -> Result<CallToolResponse, ErrorData> {
         let ts = now_rfc3339();
         // A token's identity outranks the name a client gives itself.
@@ -932,21 +941,45 @@ impl ArbiterServer {
             outcome.as_str(),
             started.elapsed(),
         );
+        if let Some(deferred) = deferred {
+            // The caller commits it, before it sends the reply.
+            deferred.push(entry);
+            return response;
+        }
         if let Err(e) = self.inner.audit.append(entry).await {
             tracing::error!(tool = %tool, error = %e, "audit commit failed; reporting the call as failed");
-            let read_only = self.is_read_only(tool);
-            let effect = if outcome == Outcome::Ok && !read_only {
-                "The change itself was made, but it is not on record"
-            } else {
-                "Nothing was changed"
-            };
-            return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
-                "Failed [AUDIT-001]: {e}. {effect}. Next: the operator must fix the audit store (`arbiter doctor` says what is wrong); retrying will fail until then."
-            ))])
-            .into());
+            let changed = outcome == Outcome::Ok && !self.is_read_only(tool);
+            return Ok(audit_failure(&e, changed).into());
         }
         response
     }
+
+    /// Commit the records of calls run with a deferred record
+    /// ([`Self::call_direct`]), in one write where the chain allows.
+    pub(crate) async fn commit_records(
+        &self,
+        records: Vec<AuditEntry>,
+    ) -> Result<(), crate::store::audit::AuditError> {
+        let count = records.len();
+        self.inner.audit.append_all(records).await.map(drop).inspect_err(|e| {
+            tracing::error!(calls = count, error = %e, "audit commit failed; reporting the calls as failed");
+        })
+    }
+}
+
+/// The answer to a call whose audit record could not be committed.
+pub(crate) fn audit_failure(
+    error: &crate::store::audit::AuditError,
+    changed: bool,
+) -> CallToolResult {
+    let effect = if changed {
+        "The change itself was made, but it is not on record"
+    } else {
+        "Nothing was changed"
+    };
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "Failed [AUDIT-001]: {error}. {effect}. Next: the operator must fix the audit store (`arbiter doctor` says what is wrong); retrying will fail until then."
+    ))])
 }
 
 /// A tool call ready to run.

@@ -20,6 +20,8 @@ use tokio::sync::{Mutex, Semaphore};
 use super::ArbiterServer;
 use super::backpressure::{Bounded, MAX_UNANSWERED};
 use super::direct::{self, DirectSession};
+use crate::store::audit::AuditEntry;
+use rmcp::model::RequestId;
 
 /// Capacity of each in-memory pipe between this transport and rmcp.
 const RMCP_PIPE_BYTES: usize = 64 * 1024;
@@ -141,14 +143,13 @@ async fn read_requests<R, W>(
     let mut input = BufReader::with_capacity(64 * 1024, input);
     let writers = Arc::new(Semaphore::new(MAX_UNANSWERED));
     let mut line = Vec::new();
-    // Replies answered here and not yet written: while more requests are
-    // already waiting, their replies go out together (one write, one wake-up
-    // of the client), each after its audit record.
-    let mut replies = Vec::new();
+    // Reads answered here and not yet sent: while more requests are already
+    // waiting, their records are committed together (one journal write) and
+    // then their replies go out together (one write, one wake-up of the client).
+    let mut batch = ReadBatch::default();
     loop {
-        if !replies.is_empty() && memchr::memchr(b'\n', input.buffer()).is_none() {
-            let _ = write_line(&output, &replies).await;
-            replies.clear();
+        if !batch.is_empty() && memchr::memchr(b'\n', input.buffer()).is_none() {
+            batch.send(&server, &output).await;
         }
         line.clear();
         let whole = match read_line(&mut input, &mut line, &mut to_rmcp).await {
@@ -171,13 +172,18 @@ async fn read_requests<R, W>(
         };
         let tracker = server.in_flight();
         if request.tool == "file_read" {
+            let id = request.id.clone();
             let reply = tracker
-                .track_future(direct::answer(&server, direct, request))
+                .track_future(direct::answer(
+                    &server,
+                    direct,
+                    request,
+                    Some(&mut batch.records),
+                ))
                 .await;
-            replies.extend_from_slice(&reply);
-            if replies.len() >= REPLY_BATCH_BYTES {
-                let _ = write_line(&output, &replies).await;
-                replies.clear();
+            batch.add(id, &reply);
+            if batch.replies.len() >= REPLY_BATCH_BYTES {
+                batch.send(&server, &output).await;
             }
         } else {
             let Ok(permit) = writers.clone().acquire_owned().await else {
@@ -185,15 +191,56 @@ async fn read_requests<R, W>(
             };
             let (server, direct, output) = (server.clone(), direct.clone(), output.clone());
             tracker.spawn(async move {
-                let reply = direct::answer(&server, &direct, request).await;
+                let reply = direct::answer(&server, &direct, request, None).await;
                 let _ = write_line(&output, &reply).await;
                 drop(permit);
             });
         }
     }
-    let _ = write_line(&output, &replies).await;
+    batch.send(&server, &output).await;
     // Whatever is left goes to rmcp, then its input ends.
     let _ = to_rmcp.shutdown().await;
+}
+
+/// Reads answered on the reading task whose replies wait for one another.
+#[derive(Default)]
+struct ReadBatch {
+    /// Their audit records, not yet committed.
+    records: Vec<AuditEntry>,
+    ids: Vec<RequestId>,
+    replies: Vec<u8>,
+}
+
+impl ReadBatch {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn add(&mut self, id: RequestId, reply: &[u8]) {
+        self.ids.push(id);
+        self.replies.extend_from_slice(reply);
+    }
+
+    /// Commit the records, then write the replies (each an AUDIT-001 error
+    /// instead when the records could not be committed), and start afresh.
+    async fn send<W: AsyncWrite + Unpin>(&mut self, server: &ArbiterServer, output: &Output<W>) {
+        if self.is_empty() {
+            return;
+        }
+        if let Err(e) = server
+            .commit_records(std::mem::take(&mut self.records))
+            .await
+        {
+            self.replies.clear();
+            for id in self.ids.drain(..) {
+                self.replies
+                    .extend_from_slice(&direct::audit_failure_reply(id, &e));
+            }
+        }
+        let _ = write_line(output, &self.replies).await;
+        self.ids.clear();
+        self.replies.clear();
+    }
 }
 
 /// Read the next line (with its `\n`) into `line`: `Some(true)` when it is

@@ -165,9 +165,28 @@ impl AuditChain {
     /// Commit one record; returns once it is durable against a crash of this
     /// process (journal) or committed (store).
     pub async fn append(&self, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+        let mut receipts = self.append_all(vec![entry]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| AuditError("no record was appended".to_string()))
+    }
+
+    /// Commit several records, in order: on the journal one locked write for
+    /// all of them (a burst of pipelined reads), in the store one after
+    /// another. All or none are on record when this returns.
+    pub async fn append_all(
+        &self,
+        entries: Vec<AuditEntry>,
+    ) -> Result<Vec<AuditReceipt>, AuditError> {
         match &self.backend {
-            Backend::Journal(inner) => append_to_journal(inner, entry).await,
-            Backend::Store(inner) => inner.append(entry).await,
+            Backend::Journal(inner) => append_to_journal(inner, entries).await,
+            Backend::Store(inner) => {
+                let mut receipts = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    receipts.push(inner.append(entry).await?);
+                }
+                Ok(receipts)
+            }
         }
     }
 
@@ -243,8 +262,14 @@ impl InStore {
     }
 }
 
-/// Commit one record to the journal.
-async fn append_to_journal(inner: &Inner, entry: AuditEntry) -> Result<AuditReceipt, AuditError> {
+/// Commit records to the journal: one write under the lock, so they land whole and together.
+async fn append_to_journal(
+    inner: &Inner,
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditReceipt>, AuditError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut state = inner.state.lock().await;
     if state.head.is_none() && !journal_has_record(&inner.file) {
         // The head may have to come from the store: open it before taking
@@ -270,24 +295,36 @@ async fn append_to_journal(inner: &Inner, entry: AuditEntry) -> Result<AuditRece
         state.head = Some(head);
         state.known_end = valid_end;
     }
-    let head = state.head.clone().unwrap_or_else(genesis);
-    let record = AuditRecord::from_entry(&inner.tenant, head.seq + 1, &head.hash, &entry);
-    let mut line = serde_json::to_vec(&record).map_err(|e| AuditError(e.to_string()))?;
-    line.push(b'\n');
-    // O_APPEND under the flock: the line lands whole at the end.
-    (&*lock.file).write_all(&line).map_err(io_audit)?;
-    state.known_end += line.len() as u64;
-    state.head = Some(ChainHead {
-        seq: record.seq,
-        hash: record.hash.clone(),
-    });
-    if state.known_end > ROTATE_BYTES && inner.indexed_through.load(Ordering::Acquire) >= record.seq
-    {
+    let mut head = state.head.clone().unwrap_or_else(genesis);
+    let mut lines = Vec::with_capacity(entries.len() * 512);
+    let mut last_line = 0;
+    let mut receipts = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let record = AuditRecord::from_entry(&inner.tenant, head.seq + 1, &head.hash, entry);
+        last_line = lines.len();
+        serde_json::to_writer(&mut lines, &record).map_err(|e| AuditError(e.to_string()))?;
+        lines.push(b'\n');
+        head = ChainHead {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        receipts.push(AuditReceipt {
+            seq: record.seq,
+            hash: record.hash,
+        });
+    }
+    // O_APPEND under the flock: the lines land whole at the end.
+    (&*lock.file).write_all(&lines).map_err(io_audit)?;
+    state.known_end += lines.len() as u64;
+    let newest = head.seq;
+    state.head = Some(head);
+    if state.known_end > ROTATE_BYTES && inner.indexed_through.load(Ordering::Acquire) >= newest {
         // Everything is in the store: keep only the head line.
+        let line = &lines[last_line..];
         if lock
             .file
             .set_len(0)
-            .and_then(|()| (&*lock.file).write_all(&line))
+            .and_then(|()| (&*lock.file).write_all(line))
             .is_ok()
         {
             state.known_end = line.len() as u64;
@@ -298,10 +335,7 @@ async fn append_to_journal(inner: &Inner, entry: AuditEntry) -> Result<AuditRece
     drop(lock);
     drop(state);
     inner.wake_indexer.notify_one();
-    Ok(AuditReceipt {
-        seq: record.seq,
-        hash: record.hash,
-    })
+    Ok(receipts)
 }
 
 impl Inner {
