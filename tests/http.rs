@@ -9,43 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::mcp_post as post;
 use common::*;
 use serde_json::{Value, json};
 
 const PROTOCOL: &str = "2025-11-25";
-
-/// One raw JSON-RPC POST to /mcp; returns the status, the session id header
-/// and the body.
-async fn post(
-    url: &str,
-    token: Option<&str>,
-    session: Option<&str>,
-    extra: &[(&str, &str)],
-    body: &Value,
-) -> (u16, Option<String>, reqwest::header::HeaderMap, String) {
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", PROTOCOL)
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    for (name, value) in extra {
-        request = request.header(*name, *value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let session = headers
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap().to_string());
-    (status, session, headers, response.text().await.unwrap())
-}
 
 fn initialize() -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {

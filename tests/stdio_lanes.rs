@@ -20,66 +20,11 @@ fn call_line(id: u64, tool: &str, args: &Value, through_rmcp: bool) -> String {
 #[test]
 fn both_lanes_answer_and_record_alike() {
     let s = Scratch::new();
-    s.write("a.txt", "one\ntwo\nthree\n");
-    s.write("crlf.txt", "x\r\ny\r\n");
-    s.write("dir/inner.txt", "needle here\n");
-    s.write("w.txt", "old\n");
-    std::fs::write(s.ws().join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+    lane_test_files(&s);
     let log = s.dir.path().join("server.log");
     let mut server = RawServer::start_logging(&s.ws(), &log);
 
-    // Calls whose answer does not depend on being made twice.
-    let calls: Vec<(&str, Value)> = vec![
-        ("file_read", json!({"target_file": "a.txt"})),
-        (
-            "file_read",
-            json!({"target_file": "a.txt", "offset": 2, "limit": 1}),
-        ),
-        ("file_read", json!({"target_file": "crlf.txt"})),
-        ("file_read", json!({"target_file": "missing.txt"})),
-        ("file_read", json!({"target_file": "bin.dat"})),
-        ("file_read", json!({"target_file": "../outside.txt"})),
-        ("file_read", json!({"target_file": ".arbiter/arbiter.db"})),
-        ("file_read", json!({"target_file": "dir"})),
-        ("file_read", json!({})),
-        ("file_read", json!({"target_file": 7})),
-        ("file_read", json!({"target_file": "a.txt", "limit": "ten"})),
-        (
-            "file_write",
-            json!({"file_path": "w.txt", "contents": "new\n"}),
-        ),
-        (
-            "file_write",
-            json!({"file_path": "../escape.txt", "contents": "x"}),
-        ),
-        ("file_write", json!({"file_path": "w.txt"})),
-        (
-            "file_search_replace",
-            json!({"file_path": "a.txt", "old_string": "absent", "new_string": "x"}),
-        ),
-        (
-            "file_search_replace",
-            json!({"file_path": "a.txt", "old_string": "", "new_string": "x"}),
-        ),
-        ("list_dir", json!({"relative_workspace_path": "."})),
-        (
-            "list_dir",
-            json!({"relative_workspace_path": "dir", "depth": 2}),
-        ),
-        ("grep_search", json!({"query": "needle"})),
-        ("grep_search", json!({"query": "("})),
-        ("file_search", json!({"query": "inner"})),
-        ("delete_file", json!({"target_file": "dir"})),
-        ("delete_file", json!({"target_file": "missing.txt"})),
-        (
-            "move_file",
-            json!({"source": "a.txt", "destination": "crlf.txt"}),
-        ),
-        (
-            "move_file",
-            json!({"source": "a.txt", "destination": "../out.txt"}),
-        ),
-    ];
+    let calls = lane_test_calls();
     let mut id = 100;
     for (tool, args) in &calls {
         let mut answers = Vec::new();

@@ -178,11 +178,13 @@ fn encode_text_result(id: &RequestId, result: &CallToolResult) -> Option<Vec<u8>
         RequestId::String(s) => json_out::write_str(&mut out, s),
     }
     out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
+    let text_at = out.len();
     json_out::write_str(&mut out, &text.text);
+    let written = (text.text.as_str(), text_at..out.len());
     out.extend_from_slice(b"}]");
     if let Some(structured) = &result.structured_content {
         out.extend_from_slice(br#","structuredContent":"#);
-        json_out::write_value(&mut out, structured);
+        json_out::write_value_reusing(&mut out, structured, Some(&written));
     }
     if let Some(is_error) = result.is_error {
         out.extend_from_slice(if is_error {
@@ -279,8 +281,18 @@ mod tests {
                 "     1\tsay \"hi\"\n     2\t\u{1}é\n",
             )]);
         result.structured_content = Some(serde_json::json!({"content": "x\ty", "n": 2, "t": null}));
-        for id in [RequestId::Number(-9), RequestId::String("a\"b".into())] {
-            let fast = encode_text_result(&id, &result).expect("a text result");
+        // A read's structured content repeats its text: copied, not escaped again.
+        let long = "     1\tsay \"hi\"\n     2\t\u{1}é\n".repeat(10);
+        let mut read = rmcp::model::CallToolResult::success(vec![
+            rmcp::model::ContentBlock::text(long.clone()),
+        ]);
+        read.structured_content = Some(serde_json::json!({"content": long, "n": 20}));
+        for (id, result) in [
+            (RequestId::Number(-9), &result),
+            (RequestId::String("a\"b".into()), &result),
+            (RequestId::Number(4), &read),
+        ] {
+            let fast = encode_text_result(&id, result).expect("a text result");
             let mut slow = ServerResult::from(CallToolResponse::from(result.clone()));
             slow.strip_result_type_for_legacy_peer();
             let mut slow = serde_json::to_vec(&ServerJsonRpcMessage::response(slow, id)).unwrap();

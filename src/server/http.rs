@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ArbiterServer;
 use super::auth::{self, AuthFailure, SessionIdentity};
+use super::http_direct::{self, DirectSessions};
 use super::rate::{OverLimit, RateLimit, RateLimits};
 use super::replies::Replies;
 use super::tenants::{TenantError, TenantRegistry, TenantRuntime};
@@ -42,7 +43,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long it then waits for connections to close.
 const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// The header that carries an MCP session id.
-const SESSION_HEADER: &str = "mcp-session-id";
+pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 
 /// How the operator asked to serve.
 #[derive(Debug, Clone)]
@@ -87,6 +88,8 @@ struct Endpoint {
     sessions: Arc<LocalSessionManager>,
     /// Ends this endpoint's sessions (the token was revoked).
     ends: CancellationToken,
+    /// Its sessions whose plain file-tool calls skip rmcp (`http_direct.rs`).
+    lane: Arc<DirectSessions>,
 }
 
 struct App {
@@ -123,16 +126,19 @@ impl App {
                 // long; its SSE keep-alives do not count.
                 manager.session_config.keep_alive = Some(self.session_idle_timeout);
                 let sessions = Arc::new(manager);
+                let lane = Arc::new(DirectSessions::new(self.session_idle_timeout));
+                let joins = lane.clone();
                 let runtime = runtime.clone();
                 let service = StreamableHttpService::new(
                     move || {
                         let (toolbox, audit) = (runtime.toolbox.clone(), runtime.audit.clone());
-                        Ok(match &identity {
+                        let server = match &identity {
                             Some(identity) => {
                                 ArbiterServer::acting_for(toolbox, audit, identity.clone())
                             }
                             None => ArbiterServer::new(toolbox, audit),
-                        })
+                        };
+                        Ok(server.with_http_lane(joins.clone()))
                     },
                     sessions.clone(),
                     self.config.clone().with_cancellation_token(ends.clone()),
@@ -141,6 +147,7 @@ impl App {
                     service,
                     sessions,
                     ends,
+                    lane,
                 })
             })
             .clone()
@@ -519,6 +526,7 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     };
     let endpoint = app.endpoint(token, &runtime, identity);
+    let mut request = request;
     if let Some(session) = request.headers().get(SESSION_HEADER) {
         let id = String::from_utf8_lossy(session.as_bytes()).into_owned();
         // rmcp answers 404 to an unknown session too, but a DELETE of one
@@ -536,6 +544,10 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                  another token; start a new session with `initialize`",
             );
         }
+        request = match http_direct::try_answer(&endpoint.lane, &id, request).await {
+            Ok(response) => return response.map(|body| app.replies.track(body)),
+            Err(request) => request,
+        };
     }
     // A POST's reply stream is counted, so shutdown can wait for it.
     let counted = request.method() == axum::http::Method::POST;

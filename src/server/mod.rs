@@ -13,6 +13,7 @@ pub mod conn;
 pub mod console;
 pub mod direct;
 pub mod http;
+pub mod http_direct;
 pub mod json_out;
 pub mod metrics;
 pub mod origin;
@@ -32,7 +33,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ServerCapabilities, ServerConfig,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -89,6 +90,24 @@ struct SessionState {
     identity: Option<auth::SessionIdentity>,
     /// Counts this session in `arbiter_mcp_sessions_active` while it lives.
     _live: metrics::LiveSession,
+    /// The streamable HTTP endpoint's direct lane, which this session joins
+    /// once initialized (`http_direct.rs`); `None` on other transports.
+    http_lane: Option<Arc<http_direct::DirectSessions>>,
+}
+
+/// A session's server that does not keep the session alive: the HTTP lane's
+/// hold on it, which rmcp's ending of the session (and so the end of its
+/// background commands and terminals) must not wait for.
+pub(crate) struct WeakArbiterServer(std::sync::Weak<SessionState>);
+
+impl WeakArbiterServer {
+    pub(crate) fn upgrade(&self) -> Option<ArbiterServer> {
+        self.0.upgrade().map(|inner| ArbiterServer { inner })
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 /// A successful tool result: readable text for the model, the typed object as
@@ -189,6 +208,7 @@ impl ArbiterServer {
                 tool_router: Self::tool_router(),
                 identity: None,
                 _live: metrics::LiveSession::start(),
+                http_lane: None,
             }),
         }
     }
@@ -678,6 +698,30 @@ impl ServerHandler for ArbiterServer {
             ))
     }
 
+    /// Over streamable HTTP, the session joins its endpoint's direct lane:
+    /// `notifications/initialized` is the first request that names the
+    /// session id rmcp gave it.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let Some(lane) = &self.inner.http_lane else {
+            return;
+        };
+        let session_id = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get(http::SESSION_HEADER))
+            .and_then(|id| id.to_str().ok());
+        let peer = context.peer.peer_info();
+        let direct = peer.as_deref().and_then(direct::DirectSession::for_peer);
+        if let (Some(id), Some(peer), Some(direct)) = (session_id, peer, direct) {
+            lane.register(
+                id,
+                WeakArbiterServer(Arc::downgrade(&self.inner)),
+                direct,
+                peer.protocol_version.to_string(),
+            );
+        }
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -714,6 +758,14 @@ impl ArbiterServer {
             .expect("a new server is not shared yet")
             .identity = Some(identity);
         server
+    }
+
+    /// A server whose session joins `lane` once the client is initialized.
+    pub fn with_http_lane(mut self, lane: Arc<http_direct::DirectSessions>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("a new server is not shared yet")
+            .http_lane = Some(lane);
+        self
     }
 
     /// Whether `tool` says it changes nothing (its `readOnlyHint`).

@@ -322,11 +322,30 @@ pub async fn eventually(what: &str, limit: std::time::Duration, mut cond: impl F
 pub struct HttpServer {
     pub child: std::process::Child,
     pub base: String,
+    /// Its stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl HttpServer {
     pub fn start(ws: &Path, extra: &[&str]) -> Self {
-        let mut child = std::process::Command::new(BIN)
+        Self::start_command(std::process::Command::new(BIN), ws, extra)
+    }
+
+    /// Started with debug logs (see [`Self::log_count`]).
+    pub fn start_logging(ws: &Path, extra: &[&str]) -> Self {
+        let mut command = std::process::Command::new(BIN);
+        command.env("ARBITER_LOG", "arbiter=debug");
+        Self::start_command(command, ws, extra)
+    }
+
+    /// How many lines of its stderr so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn start_command(mut command: std::process::Command, ws: &Path, extra: &[&str]) -> Self {
+        let mut child = command
             .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
             .arg(ws)
             .args(extra)
@@ -337,6 +356,8 @@ impl HttpServer {
             .expect("spawn arbiter");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         // Keep reading stderr for the server's whole life, so it never
         // blocks on a full pipe.
         std::thread::spawn(move || {
@@ -354,13 +375,14 @@ impl HttpServer {
                         .collect();
                     let _ = tx.send(url);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let url = rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the server logs the address it serves");
         let base = url.trim_end_matches("/mcp").to_string();
-        Self { child, base }
+        Self { child, base, log }
     }
 
     pub fn mcp(&self) -> String {
@@ -469,4 +491,104 @@ pub fn assert_migrates_once(ws: &Path, args: &[&str], store: &str, dir: &str) {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("{store}: migrations applied (0 new)"));
     assert!(!err.contains("migrating: "), "{err}");
+}
+
+/// Files for [`lane_test_calls`].
+pub fn lane_test_files(s: &Scratch) {
+    s.write("a.txt", "one\ntwo\nthree\n");
+    s.write("crlf.txt", "x\r\ny\r\n");
+    s.write("dir/inner.txt", "needle here\n");
+    s.write("w.txt", "old\n");
+    std::fs::write(s.ws().join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+}
+
+/// Calls of every directly answered tool, successes, refusals and malformed
+/// arguments, whose answers do not depend on being made twice: both lanes of
+/// a transport must answer each alike (`stdio_lanes.rs`, `http_lanes.rs`).
+pub fn lane_test_calls() -> Vec<(&'static str, Value)> {
+    use serde_json::json;
+    vec![
+        ("file_read", json!({"target_file": "a.txt"})),
+        (
+            "file_read",
+            json!({"target_file": "a.txt", "offset": 2, "limit": 1}),
+        ),
+        ("file_read", json!({"target_file": "crlf.txt"})),
+        ("file_read", json!({"target_file": "missing.txt"})),
+        ("file_read", json!({"target_file": "bin.dat"})),
+        ("file_read", json!({"target_file": "../outside.txt"})),
+        ("file_read", json!({"target_file": ".arbiter/arbiter.db"})),
+        ("file_read", json!({"target_file": "dir"})),
+        ("file_read", json!({})),
+        ("file_read", json!({"target_file": 7})),
+        ("file_read", json!({"target_file": "a.txt", "limit": "ten"})),
+        (
+            "file_write",
+            json!({"file_path": "w.txt", "contents": "new\n"}),
+        ),
+        (
+            "file_write",
+            json!({"file_path": "../escape.txt", "contents": "x"}),
+        ),
+        ("file_write", json!({"file_path": "w.txt"})),
+        (
+            "file_search_replace",
+            json!({"file_path": "a.txt", "old_string": "absent", "new_string": "x"}),
+        ),
+        (
+            "file_search_replace",
+            json!({"file_path": "a.txt", "old_string": "", "new_string": "x"}),
+        ),
+        ("list_dir", json!({"relative_workspace_path": "."})),
+        (
+            "list_dir",
+            json!({"relative_workspace_path": "dir", "depth": 2}),
+        ),
+        ("grep_search", json!({"query": "needle"})),
+        ("grep_search", json!({"query": "("})),
+        ("file_search", json!({"query": "inner"})),
+        ("delete_file", json!({"target_file": "dir"})),
+        ("delete_file", json!({"target_file": "missing.txt"})),
+        (
+            "move_file",
+            json!({"source": "a.txt", "destination": "crlf.txt"}),
+        ),
+        (
+            "move_file",
+            json!({"source": "a.txt", "destination": "../out.txt"}),
+        ),
+    ]
+}
+
+/// One raw JSON-RPC POST to /mcp; returns the status, the session id header
+/// and the body.
+pub async fn mcp_post(
+    url: &str,
+    token: Option<&str>,
+    session: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> (u16, Option<String>, reqwest::header::HeaderMap, String) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let session = headers
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, session, headers, response.text().await.unwrap())
 }
