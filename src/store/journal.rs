@@ -16,12 +16,13 @@
 //! call` beside a running server) reads the head back from the last line, so
 //! several processes extend one chain. A torn last line (a process killed
 //! mid-write, whose call never got a reply) is cut before the next append.
-//! When the journal grows past a limit and everything in it is in the store, it
-//! is cut back to its last line.
+//! When the journal grows past a limit, the lines already in the store are cut
+//! from its front (see [`cut_indexed`]); the newer ones, and at least the head,
+//! stay.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,8 +35,10 @@ use tokio::sync::{Mutex, Notify};
 use super::audit::{AuditEntry, AuditError, AuditRecord, ChainHead, GENESIS_HASH};
 use super::{LazyStore, Store, StoreError};
 
-/// Journal size past which it is cut back once fully indexed.
+/// Journal size past which its indexed lines are cut.
 const ROTATE_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes read at a time when looking for where the lines to keep start.
+const SCAN_CHUNK: u64 = 64 * 1024;
 /// Longest journal line read back when looking for the head (records are capped well below).
 const MAX_LINE_BYTES: u64 = 64 * 1024;
 /// How long the indexer lets appends gather before it indexes them.
@@ -105,6 +108,8 @@ struct Inner {
     /// Highest seq this process's indexer has seen committed in the store.
     indexed_through: AtomicI64,
     wake_indexer: Notify,
+    /// Size past which the journal is cut ([`ROTATE_BYTES`] but in tests).
+    rotate_bytes: u64,
 }
 
 struct JournalState {
@@ -112,6 +117,13 @@ struct JournalState {
     /// means someone else appended (or cut) since.
     known_end: u64,
     head: Option<ChainHead>,
+    /// The line that ends the file at `known_end` (empty for an empty file):
+    /// a file cut and grown again by another process can come back to the
+    /// same size with other lines.
+    last_line: Vec<u8>,
+    /// `indexed_through` when a cut last found too much not yet indexed: no
+    /// new try (a scan of up to half the limit) until the indexer moves on.
+    uncut_at: Option<i64>,
 }
 
 impl AuditChain {
@@ -119,6 +131,16 @@ impl AuditChain {
     /// store that `opener` opens. Opening the store happens in the background,
     /// so a server can answer `initialize` at once.
     pub fn open(tenant: String, path: &Path, store: Arc<LazyStore>) -> std::io::Result<Self> {
+        Self::open_with_limit(tenant, path, store, ROTATE_BYTES)
+    }
+
+    /// [`AuditChain::open`], cutting the journal past `rotate_bytes`.
+    fn open_with_limit(
+        tenant: String,
+        path: &Path,
+        store: Arc<LazyStore>,
+        rotate_bytes: u64,
+    ) -> std::io::Result<Self> {
         let file = open_journal(path)?;
         let inner = Arc::new(Inner {
             tenant,
@@ -127,10 +149,13 @@ impl AuditChain {
             state: Mutex::new(JournalState {
                 known_end: u64::MAX,
                 head: None,
+                last_line: Vec::new(),
+                uncut_at: None,
             }),
             store,
             indexed_through: AtomicI64::new(0),
             wake_indexer: Notify::new(),
+            rotate_bytes,
         });
         tokio::spawn(index_continuously(Arc::clone(&inner)));
         Ok(Self {
@@ -281,18 +306,22 @@ async fn append_to_journal(
     }
     let lock = FileLock::exclusive(&inner.file).await.map_err(io_audit)?;
     let size = lock.file.metadata().map_err(io_audit)?.len();
-    if size != state.known_end || state.head.is_none() {
-        let (head, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
+    if size != state.known_end
+        || state.head.is_none()
+        || !ends_with_line(lock.file, size, &state.last_line)
+    {
+        let (last, valid_end) = read_head(lock.file, size).map_err(io_audit)?;
         if valid_end != size {
             tracing::warn!(at = valid_end, "cutting a torn line from the audit journal");
             lock.file.set_len(valid_end).map_err(io_audit)?;
         }
-        let head = match head {
-            Some(head) => head,
+        let (head, line) = match last {
+            Some(last) => last,
             // An empty journal: everything is in the store (or nothing exists yet).
-            None => inner.store_head().await?,
+            None => (inner.store_head().await?, Vec::new()),
         };
         state.head = Some(head);
+        state.last_line = line;
         state.known_end = valid_end;
     }
     let mut head = state.head.clone().unwrap_or_else(genesis);
@@ -318,18 +347,30 @@ async fn append_to_journal(
     state.known_end += lines.len() as u64;
     let newest = head.seq;
     state.head = Some(head);
-    if state.known_end > ROTATE_BYTES && inner.indexed_through.load(Ordering::Acquire) >= newest {
-        // Everything is in the store: keep only the head line.
-        let line = &lines[last_line..];
-        if lock
-            .file
-            .set_len(0)
-            .and_then(|()| (&*lock.file).write_all(line))
-            .is_ok()
-        {
-            state.known_end = line.len() as u64;
-        } else {
-            state.known_end = u64::MAX;
+    state.last_line = lines[last_line..].to_vec();
+    // The lines just written cannot be indexed yet: cut what is, keep the rest.
+    let indexed = inner.indexed_through.load(Ordering::Acquire);
+    if state.known_end > inner.rotate_bytes && state.uncut_at != Some(indexed) {
+        let max_keep = inner.rotate_bytes / 2;
+        match cut_indexed(
+            lock.file,
+            &inner.path,
+            state.known_end,
+            newest,
+            indexed,
+            max_keep,
+        ) {
+            Ok(Some(end)) => {
+                state.known_end = end;
+                state.uncut_at = None;
+            }
+            Ok(None) => state.uncut_at = Some(indexed),
+            Err(e) => {
+                // Every record is still in the file; where it ends is read again.
+                tracing::warn!(error = %e, "cutting back the audit journal failed");
+                state.known_end = u64::MAX;
+                state.uncut_at = Some(indexed);
+            }
         }
     }
     drop(lock);
@@ -416,9 +457,12 @@ fn journal_has_record(file: &File) -> bool {
         .is_ok_and(|m| matches!(read_head(file, m.len()), Ok((Some(_), _))))
 }
 
-/// The head recorded in the journal's last complete line, and where the
-/// complete lines end (a torn tail lies beyond).
-fn read_head(file: &File, size: u64) -> std::io::Result<(Option<ChainHead>, u64)> {
+/// The chain's head and the journal line it was read from.
+type HeadLine = (ChainHead, Vec<u8>);
+
+/// The head recorded in the journal's last complete line (with the line), and
+/// where the complete lines end (a torn tail lies beyond).
+fn read_head(file: &File, size: u64) -> std::io::Result<(Option<HeadLine>, u64)> {
     if size == 0 {
         return Ok((None, 0));
     }
@@ -442,19 +486,97 @@ fn read_head(file: &File, size: u64) -> std::io::Result<(Option<ChainHead>, u64)
     let record: AuditRecord = serde_json::from_slice(&buf[line_start..last_nl]).map_err(|e| {
         std::io::Error::other(format!("the journal's last line is not a record: {e}"))
     })?;
-    Ok((
-        Some(ChainHead {
-            seq: record.seq,
-            hash: record.hash,
-        }),
-        valid_end,
-    ))
+    let head = ChainHead {
+        seq: record.seq,
+        hash: record.hash,
+    };
+    Ok((Some((head, buf[line_start..=last_nl].to_vec())), valid_end))
+}
+
+/// Whether `line` ends the journal's first `end` bytes.
+fn ends_with_line(file: &File, end: u64, line: &[u8]) -> bool {
+    let Some(start) = end.checked_sub(line.len() as u64) else {
+        return false;
+    };
+    let mut buf = vec![0u8; line.len()];
+    file.read_exact_at(&mut buf, start).is_ok() && buf == line
+}
+
+/// Cut the lines already in the store (seq <= `indexed`) from the front of
+/// the journal, which ends at `end` with record `head_seq`, keeping at least
+/// the head's line; only when what stays fits in `max_keep` bytes (at most
+/// half the file, so cuts are rare and copy little). Returns the new end, or
+/// `None` when nothing was cut.
+///
+/// The kept lines are copied to the front, over bytes they do not overlap,
+/// before the file is shortened: a process killed midway leaves every record
+/// in place (readers skip repeated seqs and unreadable lines).
+fn cut_indexed(
+    file: &File,
+    path: &Path,
+    end: u64,
+    head_seq: i64,
+    indexed: i64,
+    max_keep: u64,
+) -> std::io::Result<Option<u64>> {
+    let keep_lines = u64::try_from(head_seq - indexed).unwrap_or(0).max(1);
+    let Some(start) = start_of_last_lines(file, end, keep_lines, max_keep)? else {
+        return Ok(None);
+    };
+    let mut kept = vec![0u8; (end - start) as usize];
+    file.read_exact_at(&mut kept, start)?;
+    // One chain, a record a line: the first line kept must follow the cut ones.
+    let first = kept.split(|&b| b == b'\n').next().unwrap_or_default();
+    match serde_json::from_slice::<AuditRecord>(first) {
+        Ok(record) if record.seq == head_seq + 1 - keep_lines as i64 => {}
+        _ => return Ok(None),
+    }
+    debug_assert!(kept.len() as u64 <= start, "copy overlaps what it copies");
+    // Writes through the O_APPEND descriptor would land at the end.
+    let writer = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
+        .open(path)?;
+    let (ours, named) = (file.metadata()?, writer.metadata()?);
+    if (ours.dev(), ours.ino()) != (named.dev(), named.ino()) {
+        // The path names another file now: not ours to cut.
+        return Ok(None);
+    }
+    writer.write_all_at(&kept, 0)?;
+    file.set_len(kept.len() as u64)?;
+    Ok(Some(kept.len() as u64))
+}
+
+/// Where the last `n` lines of the journal's first `end` bytes start, if
+/// that is past 0 and they span at most `max` bytes.
+fn start_of_last_lines(file: &File, end: u64, n: u64, max: u64) -> std::io::Result<Option<u64>> {
+    // The newline before the lines kept, then theirs.
+    let wanted = n + 1;
+    let floor = end.saturating_sub(max + 1);
+    let mut seen = 0;
+    let mut pos = end;
+    let mut buf = Vec::new();
+    while pos > floor {
+        let from = pos.saturating_sub(SCAN_CHUNK).max(floor);
+        buf.resize((pos - from) as usize, 0);
+        file.read_exact_at(&mut buf, from)?;
+        for i in memchr::memrchr_iter(b'\n', &buf) {
+            seen += 1;
+            if seen == wanted {
+                return Ok(Some(from + i as u64 + 1));
+            }
+        }
+        pos = from;
+    }
+    Ok(None)
 }
 
 /// Reads the journal from where it left off and inserts new records.
 #[derive(Debug, Default)]
 struct IndexCursor {
     offset: u64,
+    /// The last line read, which ends the journal at `offset` unless it was cut since.
+    anchor: Vec<u8>,
     /// Highest seq known to be in the store; `None` until read from the store.
     indexed: Option<i64>,
 }
@@ -472,7 +594,7 @@ impl IndexCursor {
             None => store.audit_head(tenant).await?.map_or(0, |h| h.seq),
         };
         self.indexed = Some(indexed);
-        let bytes = match read_from(path, &mut self.offset) {
+        let bytes = match read_from(path, &mut self.offset, &self.anchor) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(indexed),
             Err(e) => {
@@ -484,8 +606,10 @@ impl IndexCursor {
         let mut batch = Vec::new();
         let mut pos = 0;
         let mut highest = indexed;
+        let mut last_start = 0;
         while let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') {
             let line = &bytes[pos..pos + nl];
+            last_start = pos;
             pos += nl + 1;
             match serde_json::from_slice::<AuditRecord>(line) {
                 Ok(record) if record.seq > highest && record.tenant == tenant => {
@@ -502,17 +626,21 @@ impl IndexCursor {
         }
         store.audit_index(&batch).await?;
         self.offset += pos as u64;
+        if pos > 0 {
+            self.anchor = bytes[last_start..pos].to_vec();
+        }
         self.indexed = Some(highest);
         Ok(highest)
     }
 }
 
-/// The journal's bytes from `offset` to its end. A journal shorter than
-/// `offset` was cut back: read it from the start (old records are skipped by seq).
-fn read_from(path: &Path, offset: &mut u64) -> std::io::Result<Vec<u8>> {
+/// The journal's bytes from `offset` to its end. A journal where `anchor` no
+/// longer ends at `offset` was cut back, and may have grown past `offset`
+/// again: read it from the start (old records are skipped by seq).
+fn read_from(path: &Path, offset: &mut u64, anchor: &[u8]) -> std::io::Result<Vec<u8>> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
-    if size < *offset {
+    if size < *offset || !ends_with_line(&file, *offset, anchor) {
         *offset = 0;
     }
     let mut bytes = vec![0u8; (size - *offset) as usize];
@@ -570,12 +698,12 @@ pub async fn index_journal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SqliteStore;
+    use crate::store::audit::verify_chain;
+    use std::sync::atomic::AtomicU32;
 
-    #[test]
-    fn head_comes_from_the_last_complete_line_and_a_torn_tail_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("j");
-        let entry = AuditEntry {
+    fn entry(detail: &str) -> AuditEntry {
+        AuditEntry {
             ts: "t".into(),
             session_id: "s".into(),
             client_name: "c".into(),
@@ -585,11 +713,70 @@ mod tests {
             decision: "allow".into(),
             rule_ids: String::new(),
             outcome: "ok".into(),
-            detail: String::new(),
+            detail: detail.into(),
             duration_us: 1,
             waiver_ids: String::new(),
             task_ids: String::new(),
-        };
+        }
+    }
+
+    /// A store on `db`, opened as a process of its own would open it.
+    fn sqlite(db: &Path) -> Arc<LazyStore> {
+        let db = db.to_path_buf();
+        LazyStore::new(Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { Ok(Arc::new(SqliteStore::open(&db).await?) as Arc<dyn Store>) })
+        }))
+    }
+
+    fn size(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    /// The next `n` records of a chain after `from`, a line each, of varying lengths.
+    fn lines(from: &ChainHead, n: usize) -> (Vec<Vec<u8>>, ChainHead) {
+        let mut head = from.clone();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let detail = "x".repeat((head.seq as usize * 7) % 40);
+            let r = AuditRecord::from_entry("default", head.seq + 1, &head.hash, &entry(&detail));
+            let mut line = serde_json::to_vec(&r).unwrap();
+            line.push(b'\n');
+            out.push(line);
+            head = ChainHead {
+                seq: r.seq,
+                hash: r.hash,
+            };
+        }
+        (out, head)
+    }
+
+    /// The store holds exactly the records of `receipts`, in chain order, and the chain verifies.
+    async fn assert_store_holds(store: &LazyStore, receipts: &[AuditReceipt]) {
+        let store = store.get().await.unwrap();
+        let report = verify_chain(store.as_ref(), "default", &mut |_| {})
+            .await
+            .unwrap();
+        assert!(report.first_bad.is_none(), "{:?}", report.first_bad);
+        let mut want: Vec<_> = receipts.iter().map(|r| (r.seq, r.hash.clone())).collect();
+        want.sort();
+        let got: Vec<_> = store
+            .audit_page("default", 0, 1_000_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.seq, r.hash))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the store does not hold the records appended");
+        assert_eq!(report.records, want.len() as u64);
+    }
+
+    #[test]
+    fn head_comes_from_the_last_complete_line_and_a_torn_tail_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let entry = entry("");
         let r1 = AuditRecord::from_entry("default", 1, GENESIS_HASH, &entry);
         let r2 = AuditRecord::from_entry("default", 2, &r1.hash, &entry);
         let mut text = String::new();
@@ -602,9 +789,179 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let file = File::open(&path).unwrap();
         let (head, valid_end) = read_head(&file, text.len() as u64).unwrap();
-        assert_eq!(head.unwrap().seq, 2);
+        assert_eq!(head.unwrap().0.seq, 2);
         assert_eq!(valid_end, complete);
         let (head, end) = read_head(&file, 0).unwrap();
         assert!(head.is_none() && end == 0);
+    }
+
+    #[tokio::test]
+    async fn a_journal_past_its_limit_is_cut_back_to_what_is_not_indexed() {
+        const LIMIT: u64 = 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let store = sqlite(&dir.path().join("db.sqlite"));
+        let chain = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), LIMIT)
+            .unwrap();
+        let mut receipts = Vec::new();
+        let mut largest = 0;
+        for i in 0..200 {
+            // Now and then a burst, all of whose lines must stay.
+            let n = if i % 10 == 9 { 3 } else { 1 };
+            let batch = (0..n).map(|k| entry(&format!("call {i}.{k}"))).collect();
+            receipts.extend(chain.append_all(batch).await.unwrap());
+            largest = largest.max(size(&path));
+            chain.flush_index().await.unwrap();
+        }
+        assert!(
+            largest <= 2 * LIMIT,
+            "the journal grew to {largest} bytes, past twice its limit ({LIMIT})"
+        );
+        assert_store_holds(&store, &receipts).await;
+        // The head is still read from the journal, without the store.
+        let (head, _) = read_head(&File::open(&path).unwrap(), size(&path)).unwrap();
+        assert_eq!(head.unwrap().0.seq, receipts.last().unwrap().seq);
+    }
+
+    #[test]
+    fn a_cut_keeps_the_lines_not_indexed_and_only_when_they_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let file = open_journal(&path).unwrap();
+        let (written, head) = lines(&genesis(), 10);
+        (&file).write_all(&written.concat()).unwrap();
+        let end = size(&path);
+        // Ten lines do not fit in half the file.
+        assert_eq!(
+            cut_indexed(&file, &path, end, 10, 0, end / 2).unwrap(),
+            None
+        );
+        assert_eq!(size(&path), end);
+        // 8, 9 and 10 are not indexed yet: they stay, in order.
+        let kept = written[7..].concat();
+        let cut = cut_indexed(&file, &path, end, head.seq, 7, end / 2).unwrap();
+        assert_eq!(cut, Some(kept.len() as u64));
+        assert_eq!(std::fs::read(&path).unwrap(), kept);
+        // All indexed: the head's line stays.
+        let end = size(&path);
+        assert_eq!(
+            cut_indexed(&file, &path, end, 10, 10, end).unwrap(),
+            Some(written[9].len() as u64)
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), written[9]);
+    }
+
+    #[tokio::test]
+    async fn an_indexer_reads_a_journal_cut_and_grown_past_its_offset_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
+        let file = open_journal(&path).unwrap();
+        let (written, head) = lines(&genesis(), 10);
+        (&file).write_all(&written.concat()).unwrap();
+        let mut cursor = IndexCursor::default();
+        assert_eq!(cursor.index(&store, "default", &path).await.unwrap(), 10);
+        let end = size(&path);
+        cut_indexed(&file, &path, end, head.seq, 10, end / 2)
+            .unwrap()
+            .unwrap();
+        // Grown past where the cursor stopped before it reads again.
+        let (more, head) = lines(&head, 12);
+        (&file).write_all(&more.concat()).unwrap();
+        assert!(size(&path) > cursor.offset);
+        assert_eq!(
+            cursor.index(&store, "default", &path).await.unwrap(),
+            head.seq
+        );
+        let report = verify_chain(&store, "default", &mut |_| {}).await.unwrap();
+        assert!(report.first_bad.is_none(), "{:?}", report.first_bad);
+        assert_eq!(report.head_seq, head.seq);
+    }
+
+    #[tokio::test]
+    async fn an_appender_sees_a_cut_that_left_the_journal_at_the_size_it_knew() {
+        const LIMIT: u64 = 2048;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = dir.path().join("db.sqlite");
+        // Two descriptors, locks and stores, as two processes have.
+        let store = sqlite(&db);
+        let a = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), LIMIT)
+            .unwrap();
+        let b = AuditChain::open_with_limit("default".into(), &path, sqlite(&db), LIMIT).unwrap();
+        let mut receipts = vec![b.append(entry(&"b".repeat(900))).await.unwrap()];
+        let b_end = size(&path);
+        let mut cut = false;
+        for _ in 0..20 {
+            let before = size(&path);
+            receipts.push(a.append(entry("a")).await.unwrap());
+            a.flush_index().await.unwrap();
+            if size(&path) < before {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut, "the journal was never cut");
+        // One more line from `a`, sized to bring the journal back to where `b` left it.
+        let (head, _) = read_head(&File::open(&path).unwrap(), size(&path)).unwrap();
+        let head = head.unwrap().0;
+        let probe = AuditRecord::from_entry("default", head.seq + 1, &head.hash, &entry(""));
+        let bare = serde_json::to_vec(&probe).unwrap().len() as u64 + 1;
+        let pad = b_end - size(&path) - bare;
+        receipts.push(a.append(entry(&"a".repeat(pad as usize))).await.unwrap());
+        assert_eq!(size(&path), b_end);
+        let last = b.append(entry("b again")).await.unwrap();
+        assert_eq!(last.seq, head.seq + 2, "b went on from its own last record");
+        receipts.push(last);
+        a.flush_index().await.unwrap();
+        assert_store_holds(&store, &receipts).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_appending_through_cuts_keep_one_chain_all_indexed() {
+        const LIMIT: u64 = 32 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = dir.path().join("db.sqlite");
+        let store = sqlite(&db);
+        // Each with its own background indexer; no flush while they append.
+        let a = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), LIMIT)
+            .unwrap();
+        let b = AuditChain::open_with_limit("default".into(), &path, sqlite(&db), LIMIT).unwrap();
+        let cuts_seen = Arc::new(AtomicU32::new(0));
+        let run = |chain: AuditChain, name: &'static str| {
+            let (path, cuts_seen) = (path.clone(), Arc::clone(&cuts_seen));
+            tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                let mut last = 0;
+                for i in 0..1000 {
+                    if cuts_seen.load(Ordering::Relaxed) >= 6 {
+                        break;
+                    }
+                    receipts.push(chain.append(entry(&format!("{name} {i}"))).await.unwrap());
+                    let now = size(&path);
+                    if now < last {
+                        cuts_seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    last = now;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                receipts
+            })
+        };
+        let (ra, rb) = (run(a.clone(), "a"), run(b, "b"));
+        let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
+        assert!(
+            cuts_seen.load(Ordering::Relaxed) >= 6,
+            "the journal was not cut while {} records were appended",
+            ra.len() + rb.len()
+        );
+        for r in [&ra, &rb] {
+            assert!(r.windows(2).all(|w| w[0].seq < w[1].seq));
+        }
+        a.flush_index().await.unwrap();
+        assert_store_holds(&store, &[ra, rb].concat()).await;
     }
 }
