@@ -43,7 +43,10 @@ fn message(headers: &reqwest::header::HeaderMap, body: &str) -> (Value, bool) {
     if content_type.starts_with("application/json") {
         return (serde_json::from_str(body).unwrap(), true);
     }
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     let data = body
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
@@ -152,10 +155,7 @@ async fn the_lane_answers_only_for_the_tokens_live_sessions() {
 async fn a_session_busy_with_direct_calls_is_not_closed_as_idle() {
     let s = Scratch::new();
     s.write("r.txt", "busy\n");
-    let server = HttpServer::start_logging(
-        &s.ws(),
-        &["--no-auth", "--session-idle-timeout", "2s"],
-    );
+    let server = HttpServer::start_logging(&s.ws(), &["--no-auth", "--session-idle-timeout", "2s"]);
     let url = server.mcp();
     let session = open_session(&url, None).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -165,9 +165,13 @@ async fn a_session_busy_with_direct_calls_is_not_closed_as_idle() {
     while started.elapsed() < Duration::from_secs(5) {
         calls += 1;
         let read = call(calls, "file_read", &json!({"target_file": "r.txt"}), false);
-        let (status, _, headers, body) =
-            mcp_post(&url, None, Some(&session), &[], &read).await;
-        assert_eq!(status, 200, "call {calls} after {:?}: {body}", started.elapsed());
+        let (status, _, headers, body) = mcp_post(&url, None, Some(&session), &[], &read).await;
+        assert_eq!(
+            status,
+            200,
+            "call {calls} after {:?}: {body}",
+            started.elapsed()
+        );
         let (answer, _) = message(&headers, &body);
         assert_eq!(answer["result"]["isError"], false, "{answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -283,9 +283,9 @@ mod tests {
         result.structured_content = Some(serde_json::json!({"content": "x\ty", "n": 2, "t": null}));
         // A read's structured content repeats its text: copied, not escaped again.
         let long = "     1\tsay \"hi\"\n     2\t\u{1}é\n".repeat(10);
-        let mut read = rmcp::model::CallToolResult::success(vec![
-            rmcp::model::ContentBlock::text(long.clone()),
-        ]);
+        let mut read = rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(
+            long.clone(),
+        )]);
         read.structured_content = Some(serde_json::json!({"content": long, "n": 20}));
         for (id, result) in [
             (RequestId::Number(-9), &result),

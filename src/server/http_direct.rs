@@ -230,7 +230,10 @@ mod tests {
         // Another version than negotiated, two of them: rmcp's to judge.
         assert!(!plain_post_headers(&headers(PLAIN), "2025-06-18"));
         let mut twice = headers(PLAIN);
-        twice.append("mcp-protocol-version", HeaderValue::from_static("2025-11-25"));
+        twice.append(
+            "mcp-protocol-version",
+            HeaderValue::from_static("2025-11-25"),
+        );
         assert!(!plain_post_headers(&twice, "2025-11-25"));
         // rmcp answers 406 and 415 for these, and reads unsized bodies itself.
         for name in ["accept", "content-type", "content-length"] {
@@ -240,10 +243,7 @@ mod tests {
         only_json.insert("accept", HeaderValue::from_static("application/json"));
         assert!(!plain_post_headers(&only_json, "2025-11-25"));
         let mut split = without("accept");
-        split.append(
-            "accept",
-            HeaderValue::from_static("application/json;q=0.9"),
-        );
+        split.append("accept", HeaderValue::from_static("application/json;q=0.9"));
         split.append("accept", HeaderValue::from_static("text/event-stream"));
         assert!(plain_post_headers(&split, "2025-11-25"));
         let mut big = without("content-length");

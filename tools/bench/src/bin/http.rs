@@ -4,7 +4,8 @@
 //! bearer token made by `arbiter token create` (so the token check is in every
 //! measured request), or with `--no-auth`.
 //!
-//! The client is `reqwest` speaking the transport by hand: `POST /mcp` with
+//! The client is hyper's HTTP/1.1 connection (one keep-alive connection per
+//! session, no pool) speaking the transport by hand: `POST /mcp` with
 //! `Accept: application/json, text/event-stream`, the `Mcp-Session-Id` the
 //! server gave at `initialize`, and the reply read from the SSE stream (or
 //! JSON body) that answers each POST. Every reply is checked; failures are
@@ -27,6 +28,10 @@ use arbiter_bench::{
     proc_cpu_seconds, proc_status_kib, reply_text,
 };
 use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
@@ -205,20 +210,23 @@ struct Figures {
 
 async fn load(args: &Args, server: &Server, token: Option<&str>, content: &str) -> Result<Figures> {
     let pid = server.process.0.id();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(args.sessions)
-        .timeout(Duration::from_secs(args.timeout))
-        .build()?;
+    let addr: std::net::SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()
+        .with_context(|| format!("the server's URL {} is not http://ADDR/mcp", server.url))?;
     let client = Arc::new(McpHttp {
-        http,
-        url: server.url.clone(),
+        addr,
+        authority: addr.to_string(),
         token: token.map(|t| format!("Bearer {t}")),
+        timeout: Duration::from_secs(args.timeout),
     });
 
     // One session first, to check that a read returns the whole file.
-    let (session, info) = client.open_session().await?;
-    let reply = client.call(&session, 2).await?;
+    let mut conn = client.connect().await?;
+    let (session, info) = client.open_session(&mut conn).await?;
+    let reply = client.call(&mut conn, &session, 2).await?;
     let last_line = content.lines().last().expect("non-empty file");
     ensure!(
         reply_text(&reply).contains(last_line),
@@ -231,7 +239,8 @@ async fn load(args: &Args, server: &Server, token: Option<&str>, content: &str) 
         info["serverInfo"]["version"].as_str().unwrap_or("?"),
         info["protocolVersion"].as_str().unwrap_or("?"),
     );
-    client.close_session(&session).await;
+    client.close_session(&mut conn, &session).await;
+    drop(conn);
     let rss_start_kib = proc_status_kib(pid, "VmRSS")?;
 
     let peak = Arc::new(AtomicU64::new(rss_start_kib));
@@ -338,11 +347,17 @@ async fn session_worker(
     errors: &Errors,
 ) -> (Duration, Vec<Duration>) {
     let opened_at = Instant::now();
-    let opened = client.open_session().await;
+    let opened = match client.connect().await {
+        Ok(mut conn) => client
+            .open_session(&mut conn)
+            .await
+            .map(|(session, _)| (conn, session)),
+        Err(e) => Err(e),
+    };
     let handshake = opened_at.elapsed();
     start.wait().await;
-    let session = match opened {
-        Ok((session, _)) => session,
+    let (mut conn, session) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             // Every call this session would have made fails with it.
             for _ in 0..calls {
@@ -354,107 +369,208 @@ async fn session_worker(
     let mut samples = Vec::with_capacity(calls);
     for i in 0..calls {
         let sent_at = Instant::now();
-        match client.call(&session, i as u64 + 2).await {
-            Ok(_) => samples.push(sent_at.elapsed()),
+        match client.call_checked(&mut conn, &session, i as u64 + 2).await {
+            Ok(()) => samples.push(sent_at.elapsed()),
             Err(e) => errors.record(&e),
         }
     }
-    client.close_session(&session).await;
+    client.close_session(&mut conn, &session).await;
     (handshake, samples)
 }
 
-/// The MCP streamable HTTP transport, by hand, on a shared connection pool.
+/// The MCP streamable HTTP transport, by hand: where and as whom to connect.
 struct McpHttp {
-    http: reqwest::Client,
-    url: String,
+    addr: std::net::SocketAddr,
+    /// `127.0.0.1:PORT`: the `Host` the server checks.
+    authority: String,
     /// `Bearer arb_...`, or none with `--no-auth`.
     token: Option<String>,
+    timeout: Duration,
+}
+
+/// One session's keep-alive HTTP/1.1 connection (hyper's client connection,
+/// without a pool: each session has its own, as a real agent would).
+struct Conn {
+    send: SendRequest<Full<Bytes>>,
+}
+
+/// A POST's answer: status, whether the body is JSON (not SSE), the body.
+struct Answer {
+    status: hyper::StatusCode,
+    json: bool,
+    session: Option<String>,
+    body: Bytes,
 }
 
 impl McpHttp {
-    fn post(&self, session: Option<&str>, body: String) -> reqwest::RequestBuilder {
-        let mut request = self
-            .http
-            .post(&self.url)
+    async fn connect(&self) -> Result<Conn> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Conn { send })
+    }
+
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        method: hyper::Method,
+        session: Option<&str>,
+        body: String,
+    ) -> Result<Answer> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri("/mcp")
+            .header("host", &self.authority)
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
-            .header("mcp-protocol-version", PROTOCOL_VERSION)
-            .body(body);
+            .header("mcp-protocol-version", PROTOCOL_VERSION);
         if let Some(token) = &self.token {
             request = request.header("authorization", token);
         }
         if let Some(session) = session {
             request = request.header("mcp-session-id", session);
         }
-        request
+        let request = request.body(Full::new(Bytes::from(body)))?;
+        let exchange = async {
+            conn.send.ready().await?;
+            let response = conn.send.send_request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            anyhow::Ok((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .context("no reply in time (--timeout)")??;
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Answer {
+            status: parts.status,
+            json: header("content-type").is_some_and(|v| v.starts_with("application/json")),
+            session: header("mcp-session-id"),
+            body,
+        })
     }
 
     /// `initialize` and `notifications/initialized`: the session id and the
     /// `initialize` result.
-    async fn open_session(&self) -> Result<(String, Value)> {
+    async fn open_session(&self, conn: &mut Conn) -> Result<(String, Value)> {
         let params = json!({
             "protocolVersion": PROTOCOL_VERSION,
             "capabilities": {},
             "clientInfo": { "name": "arbiter-bench-http", "version": "0" },
         });
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params});
-        let response = self.post(None, body.to_string()).send().await?;
-        let session = response
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let reply = read_reply(response, 1).await.context("initialize")?;
+        let answer = self
+            .send(conn, hyper::Method::POST, None, body.to_string())
+            .await?;
+        let session = answer.session.clone();
+        let reply = reply_message(&answer, 1).context("initialize")?;
         let session = session.context("the initialize reply has no Mcp-Session-Id header")?;
         let notification = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let response = self
-            .post(Some(&session), notification.to_string())
-            .send()
+        let answer = self
+            .send(
+                conn,
+                hyper::Method::POST,
+                Some(&session),
+                notification.to_string(),
+            )
             .await?;
-        let status = response.status();
         ensure!(
-            status.is_success(),
-            "notifications/initialized: HTTP {status}: {}",
-            response.text().await.unwrap_or_default()
+            answer.status.is_success(),
+            "notifications/initialized: HTTP {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
         );
         Ok((session, reply["result"].clone()))
     }
 
-    /// One `file_read` of r.txt; fails unless it succeeded.
-    async fn call(&self, session: &str, id: u64) -> Result<Value> {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": "file_read", "arguments": {"target_file": "r.txt"}}});
-        let response = self.post(Some(session), body.to_string()).send().await?;
-        let reply = read_reply(response, id).await?;
+    /// One `file_read` of r.txt, its reply read in full; fails unless it succeeded.
+    async fn call(&self, conn: &mut Conn, session: &str, id: u64) -> Result<Value> {
+        let answer = self.send_read(conn, session, id).await?;
+        let reply = reply_message(&answer, id)?;
         check_tool_reply(&reply)?;
         Ok(reply)
     }
 
-    /// `DELETE /mcp`: ends the session (best effort: it is not measured).
-    async fn close_session(&self, session: &str) {
-        let mut request = self
-            .http
-            .delete(&self.url)
-            .header("mcp-session-id", session);
-        if let Some(token) = &self.token {
-            request = request.header("authorization", token);
+    /// One `file_read` of r.txt under load: the reply's id, error and
+    /// `isError` are checked without building the 4 KiB text (this client
+    /// shares the two cores with the server).
+    async fn call_checked(&self, conn: &mut Conn, session: &str, id: u64) -> Result<()> {
+        let answer = self.send_read(conn, session, id).await?;
+        if !answer.json {
+            // An SSE reply (rmcp's lane): read it in full.
+            return check_tool_reply(&reply_message(&answer, id)?);
         }
-        let _ = request.send().await;
+        ensure!(
+            answer.status.is_success(),
+            "HTTP {}: {}",
+            answer.status,
+            elide(&String::from_utf8_lossy(&answer.body))
+        );
+        let head: ReplyHead = serde_json::from_slice(&answer.body).with_context(|| {
+            format!(
+                "the reply is not JSON-RPC: {}",
+                elide(&String::from_utf8_lossy(&answer.body))
+            )
+        })?;
+        let failed = head.error.is_some() || head.result.is_none_or(|r| r.is_error != Some(false));
+        if head.id != Some(id) || failed {
+            // Not the answer expected: say what it was.
+            let reply: Value = serde_json::from_slice(&answer.body)?;
+            check_tool_reply(&reply)?;
+            bail!("reply to request {id} has id {}", reply["id"]);
+        }
+        Ok(())
+    }
+
+    async fn send_read(&self, conn: &mut Conn, session: &str, id: u64) -> Result<Answer> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"file_read","arguments":{{"target_file":"r.txt"}}}}}}"#
+        );
+        self.send(conn, hyper::Method::POST, Some(session), body)
+            .await
+    }
+
+    /// `DELETE /mcp`: ends the session (best effort: it is not measured).
+    async fn close_session(&self, conn: &mut Conn, session: &str) {
+        let _ = self
+            .send(conn, hyper::Method::DELETE, Some(session), String::new())
+            .await;
     }
 }
 
-/// The JSON-RPC reply with `id` in a POST's response: a JSON body, or the
+/// What `call_checked` reads of a reply.
+#[derive(serde::Deserialize)]
+struct ReplyHead {
+    id: Option<u64>,
+    error: Option<serde::de::IgnoredAny>,
+    result: Option<ResultHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResultHead {
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+}
+
+/// The JSON-RPC reply with `id` in a POST's answer: a JSON body, or the
 /// `data:` lines of an SSE stream (which rmcp ends after the reply).
-async fn read_reply(response: reqwest::Response, id: u64) -> Result<Value> {
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let body = response.text().await?;
-    ensure!(status.is_success(), "HTTP {status}: {}", elide(&body));
-    if is_json {
+fn reply_message(answer: &Answer, id: u64) -> Result<Value> {
+    let body = String::from_utf8_lossy(&answer.body);
+    ensure!(
+        answer.status.is_success(),
+        "HTTP {}: {}",
+        answer.status,
+        elide(&body)
+    );
+    if answer.json {
         return Ok(serde_json::from_str(&body)?);
     }
     for line in body.lines() {
