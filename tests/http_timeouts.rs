@@ -315,6 +315,8 @@ async fn an_idle_streamable_http_session_is_closed_with_its_stream() {
     let response = post(Some(&session), rpc(1, "ping", json!({})))
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 404, "the idle session is gone");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 404, "the idle session is gone: {body}");
     healthy(&server).await;
 }

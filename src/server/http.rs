@@ -42,6 +42,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long it then waits for connections to close.
 const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long an ended session may take to leave rmcp's session manager.
+const SESSION_TEARDOWN: Duration = Duration::from_millis(500);
 /// The header that carries an MCP session id.
 pub(super) const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -106,6 +108,25 @@ struct App {
     /// Reply streams of `POST /mcp` still open.
     replies: Arc<Replies>,
     session_idle_timeout: Duration,
+}
+
+impl Endpoint {
+    async fn has_session(&self, id: &str) -> bool {
+        self.sessions.has_session(&id.into()).await.unwrap_or(false)
+    }
+
+    /// Whether session `id` is gone within [`SESSION_TEARDOWN`] (rmcp
+    /// removes a session only after its worker has wound down).
+    async fn forgets_session(&self, id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + SESSION_TEARDOWN;
+        while self.has_session(id).await {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
 }
 
 impl App {
@@ -527,36 +548,46 @@ async fn mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let endpoint = app.endpoint(token, &runtime, identity);
     let mut request = request;
+    let mut session_id = None;
     if let Some(session) = request.headers().get(SESSION_HEADER) {
         let id = String::from_utf8_lossy(session.as_bytes()).into_owned();
         // rmcp answers 404 to an unknown session too, but a DELETE of one
         // would get 202: say plainly that this token has no such session.
-        let known = endpoint
-            .sessions
-            .has_session(&id.as_str().into())
-            .await
-            .unwrap_or(false);
-        if !known {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "no such MCP session for this token: it ended, expired, or was started with \
-                 another token; start a new session with `initialize`",
-            );
+        if !endpoint.has_session(&id).await {
+            return session_not_found();
         }
         request = match http_direct::try_answer(&endpoint.lane, &id, request).await {
             Ok(response) => return response.map(|body| app.replies.track(body)),
             Err(request) => request,
         };
+        session_id = Some(id);
     }
     // A POST's reply stream is counted, so shutdown can wait for it.
     let counted = request.method() == axum::http::Method::POST;
     let response = endpoint.service.handle(request).await.map(Body::new);
+    // A session whose worker has just ended (closed for idleness, say) gets
+    // rmcp's 500 until rmcp, a moment later, forgets it: a 404 like any other.
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && let Some(id) = &session_id
+        && endpoint.forgets_session(id).await
+    {
+        return session_not_found();
+    }
     if counted {
         response.map(|body| app.replies.track(body))
     } else {
         response
     }
+}
+
+/// 404 for a session id this token does not have (any more).
+fn session_not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "session_not_found",
+        "no such MCP session for this token: it ended, expired, or was started with \
+         another token; start a new session with `initialize`",
+    )
 }
 
 /// 429 for a token over its limit, with `Retry-After` (RFC 9110) in seconds.
