@@ -729,6 +729,19 @@ mod tests {
         }))
     }
 
+    /// Two chains on one journal and database, with their own descriptors,
+    /// locks, stores and indexers, as two processes have; the first's store.
+    fn two_processes(limit: u64) -> (tempfile::TempDir, Arc<LazyStore>, AuditChain, AuditChain) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = dir.path().join("db.sqlite");
+        let store = sqlite(&db);
+        let a = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), limit)
+            .unwrap();
+        let b = AuditChain::open_with_limit("default".into(), &path, sqlite(&db), limit).unwrap();
+        (dir, store, a, b)
+    }
+
     fn size(path: &Path) -> u64 {
         std::fs::metadata(path).unwrap().len()
     }
@@ -882,15 +895,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_appender_sees_a_cut_that_left_the_journal_at_the_size_it_knew() {
-        const LIMIT: u64 = 2048;
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, store, a, b) = two_processes(2048);
         let path = dir.path().join("audit.journal");
-        let db = dir.path().join("db.sqlite");
-        // Two descriptors, locks and stores, as two processes have.
-        let store = sqlite(&db);
-        let a = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), LIMIT)
-            .unwrap();
-        let b = AuditChain::open_with_limit("default".into(), &path, sqlite(&db), LIMIT).unwrap();
         let mut receipts = vec![b.append(entry(&"b".repeat(900))).await.unwrap()];
         let b_end = size(&path);
         let mut cut = false;
@@ -921,15 +927,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_processes_appending_through_cuts_keep_one_chain_all_indexed() {
-        const LIMIT: u64 = 32 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.journal");
-        let db = dir.path().join("db.sqlite");
-        let store = sqlite(&db);
         // Each with its own background indexer; no flush while they append.
-        let a = AuditChain::open_with_limit("default".into(), &path, Arc::clone(&store), LIMIT)
-            .unwrap();
-        let b = AuditChain::open_with_limit("default".into(), &path, sqlite(&db), LIMIT).unwrap();
+        let (dir, store, a, b) = two_processes(32 * 1024);
+        let path = dir.path().join("audit.journal");
         let cuts_seen = Arc::new(AtomicU32::new(0));
         let run = |chain: AuditChain, name: &'static str| {
             let (path, cuts_seen) = (path.clone(), Arc::clone(&cuts_seen));
