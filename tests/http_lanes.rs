@@ -14,14 +14,6 @@ use serde_json::{Value, json};
 
 const ANSWERED_DIRECTLY: &str = "tools/call answered directly";
 
-fn call(id: u64, tool: &str, args: &Value, through_rmcp: bool) -> Value {
-    let mut params = json!({"name": tool, "arguments": args});
-    if through_rmcp {
-        params["_meta"] = json!({});
-    }
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
-}
-
 /// A session opened by hand: `initialize`, then `notifications/initialized`.
 async fn open_session(url: &str, token: Option<&str>) -> String {
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -74,7 +66,7 @@ async fn both_lanes_answer_and_record_alike_over_http() {
         let mut answers = Vec::new();
         for through_rmcp in [true, false] {
             id += 1;
-            let request = call(id, tool, args, through_rmcp);
+            let request = lane_call(id, tool, args, through_rmcp);
             let (status, _, headers, body) =
                 mcp_post(&url, Some(&token), Some(&session), &[], &request).await;
             assert_eq!(status, 200, "{body}");
@@ -114,7 +106,7 @@ async fn the_lane_answers_only_for_the_tokens_live_sessions() {
     let url = server.mcp();
     let session = open_session(&url, Some(&a)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let read = call(2, "file_read", &json!({"target_file": "r.txt"}), false);
+    let read = lane_call(2, "file_read", &json!({"target_file": "r.txt"}), false);
 
     let (status, _, headers, body) = mcp_post(&url, Some(&a), Some(&session), &[], &read).await;
     assert_eq!(status, 200, "{body}");
@@ -164,7 +156,7 @@ async fn a_session_busy_with_direct_calls_is_not_closed_as_idle() {
     let mut calls = 0;
     while started.elapsed() < Duration::from_secs(5) {
         calls += 1;
-        let read = call(calls, "file_read", &json!({"target_file": "r.txt"}), false);
+        let read = lane_call(calls, "file_read", &json!({"target_file": "r.txt"}), false);
         let (status, _, headers, body) = mcp_post(&url, None, Some(&session), &[], &read).await;
         assert_eq!(
             status,

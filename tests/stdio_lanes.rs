@@ -8,13 +8,9 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// `params` for a call, with `_meta` (rmcp's lane) or without (the direct one).
+/// A call's line, through rmcp's lane or the direct one.
 fn call_line(id: u64, tool: &str, args: &Value, through_rmcp: bool) -> String {
-    let mut params = json!({"name": tool, "arguments": args});
-    if through_rmcp {
-        params["_meta"] = json!({});
-    }
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+    lane_call(id, tool, args, through_rmcp).to_string()
 }
 
 #[test]

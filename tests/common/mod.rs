@@ -493,6 +493,16 @@ pub fn assert_migrates_once(ws: &Path, args: &[&str], store: &str, dir: &str) {
     assert!(!err.contains("migrating: "), "{err}");
 }
 
+/// A `tools/call` request: with an empty `_meta`, which keeps it in rmcp's
+/// lane, or without, so that the direct lane takes it.
+pub fn lane_call(id: u64, tool: &str, args: &Value, through_rmcp: bool) -> Value {
+    let mut params = serde_json::json!({"name": tool, "arguments": args});
+    if through_rmcp {
+        params["_meta"] = serde_json::json!({});
+    }
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+}
+
 /// Files for [`lane_test_calls`].
 pub fn lane_test_files(s: &Scratch) {
     s.write("a.txt", "one\ntwo\nthree\n");
