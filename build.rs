@@ -32,7 +32,9 @@ fn main() {
     println!("cargo::rerun-if-changed={list}");
     if std::path::Path::new(list).exists() {
         println!("cargo::rustc-link-arg-bin=arbiter=-Wl,--symbol-ordering-file={list}");
-        // Names of code changed since the list was made are skipped quietly.
+        // Names of code changed since the list was made are skipped quietly; names
+        // kept without ThinLTO's `.llvm.<hash>` suffix are matched to this build's
+        // by tools/link/cc (the linker .cargo/config.toml names).
         println!("cargo::rustc-link-arg-bin=arbiter=-Wl,--no-warn-symbol-ordering");
     }
 }

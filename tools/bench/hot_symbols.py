@@ -7,8 +7,14 @@
       function the first time it runs.
   hot_symbols.py order BINARY MAP TRACE...
       Print the functions whose entries the TRACE files list (file offsets, hex),
-      in address order, as an lld --symbol-ordering-file.
+      in address order, as an lld --symbol-ordering-file, without ThinLTO's
+      `.llvm.<hash>` suffixes (they change with any edit to their codegen unit).
+  hot_symbols.py resolve LIST LINKER-ARGS...
+      Print LIST with each name matched against the symbols the object files
+      among LINKER-ARGS define: a name without its suffix stands for every
+      `.llvm.<hash>` variant of it (tools/link/cc, at release links).
 """
+import os
 import re
 import shutil
 import sys
@@ -17,6 +23,8 @@ import subprocess
 SECTION = re.compile(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+ ( *)(\S.*)$")
 # Rust and C code are built with one section per function, named after its
 # (mangled) symbol; the map itself prints symbols demangled.
+# ThinLTO renames a local function it exports from its module `NAME.llvm.<hash>`.
+PROMOTED = re.compile(r"\.llvm\.\d+$")
 FUNCTION = re.compile(r":\(\.text(?:\.(?:unlikely|hot|startup|exit|split))?\.([^)]+)\)$")
 
 
@@ -70,9 +78,29 @@ def order(binary, link_map, traces):
             if v in funcs:
                 hit.add(v)
     for v in sorted(hit):
-        print(funcs[v][1])
+        print(PROMOTED.sub("", funcs[v][1]))
     total = sum(funcs[v][0] for v in hit)
     print(f"{len(hit)} functions entered, {total / 1048576:.2f} MiB of code", file=sys.stderr)
+
+
+def resolve(listing, linker_args):
+    """The ordering file with suffix-free names expanded to the objects' symbols."""
+    objects = [a for a in linker_args if a.endswith(".o") and os.path.isfile(a)]
+    variants = {}
+    if objects:
+        out = subprocess.run(["nm", "--defined-only", "--format=just-symbols", *objects],
+                             check=True, capture_output=True, text=True).stdout
+        for name in out.split():
+            stem = PROMOTED.sub("", name)
+            if stem != name:
+                variants.setdefault(stem, []).append(name)
+    seen = set()
+    for line in open(listing):
+        name = PROMOTED.sub("", line.strip())
+        for n in [name] + variants.get(name, []):
+            if n and n not in seen:
+                seen.add(n)
+                print(n)
 
 
 if __name__ == "__main__":
@@ -80,5 +108,7 @@ if __name__ == "__main__":
         patch(*sys.argv[2:])
     elif len(sys.argv) >= 5 and sys.argv[1] == "order":
         order(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "resolve":
+        resolve(sys.argv[2], sys.argv[3:])
     else:
         sys.exit(__doc__)
