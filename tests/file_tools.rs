@@ -74,6 +74,8 @@ async fn file_read_pages_a_long_file() {
     assert_eq!(out["truncated"], false);
     assert_eq!(out["total_lines"], 5000);
     assert!(text_of(&r).contains("  5000\tline 5000"));
+    // The structured copy carries the same lines as the text block.
+    assert_eq!(out["content"].as_str(), Some(text_of(&r).as_str()));
 }
 
 fn text_of(r: &rmcp::model::CallToolResult) -> String {

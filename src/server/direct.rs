@@ -107,6 +107,19 @@ pub async fn answer(
     request: DirectRequest,
     deferred: Option<&mut Vec<AuditEntry>>,
 ) -> Vec<u8> {
+    let mut line = Vec::new();
+    answer_into(server, session, request, deferred, &mut line).await;
+    line
+}
+
+/// [`answer`], appending the line to `out` (a batch of replies).
+pub async fn answer_into(
+    server: &ArbiterServer,
+    session: &DirectSession,
+    request: DirectRequest,
+    deferred: Option<&mut Vec<AuditEntry>>,
+    out: &mut Vec<u8>,
+) {
     let DirectRequest {
         id,
         tool,
@@ -122,7 +135,7 @@ pub async fn answer(
                 None,
             ))
         });
-    encode(id, response)
+    encode_into(out, id, response);
 }
 
 /// The reply to a read whose deferred audit record could not be committed.
@@ -133,10 +146,17 @@ pub fn audit_failure_reply(id: RequestId, error: &AuditError) -> Vec<u8> {
 /// The reply line rmcp would write for `response` in a session on a protocol
 /// older than 2026-07-28 (see rmcp's `handle_request`).
 fn encode(id: RequestId, response: Result<CallToolResponse, ErrorData>) -> Vec<u8> {
+    let mut line = Vec::new();
+    encode_into(&mut line, id, response);
+    line
+}
+
+/// [`encode`], appending to `out`.
+fn encode_into(out: &mut Vec<u8>, id: RequestId, response: Result<CallToolResponse, ErrorData>) {
     if let Ok(CallToolResponse::Complete(result)) = &response
-        && let Some(line) = encode_text_result(&id, result)
+        && write_text_result(out, &id, result)
     {
-        return line;
+        return;
     }
     let message: ServerJsonRpcMessage = match response {
         Ok(response) => {
@@ -147,44 +167,47 @@ fn encode(id: RequestId, response: Result<CallToolResponse, ErrorData>) -> Vec<u
         }
         Err(error) => JsonRpcMessage::error(error, Some(id)),
     };
-    let mut line = serde_json::to_vec(&message).unwrap_or_else(|e| {
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, &message) {
         // Not expected: every part is plain data. Say so rather than hang the client.
         tracing::error!(error = %e, "a direct reply could not be encoded");
-        br#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"the reply could not be encoded"}}"#
-            .to_vec()
-    });
-    line.push(b'\n');
-    line
+        out.truncate(start);
+        out.extend_from_slice(
+            br#"{"jsonrpc":"2.0","error":{"code":-32603,"message":"the reply could not be encoded"}}"#,
+        );
+    }
+    out.push(b'\n');
 }
 
-/// A result of one plain text block and structured content (what every
-/// tool here returns), written by `json_out` in the shape serde gives it.
-fn encode_text_result(id: &RequestId, result: &CallToolResult) -> Option<Vec<u8>> {
+/// Append the line for a result of one plain text block and structured
+/// content (what every tool here returns), written by `json_out` in the shape
+/// serde gives it; false (nothing written) for any other result.
+fn write_text_result(out: &mut Vec<u8>, id: &RequestId, result: &CallToolResult) -> bool {
     let [ContentBlock::Text(text)] = result.content.as_slice() else {
-        return None;
+        return false;
     };
     if text.meta.is_some() || text.annotations.is_some() || result.meta.is_some() {
-        return None;
+        return false;
     }
     let structured_len = match &result.structured_content {
         Some(Value::Object(_)) | None => text.text.len(),
         // Non-object output is rewritten for older peers: rmcp's way.
-        Some(_) => return None,
+        Some(_) => return false,
     };
-    let mut out = Vec::with_capacity(128 + text.text.len() + structured_len * 11 / 10);
+    out.reserve(128 + text.text.len() + structured_len * 11 / 10);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     match id {
         RequestId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        RequestId::String(s) => json_out::write_str(&mut out, s),
+        RequestId::String(s) => json_out::write_str(out, s),
     }
     out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
     let text_at = out.len();
-    json_out::write_str(&mut out, &text.text);
+    json_out::write_str(out, &text.text);
     let written = (text.text.as_str(), text_at..out.len());
     out.extend_from_slice(b"}]");
     if let Some(structured) = &result.structured_content {
         out.extend_from_slice(br#","structuredContent":"#);
-        json_out::write_value_reusing(&mut out, structured, Some(&written));
+        json_out::write_value_reusing(out, structured, Some(&written));
     }
     if let Some(is_error) = result.is_error {
         out.extend_from_slice(if is_error {
@@ -194,7 +217,7 @@ fn encode_text_result(id: &RequestId, result: &CallToolResult) -> Option<Vec<u8>
         });
     }
     out.extend_from_slice(b"}}\n");
-    Some(out)
+    true
 }
 
 #[cfg(test)]
@@ -292,7 +315,9 @@ mod tests {
             (RequestId::String("a\"b".into()), &result),
             (RequestId::Number(4), &read),
         ] {
-            let fast = encode_text_result(&id, result).expect("a text result");
+            let mut fast = b"before\n".to_vec();
+            assert!(write_text_result(&mut fast, &id, result), "a text result");
+            let fast = fast.split_off(b"before\n".len());
             let mut slow = ServerResult::from(CallToolResponse::from(result.clone()));
             slow.strip_result_type_for_legacy_peer();
             let mut slow = serde_json::to_vec(&ServerJsonRpcMessage::response(slow, id)).unwrap();

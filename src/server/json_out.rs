@@ -11,14 +11,20 @@ use serde_json::Value;
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is a control character, `"` or `\`.
-/// (Exact, for the word as a whole: the classic has-zero-byte tests.)
-fn needs_escape(word: u64) -> bool {
+/// A mask whose lowest set bit is the high bit of the first byte of `word`
+/// (little-endian) that is a control character, `"` or `\\`; zero when none
+/// is. Bits above the lowest may be false alarms (a borrow of the classic
+/// has-zero-byte tests), so only the lowest is used.
+fn escape_mask(word: u64) -> u64 {
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
     let quote = has_zero(word ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    (below_space | quote | backslash) != 0
+    below_space | quote | backslash
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// Append `s` as a JSON string, quotes included.
@@ -29,22 +35,25 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut run = 0; // start of the bytes not yet copied
     let mut at = 0;
     while at < bytes.len() {
-        if let Some(word) = bytes.get(at..at + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            if !needs_escape(word) {
-                at += 8;
-                continue;
+        // The next byte to escape: eight bytes at a time, then the tail.
+        let escape = match bytes.get(at..at + 8) {
+            Some(word) => {
+                let mask = escape_mask(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+                if mask == 0 {
+                    at += 8;
+                    continue;
+                }
+                at + (mask.trailing_zeros() / 8) as usize
             }
-        }
-        let end = (at + 8).min(bytes.len());
-        for (i, &b) in bytes[at..end].iter().enumerate() {
-            if b < 0x20 || b == b'"' || b == b'\\' {
-                out.extend_from_slice(&bytes[run..at + i]);
-                push_escape(out, b);
-                run = at + i + 1;
-            }
-        }
-        at = end;
+            None => match bytes[at..].iter().position(|&b| needs_escape(b)) {
+                Some(i) => at + i,
+                None => break,
+            },
+        };
+        out.extend_from_slice(&bytes[run..escape]);
+        push_escape(out, bytes[escape]);
+        run = escape + 1;
+        at = run;
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');

@@ -226,9 +226,20 @@ impl ArbiterServer {
         output_schema = schema_for_output::<FileReadOutput>()
     )]
     async fn file_read(&self, Parameters(input): Parameters<FileReadInput>) -> CallToolResult {
-        reply(self.inner.toolbox.file_read(input).await, |out| {
-            out.render()
-        })
+        match self.inner.toolbox.file_read(input).await {
+            Ok(mut out) => {
+                let text = out.render();
+                // The content moves into the structured copy instead of being
+                // copied a second time (a read's largest string).
+                let content = std::mem::take(&mut out.content);
+                let mut result = tool_success(text, &out);
+                if let Some(Value::Object(fields)) = &mut result.structured_content {
+                    fields.insert("content".into(), Value::String(content));
+                }
+                result
+            }
+            Err(e) => tool_failure(&e),
+        }
     }
 
     #[tool(

@@ -14,6 +14,9 @@ use crate::policy::Action;
 
 /// How much of a file's start is checked for NUL bytes to call it binary.
 const BINARY_SNIFF_BYTES: usize = 8192;
+/// Files up to this size (less one byte) are read in one read and numbered
+/// from that buffer; larger ones a line at a time.
+const WHOLE_READ_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct FileReadInput {
@@ -356,67 +359,133 @@ fn read_numbered_lines(
     let capacity = usize::try_from(meta.size)
         .unwrap_or(usize::MAX)
         .saturating_add(1)
-        .clamp(512, BINARY_SNIFF_BYTES * 2);
+        .clamp(512, WHOLE_READ_BYTES);
     let mut reader = BufReader::with_capacity(capacity, file);
     // The first buffer holds the file's start: a NUL byte there means binary.
     let start = reader.fill_buf().map_err(io_err)?;
     if memchr::memchr(0, &start[..start.len().min(BINARY_SNIFF_BYTES)]).is_some() {
         return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
     }
+    let mut lines = Numbering::new(offset, limit, meta.size, max_bytes);
+    // A short read of a regular file is its end: the whole file is in the
+    // buffer, and valid UTF-8 (checked once) is numbered without copying.
+    if start.len() < capacity
+        && let Ok(text) = std::str::from_utf8(start)
+    {
+        for line in text.split_inclusive('\n') {
+            if !lines.next() || !lines.push(trim_str_line_end(line)) {
+                break;
+            }
+        }
+        return Ok(lines.finish(rel_path, meta.size));
+    }
     let mut line = Vec::with_capacity(256);
-    let mut content = String::with_capacity((meta.size as usize).min(max_bytes) + 1024);
-    let mut invalid_utf8 = false;
-    let mut number: u64 = 0;
-    let mut end_line = offset - 1;
-    let mut cut_short = false;
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).map_err(io_err)? == 0 {
             break;
         }
-        number += 1;
-        if number < offset {
+        if !lines.next() {
+            break;
+        }
+        if lines.skipping() {
             continue;
         }
-        if number >= offset + limit {
-            cut_short = true;
-            break;
-        }
-        let text = match std::str::from_utf8(trim_line_end(&line)) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
+        let full = match std::str::from_utf8(trim_line_end(&line)) {
+            Ok(text) => lines.push(text),
             Err(_) => {
-                invalid_utf8 = true;
-                String::from_utf8_lossy(trim_line_end(&line))
+                lines.invalid_utf8 = true;
+                lines.push(&String::from_utf8_lossy(trim_line_end(&line)))
             }
         };
-        // "{number:>6}\t{text}\n", without the formatting machinery (hot path).
-        let entry_len = text.len() + 8 + 20;
-        if content.len() + entry_len > max_bytes {
-            if content.is_empty() {
-                // A single huge line: show what fits, and move past it.
-                push_numbered(&mut content, number, &text);
-                content = edit_cap(&content, max_bytes);
-                end_line = number;
-            }
-            cut_short = true;
+        if !full {
             break;
         }
-        push_numbered(&mut content, number, &text);
-        end_line = number;
     }
-    let truncated = cut_short;
-    let total_lines = (!cut_short).then_some(number);
-    Ok(FileReadOutput {
-        path: rel_path,
-        content,
-        start_line: offset,
-        end_line,
-        truncated,
-        next_offset: truncated.then_some(end_line + 1),
-        total_lines,
-        size_bytes: meta.size,
-        invalid_utf8,
-    })
+    Ok(lines.finish(rel_path, meta.size))
+}
+
+/// Lines gathered for a `file_read` reply, numbered from 1, from `offset`,
+/// at most `limit` of them and `max_bytes` in all.
+struct Numbering {
+    content: String,
+    offset: u64,
+    limit: u64,
+    max_bytes: usize,
+    /// The line last seen.
+    number: u64,
+    end_line: u64,
+    cut_short: bool,
+    invalid_utf8: bool,
+}
+
+impl Numbering {
+    fn new(offset: u64, limit: u64, size: u64, max_bytes: usize) -> Self {
+        Self {
+            content: String::with_capacity((size as usize).min(max_bytes) + 1024),
+            offset,
+            limit,
+            max_bytes,
+            number: 0,
+            end_line: offset - 1,
+            cut_short: false,
+            invalid_utf8: false,
+        }
+    }
+
+    /// Count one more line; false when it is past `limit` (the reply is
+    /// full). Lines before `offset` are counted and skipped.
+    fn next(&mut self) -> bool {
+        self.number += 1;
+        if self.number >= self.offset + self.limit {
+            self.cut_short = true;
+            return false;
+        }
+        true
+    }
+
+    /// Whether the line [`Self::next`] counted comes before `offset`.
+    fn skipping(&self) -> bool {
+        self.number < self.offset
+    }
+
+    /// Add the line [`Self::next`] counted (without its line end), if it is
+    /// one to show; false when it does not fit (the reply is full).
+    fn push(&mut self, text: &str) -> bool {
+        if self.skipping() {
+            return true;
+        }
+        // "{number:>6}\t{text}\n", without the formatting machinery (hot path).
+        let entry_len = text.len() + 8 + 20;
+        if self.content.len() + entry_len > self.max_bytes {
+            if self.content.is_empty() {
+                // A single huge line: show what fits, and move past it.
+                push_numbered(&mut self.content, self.number, text);
+                self.content = edit_cap(&self.content, self.max_bytes);
+                self.end_line = self.number;
+            }
+            self.cut_short = true;
+            return false;
+        }
+        push_numbered(&mut self.content, self.number, text);
+        self.end_line = self.number;
+        true
+    }
+
+    fn finish(self, path: String, size_bytes: u64) -> FileReadOutput {
+        let truncated = self.cut_short;
+        FileReadOutput {
+            path,
+            content: self.content,
+            start_line: self.offset,
+            end_line: self.end_line,
+            truncated,
+            next_offset: truncated.then_some(self.end_line + 1),
+            total_lines: (!truncated).then_some(self.number),
+            size_bytes,
+            invalid_utf8: self.invalid_utf8,
+        }
+    }
 }
 
 /// Append `"{number:>6}\t{text}\n"`.
@@ -433,9 +502,7 @@ fn push_numbered(out: &mut String, number: u64, text: &str) {
         }
     }
     let width = digits.len() - start;
-    for _ in width..6 {
-        out.push(' ');
-    }
+    out.push_str(&"      "[width.min(6)..]);
     // Digits are ASCII.
     out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
     out.push('\t');
@@ -447,6 +514,11 @@ fn edit_cap(s: &str, max: usize) -> String {
     let mut out = crate::store::audit::cap(s, max.saturating_sub(64));
     out.push_str(" …[line cut]\n");
     out
+}
+
+fn trim_str_line_end(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -551,6 +623,63 @@ mod tests {
         assert!(!out.truncated);
         assert_eq!(out.total_lines, Some(2));
         assert!(out.render().contains("past the end"));
+    }
+
+    /// `cat -n`'s numbering of `bytes` (lossy UTF-8), lines `offset..offset+limit`.
+    fn numbered_like_cat_n(bytes: &[u8], offset: u64, limit: u64) -> String {
+        let mut out = String::new();
+        for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            let n = i as u64 + 1;
+            if n >= offset && n < offset + limit {
+                let text = String::from_utf8_lossy(trim_line_end(line));
+                out.push_str(&format!("{n:>6}\t{text}\n"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_read_whole_and_one_read_by_lines_number_alike() {
+        let texts: [&[u8]; 6] = [
+            b"a\r\nb\nc",
+            b"\n\n\r\n\r",
+            b"\xEF\xBB\xBFbom\r\nline\n",
+            b"bad \xff utf-8\nok\n",
+            "é\n€\nsmile \u{1F600}\n".as_bytes(),
+            b"",
+        ];
+        for text in texts {
+            // Small: one read of the whole file. Padded past WHOLE_READ_BYTES:
+            // read a line at a time (the first lines are the same).
+            let mut padded = text.to_vec();
+            if !padded.is_empty() && !padded.ends_with(b"\n") {
+                padded.push(b'\n');
+            }
+            padded.extend(
+                std::iter::repeat_n(b"pad\n".as_slice(), WHOLE_READ_BYTES / 4 + 1).flatten(),
+            );
+            for (bytes, offset, limit) in [
+                (text, 1, 2000),
+                (text, 2, 2),
+                (&padded[..], 1, 3),
+                (&padded[..], 2, 2),
+            ] {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("f"), bytes).unwrap();
+                let root = WorkspaceRoot::open(dir.path()).unwrap();
+                let out =
+                    read_numbered_lines(root.open_for_read("f").unwrap(), offset, limit, 1 << 20)
+                        .unwrap();
+                let label = String::from_utf8_lossy(&bytes[..bytes.len().min(20)]);
+                assert_eq!(
+                    out.content,
+                    numbered_like_cat_n(bytes, offset, limit),
+                    "{label:?}"
+                );
+                let shown_invalid = out.content.contains('\u{FFFD}');
+                assert_eq!(out.invalid_utf8, shown_invalid, "{label:?}");
+            }
+        }
     }
 
     #[test]
