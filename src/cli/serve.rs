@@ -25,6 +25,12 @@ pub struct ServeArgs {
     /// Clients need a bearer token (`arbiter token create`).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Over stdio, how long to keep polling stdin for the next request (in
+    /// microseconds) before waiting to be woken: a client that sends requests
+    /// back to back gets its answers sooner, for at most this much CPU per
+    /// quiet spell. 0 turns it off.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 100)]
+    stdin_busy_poll_us: u64,
     /// Requests each token may make (`N/s`, `N/min`, `N/h`, or `off`), unless
     /// the token has its own limit (`arbiter token create --rate-limit`).
     /// Over it a request gets 429 with `Retry-After`.
@@ -111,7 +117,7 @@ pub async fn run(setup: &super::Setup, args: ServeArgs) -> anyhow::Result<()> {
             };
             serve_http(setup, options).await
         }
-        None => serve_stdio(setup).await,
+        None => serve_stdio(setup, Duration::from_micros(args.stdin_busy_poll_us)).await,
     }
 }
 
@@ -175,7 +181,7 @@ async fn stop_signal() {
     }
 }
 
-async fn serve_stdio(setup: &super::Setup) -> anyhow::Result<()> {
+async fn serve_stdio(setup: &super::Setup, busy_poll: Duration) -> anyhow::Result<()> {
     let TenantRuntime { toolbox, audit, .. } = open_tenant(setup, DEFAULT_TENANT)?;
     tracing::info!(workspace = %toolbox.root.path().display(), "arbiter serving MCP over stdio");
     let shutdown = toolbox.shutdown.clone();
@@ -183,6 +189,11 @@ async fn serve_stdio(setup: &super::Setup) -> anyhow::Result<()> {
     let in_flight = server.in_flight();
     crate::server::stdio::grow_pipes();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
+    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> =
+        match crate::server::stdio::PollingStdin::open(busy_poll) {
+            Some(polling) => Box::new(polling),
+            None => Box::new(reader),
+        };
     let crate::server::stdio::StdioSession {
         service,
         output_done,

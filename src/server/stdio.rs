@@ -9,6 +9,7 @@
 //! writer.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use rmcp::service::RunningService;
@@ -46,6 +47,70 @@ pub fn grow_pipes() {
         if is_pipe && let Err(e) = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BYTES) {
             tracing::debug!(pipe = name, error = %e, "the pipe keeps its size");
         }
+    }
+}
+
+/// stdin, when it is a pipe, read without blocking on a descriptor of its own
+/// (as rmcp's `stdio_pipes` does), busy-polled for up to `busy_poll` before
+/// the reading task waits for the kernel to wake it.
+///
+/// Why: a client that sends its next request as soon as it has a reply
+/// finds the server parked, and on a virtual machine whose idle vCPUs halt,
+/// waking a halted vCPU costs tens of microseconds, as much as the whole
+/// call (a sequential 4 KiB `file_read` measured 37–40 µs when client and
+/// server shared a vCPU, 75–110 µs when they did not). Polling costs at
+/// most `busy_poll` of CPU per quiet spell, and yields the CPU at every
+/// turn, so a client on the same CPU still runs.
+pub struct PollingStdin {
+    pipe: tokio::net::unix::pipe::Receiver,
+    busy_poll: Duration,
+}
+
+impl PollingStdin {
+    /// `None` when stdin is not a pipe (a file, a terminal): rmcp's reader then.
+    pub fn open(busy_poll: Duration) -> Option<Self> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        // Its own open file description, so O_NONBLOCK stays private to it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/proc/self/fd/0")
+            .ok()?;
+        if !file.metadata().ok()?.file_type().is_fifo() {
+            return None;
+        }
+        let pipe = tokio::net::unix::pipe::Receiver::from_file(file).ok()?;
+        Some(Self { pipe, busy_poll })
+    }
+}
+
+impl AsyncRead for PollingStdin {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.busy_poll.is_zero() {
+            // Read the descriptor itself: the runtime's readiness flag only
+            // changes when it is woken, which is what this avoids.
+            let deadline = std::time::Instant::now() + this.busy_poll;
+            loop {
+                match rustix::io::read(&this.pipe, buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return std::task::Poll::Ready(Ok(()));
+                    }
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                    Err(e) => return std::task::Poll::Ready(Err(e.into())),
+                }
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        std::pin::Pin::new(&mut this.pipe).poll_read(cx, buf)
     }
 }
 
@@ -172,16 +237,19 @@ async fn read_requests<R, W>(
         };
         let tracker = server.in_flight();
         if request.tool == "file_read" {
-            let id = request.id.clone();
-            let reply = tracker
-                .track_future(direct::answer(
+            batch.ids.push(request.id.clone());
+            let ReadBatch {
+                records, replies, ..
+            } = &mut batch;
+            tracker
+                .track_future(direct::answer_into(
                     &server,
                     direct,
                     request,
-                    Some(&mut batch.records),
+                    Some(records),
+                    replies,
                 ))
                 .await;
-            batch.add(id, &reply);
             if batch.replies.len() >= REPLY_BATCH_BYTES {
                 batch.send(&server, &output).await;
             }
@@ -214,11 +282,6 @@ struct ReadBatch {
 impl ReadBatch {
     fn is_empty(&self) -> bool {
         self.ids.is_empty()
-    }
-
-    fn add(&mut self, id: RequestId, reply: &[u8]) {
-        self.ids.push(id);
-        self.replies.extend_from_slice(reply);
     }
 
     /// Commit the records, then write the replies (each an AUDIT-001 error

@@ -192,7 +192,16 @@ pub struct RawServer {
 
 impl RawServer {
     pub fn start(ws: &Path) -> Self {
-        Self::start_command(ws, std::process::Command::new(BIN).stderr(Stdio::null()))
+        Self::start_with(ws, &[])
+    }
+
+    /// Started as `serve --workspace WS EXTRA...`.
+    pub fn start_with(ws: &Path, extra: &[&str]) -> Self {
+        Self::start_command(
+            ws,
+            std::process::Command::new(BIN).stderr(Stdio::null()),
+            extra,
+        )
     }
 
     /// Started with debug logs going to the file `log`.
@@ -203,14 +212,16 @@ impl RawServer {
             std::process::Command::new(BIN)
                 .env("ARBITER_LOG", "arbiter=debug")
                 .stderr(log),
+            &[],
         )
     }
 
-    fn start_command(ws: &Path, command: &mut std::process::Command) -> Self {
+    fn start_command(ws: &Path, command: &mut std::process::Command, extra: &[&str]) -> Self {
         let mut child = command
             .arg("serve")
             .arg("--workspace")
             .arg(ws)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
