@@ -105,6 +105,54 @@ pub fn percentile_sorted_us(sorted: &[Duration], p: usize) -> f64 {
     sorted[rank - 1].as_secs_f64() * 1e6
 }
 
+/// What a load client reads of a reply it only checks: its id, whether it
+/// is a notification, an error or a failed tool result. The rest (a read's
+/// 4 KiB text, twice) is skipped without being built: the client shares the
+/// two cores with the server it measures.
+#[derive(serde::Deserialize)]
+pub struct ReplyHead {
+    pub id: Option<u64>,
+    method: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+    result: Option<ResultHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResultHead {
+    #[serde(rename = "isError")]
+    is_error: Option<bool>,
+}
+
+impl ReplyHead {
+    /// A message sent by the server on its own (no id).
+    pub fn is_notification(&self) -> bool {
+        self.method.is_some() && self.id.is_none()
+    }
+
+    /// The head of the reply `line`, checked as [`check_tool_reply`] checks a
+    /// whole one (its error says what the reply was).
+    pub fn checked(line: &[u8]) -> Result<Self> {
+        let head: Self = serde_json::from_slice(line).with_context(|| {
+            format!(
+                "reply is not JSON-RPC: {}",
+                elide(&String::from_utf8_lossy(line))
+            )
+        })?;
+        let failed = head.method.is_some() && head.id.is_some()
+            || head.error.is_some()
+            || head
+                .result
+                .as_ref()
+                .is_none_or(|r| r.is_error == Some(true));
+        if failed && !head.is_notification() {
+            let reply: Value = serde_json::from_slice(line)?;
+            check_tool_reply(&reply)?;
+            bail!("unexpected message: {}", elide(&reply.to_string()));
+        }
+        Ok(head)
+    }
+}
+
 /// Fails on a JSON-RPC error or a tool result flagged `isError`.
 pub fn check_tool_reply(reply: &Value) -> Result<()> {
     if let Some(error) = reply.get("error") {

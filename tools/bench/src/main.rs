@@ -373,7 +373,7 @@ fn measure_latency(client: &mut Client, calls: &[String], n: usize) -> Result<Ve
 /// Calls per second for `n` identical calls written back to back by a writer
 /// thread while this thread reads and checks the replies, in any order.
 fn measure_pipelined(client: &mut Client, call: &str, n: usize) -> Result<f64> {
-    let run = client.pipelined(n, None, |_| call.to_owned(), |_, _| Ok(()))?;
+    let run = client.pipelined_checked(n, None, |_| call.to_owned())?;
     Ok(run.calls_per_sec())
 }
 

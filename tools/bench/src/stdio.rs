@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use crate::{PROTOCOL_VERSION, check_tool_reply, elide, request_json, request_line};
+use crate::{PROTOCOL_VERSION, ReplyHead, check_tool_reply, elide, request_json, request_line};
 
 /// A running MCP server on the other end of a pipe.
 pub struct Client {
@@ -24,7 +24,7 @@ pub struct Client {
     stdout: BufReader<ChildStdout>,
     pub workspace: PathBuf,
     /// Reused buffer for incoming lines.
-    line: String,
+    line: Vec<u8>,
     next_id: u64,
     /// `tools/call`s answered so far.
     pub calls: usize,
@@ -32,6 +32,9 @@ pub struct Client {
     pub last_reply_at: Instant,
     timeout: Duration,
 }
+
+/// What [`Client::pipelined`] does with each reply after checking it.
+type OnReply<'a> = dyn FnMut(usize, &Value) -> Result<()> + 'a;
 
 /// What [`Client::pipelined`] measured.
 pub struct Pipelined {
@@ -72,7 +75,7 @@ impl Client {
             stdout: BufReader::with_capacity(64 * 1024, child.stdout.take().expect("piped stdout")),
             child: Reaper(child),
             workspace: workspace.to_owned(),
-            line: String::new(),
+            line: Vec::new(),
             next_id: 1,
             calls: 0,
             last_reply_at: spawned_at,
@@ -164,6 +167,27 @@ impl Client {
         params: impl Fn(usize) -> String + Sync,
         mut on_reply: impl FnMut(usize, &Value) -> Result<()>,
     ) -> Result<Pipelined> {
+        self.run_pipelined(n, window, params, Some(&mut on_reply))
+    }
+
+    /// [`Self::pipelined`] for calls whose replies are only checked: read
+    /// as a [`ReplyHead`], not built whole.
+    pub fn pipelined_checked(
+        &mut self,
+        n: usize,
+        window: Option<usize>,
+        params: impl Fn(usize) -> String + Sync,
+    ) -> Result<Pipelined> {
+        self.run_pipelined(n, window, params, None)
+    }
+
+    fn run_pipelined(
+        &mut self,
+        n: usize,
+        window: Option<usize>,
+        params: impl Fn(usize) -> String + Sync,
+        mut on_reply: Option<&mut OnReply<'_>>,
+    ) -> Result<Pipelined> {
         let first = self.next_id;
         self.next_id += n as u64;
         let Self {
@@ -208,20 +232,32 @@ impl Client {
             let mut seen = vec![false; n];
             let read = (|| -> Result<()> {
                 for _ in 0..n {
-                    let reply = loop {
-                        let message = read_message(stdout, line, *timeout)?;
-                        if !is_notification(&message)? {
-                            break message;
-                        }
+                    let (reply, id) = match on_reply {
+                        Some(_) => loop {
+                            let message = read_message(stdout, line, *timeout)?;
+                            if !is_notification(&message)? {
+                                let id = message["id"].as_u64();
+                                break (Some(message), id);
+                            }
+                        },
+                        None => loop {
+                            read_line(stdout, line, *timeout)?;
+                            let head = ReplyHead::checked(line)?;
+                            if !head.is_notification() {
+                                break (None, head.id);
+                            }
+                        },
                     };
                     let arrived = Instant::now();
-                    let Some(i) = reply["id"]
-                        .as_u64()
+                    let Some(i) = id
                         .and_then(|id| id.checked_sub(first))
                         .and_then(|i| usize::try_from(i).ok())
                         .filter(|&i| i < n)
                     else {
-                        bail!("reply with unexpected id: {}", elide(&reply.to_string()))
+                        bail!(
+                            "reply with unexpected id: {}",
+                            elide(&String::from_utf8_lossy(line))
+                        )
                     };
                     ensure!(!seen[i], "second reply to call {i}");
                     seen[i] = true;
@@ -230,13 +266,15 @@ impl Client {
                     }
                     latencies[i] = arrived.duration_since(sent_at[i]);
                     let _ = permit_tx.try_send(());
-                    check_tool_reply(&reply).with_context(|| {
-                        format!(
-                            "request: {}",
-                            request_line(first + i as u64, "tools/call", &params(i))
-                        )
-                    })?;
-                    on_reply(i, &reply)?;
+                    if let (Some(reply), Some(on_reply)) = (&reply, &mut on_reply) {
+                        check_tool_reply(reply).with_context(|| {
+                            format!(
+                                "request: {}",
+                                request_line(first + i as u64, "tools/call", &params(i))
+                            )
+                        })?;
+                        on_reply(i, reply)?;
+                    }
                 }
                 Ok(())
             })();
@@ -300,20 +338,35 @@ impl Drop for Reaper {
 /// for it to start arriving.
 fn read_message(
     stdout: &mut BufReader<ChildStdout>,
-    line: &mut String,
+    line: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<Value> {
+    read_line(stdout, line, timeout)?;
+    serde_json::from_slice(line).with_context(|| {
+        format!(
+            "reply is not JSON: {}",
+            elide(&String::from_utf8_lossy(line))
+        )
+    })
+}
+
+/// Reads the next non-blank line into `line`, waiting at most `timeout` for
+/// it to start arriving.
+fn read_line(
+    stdout: &mut BufReader<ChildStdout>,
+    line: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<()> {
     loop {
         line.clear();
         if stdout.buffer().is_empty() && !wait_readable(stdout.get_ref(), timeout)? {
             bail!("no reply within {} s (server hung?)", timeout.as_secs_f64());
         }
-        if stdout.read_line(line)? == 0 {
+        if stdout.read_until(b'\n', line)? == 0 {
             bail!("server closed its stdout (exited?)");
         }
-        if !line.trim().is_empty() {
-            return serde_json::from_str(line)
-                .with_context(|| format!("reply is not JSON: {}", elide(line)));
+        if !line.trim_ascii().is_empty() {
+            return Ok(());
         }
     }
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use arbiter_bench::stdio::Reaper;
 use arbiter_bench::{
-    PROTOCOL_VERSION, arbiter_binary, check_tool_reply, elide, log_tail, percentile_sorted_us,
-    proc_cpu_seconds, proc_status_kib, reply_text,
+    PROTOCOL_VERSION, ReplyHead, arbiter_binary, check_tool_reply, elide, log_tail,
+    percentile_sorted_us, proc_cpu_seconds, proc_status_kib, reply_text,
 };
 use clap::Parser;
 use http_body_util::{BodyExt, Full};
@@ -514,19 +514,12 @@ impl McpHttp {
             answer.status,
             elide(&String::from_utf8_lossy(&answer.body))
         );
-        let head: ReplyHead = serde_json::from_slice(&answer.body).with_context(|| {
-            format!(
-                "the reply is not JSON-RPC: {}",
-                elide(&String::from_utf8_lossy(&answer.body))
-            )
-        })?;
-        let failed = head.error.is_some() || head.result.is_none_or(|r| r.is_error != Some(false));
-        if head.id != Some(id) || failed {
-            // Not the answer expected: say what it was.
-            let reply: Value = serde_json::from_slice(&answer.body)?;
-            check_tool_reply(&reply)?;
-            bail!("reply to request {id} has id {}", reply["id"]);
-        }
+        let head = ReplyHead::checked(&answer.body)?;
+        ensure!(
+            head.id == Some(id),
+            "reply to request {id} has id {:?}",
+            head.id
+        );
         Ok(())
     }
 
@@ -544,20 +537,6 @@ impl McpHttp {
             .send(conn, hyper::Method::DELETE, Some(session), String::new())
             .await;
     }
-}
-
-/// What `call_checked` reads of a reply.
-#[derive(serde::Deserialize)]
-struct ReplyHead {
-    id: Option<u64>,
-    error: Option<serde::de::IgnoredAny>,
-    result: Option<ResultHead>,
-}
-
-#[derive(serde::Deserialize)]
-struct ResultHead {
-    #[serde(rename = "isError")]
-    is_error: Option<bool>,
 }
 
 /// The JSON-RPC reply with `id` in a POST's answer: a JSON body, or the
