@@ -42,7 +42,7 @@ const SCAN_CHUNK: u64 = 64 * 1024;
 /// Longest journal line read back when looking for the head (records are capped well below).
 const MAX_LINE_BYTES: u64 = 64 * 1024;
 /// How long the indexer lets appends gather before it indexes them.
-const INDEX_DELAY: Duration = Duration::from_millis(100);
+const INDEX_DELAY: Duration = Duration::from_millis(10);
 /// Records indexed per INSERT.
 const INDEX_BATCH: usize = 256;
 
