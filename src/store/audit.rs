@@ -111,22 +111,32 @@ struct HashedFields<'a> {
 
 impl AuditRecord {
     pub fn from_entry(tenant: &str, seq: i64, prev_hash: &str, e: &AuditEntry) -> Self {
+        Self::from_owned_entry(tenant, seq, prev_hash, e.clone())
+    }
+
+    /// [`Self::from_entry`], taking the entry's strings instead of copying them.
+    pub fn from_owned_entry(tenant: &str, seq: i64, prev_hash: &str, e: AuditEntry) -> Self {
+        let detail = if e.detail.len() <= MAX_DETAIL_BYTES {
+            e.detail
+        } else {
+            cap(&e.detail, MAX_DETAIL_BYTES)
+        };
         let mut record = AuditRecord {
             tenant: tenant.to_string(),
             seq,
-            ts: e.ts.clone(),
-            session_id: e.session_id.clone(),
-            client_name: e.client_name.clone(),
-            tool: e.tool.clone(),
-            args_sha256: e.args_sha256.clone(),
-            args_redacted: e.args_redacted.clone(),
-            decision: e.decision.clone(),
-            rule_ids: e.rule_ids.clone(),
-            outcome: e.outcome.clone(),
-            detail: cap(&e.detail, MAX_DETAIL_BYTES),
+            ts: e.ts,
+            session_id: e.session_id,
+            client_name: e.client_name,
+            tool: e.tool,
+            args_sha256: e.args_sha256,
+            args_redacted: e.args_redacted,
+            decision: e.decision,
+            rule_ids: e.rule_ids,
+            outcome: e.outcome,
+            detail,
             duration_us: e.duration_us,
-            waiver_ids: e.waiver_ids.clone(),
-            task_ids: e.task_ids.clone(),
+            waiver_ids: e.waiver_ids,
+            task_ids: e.task_ids,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
         };
@@ -229,52 +239,65 @@ pub async fn verify_chain(
 
 /// SHA-256 of the arguments' canonical JSON (object keys sorted at every level).
 pub fn arguments_sha256(args: &Map<String, Value>) -> String {
-    let mut out = String::with_capacity(128);
-    write_canonical(&mut out, &Value::Object(args.clone()));
-    hex::encode(Sha256::digest(out.as_bytes()))
+    let mut out = Vec::with_capacity(128);
+    write_canonical_map(&mut out, args);
+    hex::encode(Sha256::digest(&out))
 }
 
-fn write_canonical(out: &mut String, value: &Value) {
+/// Compact JSON with every object's keys sorted (what the hash is taken of).
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(out, &map[k]);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_canonical_map(out, map),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(out, v);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        // serde_json's own text for strings, numbers and literals.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
+}
+
+fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_canonical(out, v);
+    }
+    out.push(b'}');
 }
 
 /// A copy of the arguments that is safe and small enough to keep: file contents
 /// and edit strings are reduced to their size, values under secret-looking keys
 /// are removed, long strings are cut, and the whole copy is capped.
 pub fn redact_arguments(args: &Map<String, Value>) -> String {
-    let redacted = redact_value(None, &Value::Object(args.clone()));
-    let text = redacted.to_string();
+    let text = redact_map(args).to_string();
     if text.len() <= MAX_REDACTED_BYTES {
         text
     } else {
         serde_json::json!({ "_truncated": cap(&text, MAX_REDACTED_BYTES - 64) }).to_string()
     }
+}
+
+fn redact_map(map: &Map<String, Value>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), redact_value(Some(k), v)))
+            .collect(),
+    )
 }
 
 fn redact_value(key: Option<&str>, value: &Value) -> Value {
@@ -288,27 +311,35 @@ fn redact_value(key: Option<&str>, value: &Value) -> Value {
         "apikey",
         "authorization",
     ];
-    let key_lower = key.map(str::to_ascii_lowercase);
-    if let Some(k) = key_lower.as_deref() {
-        if SECRET_MARKERS.iter().any(|m| k.contains(m)) {
+    if let Some(k) = key {
+        if SECRET_MARKERS
+            .iter()
+            .any(|m| contains_ignoring_ascii_case(k, m))
+        {
             return Value::String("<redacted>".to_string());
         }
-        if let (true, Value::String(s)) = (CONTENT_KEYS.contains(&k), value) {
+        if let Value::String(s) = value
+            && CONTENT_KEYS.iter().any(|c| k.eq_ignore_ascii_case(c))
+        {
             return Value::String(format!("<{} bytes>", s.len()));
         }
     }
     match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), redact_value(Some(k), v)))
-                .collect(),
-        ),
+        Value::Object(map) => redact_map(map),
         Value::Array(items) => Value::Array(items.iter().map(|v| redact_value(None, v)).collect()),
         Value::String(s) if s.len() > MAX_KEPT_STRING => {
             Value::String(format!("{}…<{} bytes>", cap(s, 64), s.len()))
         }
         other => other.clone(),
     }
+}
+
+/// Whether `haystack` contains `needle` (lowercase ASCII), in any case.
+fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Cut `s` to at most `max` bytes on a character boundary.
@@ -327,6 +358,73 @@ pub fn cap(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The canonical form as first written (through `Value` and `String`):
+    /// records already on chains were hashed with it.
+    fn canonical_as_first_written(out: &mut String, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical_as_first_written(out, &map[k]);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical_as_first_written(out, v);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    #[test]
+    fn the_arguments_hash_is_the_one_chains_were_made_with() {
+        let args = json!({
+            "z": [1, -2, 3.5, 1e300, u64::MAX, null, true, "t\"\\\n\u{1}é"],
+            "a": {"nested": {"b": 1, "A": [], "é": {}}, "": ""},
+            "Ünïcode key\t": "x".repeat(300),
+            "contents": "line\r\n",
+        });
+        let Value::Object(map) = args else {
+            unreachable!()
+        };
+        let mut first = String::new();
+        canonical_as_first_written(&mut first, &Value::Object(map.clone()));
+        assert_eq!(
+            arguments_sha256(&map),
+            hex::encode(Sha256::digest(first.as_bytes()))
+        );
+        let mut now = Vec::new();
+        write_canonical_map(&mut now, &map);
+        assert_eq!(String::from_utf8(now).unwrap(), first);
+    }
+
+    #[test]
+    fn secret_and_content_keys_are_matched_in_any_case() {
+        let args = json!({"API_Key": "k", "MyPassword": "p", "Contents": "abc", "note": "keep"});
+        let Value::Object(map) = args else {
+            unreachable!()
+        };
+        let kept: Value = serde_json::from_str(&redact_arguments(&map)).unwrap();
+        assert_eq!(
+            kept,
+            json!({"API_Key": "<redacted>", "MyPassword": "<redacted>", "Contents": "<3 bytes>", "note": "keep"})
+        );
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -853,3 +853,38 @@ async fn an_agents_load_follows_every_move_of_its_tasks() {
         );
     }
 }
+
+#[tokio::test]
+async fn indexed_records_of_any_batch_size_are_kept_once_in_order() {
+    use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+    for db in TestDb::all().await {
+        let store = db.store().await;
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=50 {
+            let prev = records
+                .last()
+                .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
+            let entry = AuditEntry {
+                ts: "2026-01-01T00:00:00Z".into(),
+                session_id: "s".into(),
+                client_name: "c".into(),
+                tool: "file_read".into(),
+                args_sha256: "0".into(),
+                args_redacted: "{}".into(),
+                decision: "allow".into(),
+                rule_ids: String::new(),
+                outcome: "ok".into(),
+                detail: format!("call {seq}"),
+                duration_us: seq,
+                waiver_ids: String::new(),
+                task_ids: String::new(),
+            };
+            records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
+        }
+        // 45 (32 + 8 + 1 x 5 rows), then 40..=50 again: the overlap is ignored.
+        store.audit_index(&records[..45]).await.unwrap();
+        store.audit_index(&records[39..]).await.unwrap();
+        let kept = store.audit_page("default", 0, 100).await.unwrap();
+        assert_eq!(kept, records, "{}", db.name());
+    }
+}

@@ -199,6 +199,9 @@ fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
+/// Rows per INSERT when the audit index is written (see `audit_index`).
+const INDEX_SHAPES: [usize; 3] = [32, 8, 1];
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError> {
@@ -221,33 +224,43 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        // One multi-row INSERT is one statement, so it commits atomically in a
-        // single round trip to SQLite's worker thread.
-        let mut query =
-            QueryBuilder::new(format!("INSERT OR IGNORE INTO audit_records ({COLUMNS}) "));
-        query.push_values(records, |mut row, r| {
-            row.push_bind(&r.tenant)
-                .push_bind(r.seq)
-                .push_bind(&r.ts)
-                .push_bind(&r.session_id)
-                .push_bind(&r.client_name)
-                .push_bind(&r.tool)
-                .push_bind(&r.args_sha256)
-                .push_bind(&r.args_redacted)
-                .push_bind(&r.decision)
-                .push_bind(&r.rule_ids)
-                .push_bind(&r.outcome)
-                .push_bind(&r.detail)
-                .push_bind(r.duration_us)
-                .push_bind(&r.waiver_ids)
-                .push_bind(&r.task_ids)
-                .push_bind(&r.prev_hash)
-                .push_bind(&r.hash);
-        });
-        // Not kept in the statement cache: each batch size is different SQL,
-        // and caching up to 100 of these large statements grew the server by
-        // ~250 bytes a call (measured RssAnon over 40,000 calls).
-        query.build().persistent(false).execute(&self.pool).await?;
+        // Multi-row INSERTs of a few fixed shapes: each shape is parsed once and
+        // kept in the connection's statement cache (a statement for every batch
+        // size was parsed anew each time, or, cached, grew the server by ~250
+        // bytes a call). One transaction, one commit.
+        let mut tx = self.pool.begin().await?;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let rows = INDEX_SHAPES
+                .into_iter()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, tail) = rest.split_at(rows);
+            let mut query =
+                QueryBuilder::new(format!("INSERT OR IGNORE INTO audit_records ({COLUMNS}) "));
+            query.push_values(chunk, |mut row, r| {
+                row.push_bind(&r.tenant)
+                    .push_bind(r.seq)
+                    .push_bind(&r.ts)
+                    .push_bind(&r.session_id)
+                    .push_bind(&r.client_name)
+                    .push_bind(&r.tool)
+                    .push_bind(&r.args_sha256)
+                    .push_bind(&r.args_redacted)
+                    .push_bind(&r.decision)
+                    .push_bind(&r.rule_ids)
+                    .push_bind(&r.outcome)
+                    .push_bind(&r.detail)
+                    .push_bind(r.duration_us)
+                    .push_bind(&r.waiver_ids)
+                    .push_bind(&r.task_ids)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            query.build().execute(&mut *tx).await?;
+            rest = tail;
+        }
+        tx.commit().await?;
         // Each record made under a task is linked to it, for the task's provenance.
         let links: Vec<(&AuditRecord, i64)> = records
             .iter()
