@@ -109,6 +109,28 @@ struct HashedFields<'a> {
     prev_hash: &'a str,
 }
 
+#[cfg(test)]
+impl AuditEntry {
+    /// A plain allowed `file_read` entry, the `i`th of a test's.
+    pub(crate) fn sample(i: i64) -> Self {
+        Self {
+            ts: format!("2026-01-01T00:00:{:02}Z", i % 60),
+            session_id: "s".into(),
+            client_name: "c".into(),
+            tool: "file_read".into(),
+            args_sha256: "0".into(),
+            args_redacted: "{}".into(),
+            decision: "allow".into(),
+            rule_ids: String::new(),
+            outcome: "ok".into(),
+            detail: String::new(),
+            duration_us: i,
+            waiver_ids: String::new(),
+            task_ids: String::new(),
+        }
+    }
+}
+
 impl AuditRecord {
     pub fn from_entry(tenant: &str, seq: i64, prev_hash: &str, e: &AuditEntry) -> Self {
         Self::from_owned_entry(tenant, seq, prev_hash, e.clone())
@@ -167,6 +189,35 @@ impl AuditRecord {
         let bytes = serde_json::to_vec(&fields).expect("plain fields serialize");
         hex::encode(Sha256::digest(&bytes))
     }
+}
+
+/// `VALUES (...), (...)` of `records` for an INSERT into `audit_records`,
+/// columns in table order (both stores' `COLUMNS`).
+pub(crate) fn push_audit_values<DB>(query: &mut sqlx::QueryBuilder<DB>, records: &[AuditRecord])
+where
+    DB: sqlx::Database,
+    for<'t> &'t String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    query.push_values(records, |mut row, r| {
+        row.push_bind(&r.tenant)
+            .push_bind(r.seq)
+            .push_bind(&r.ts)
+            .push_bind(&r.session_id)
+            .push_bind(&r.client_name)
+            .push_bind(&r.tool)
+            .push_bind(&r.args_sha256)
+            .push_bind(&r.args_redacted)
+            .push_bind(&r.decision)
+            .push_bind(&r.rule_ids)
+            .push_bind(&r.outcome)
+            .push_bind(&r.detail)
+            .push_bind(r.duration_us)
+            .push_bind(&r.waiver_ids)
+            .push_bind(&r.task_ids)
+            .push_bind(&r.prev_hash)
+            .push_bind(&r.hash);
+    });
 }
 
 /// Result of walking a chain.

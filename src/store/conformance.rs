@@ -444,19 +444,8 @@ async fn concurrent_appenders_on_postgres_make_one_valid_chain_per_tenant() {
         );
     }
     let entry = |i: usize| super::AuditEntry {
-        ts: format!("2026-01-01T00:00:{:02}Z", i % 60),
         session_id: format!("s{i}"),
-        client_name: "c".into(),
-        tool: "file_read".into(),
-        args_sha256: "0".into(),
-        args_redacted: "{}".into(),
-        decision: "allow".into(),
-        rule_ids: String::new(),
-        outcome: "ok".into(),
-        detail: String::new(),
-        duration_us: i as i64,
-        waiver_ids: String::new(),
-        task_ids: String::new(),
+        ..super::AuditEntry::sample(i as i64)
     };
     let appends = (0..120).map(|i| {
         let store = &pools[i % pools.len()];
@@ -865,19 +854,8 @@ async fn indexed_records_of_any_batch_size_are_kept_once_in_order() {
                 .last()
                 .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
             let entry = AuditEntry {
-                ts: "2026-01-01T00:00:00Z".into(),
-                session_id: "s".into(),
-                client_name: "c".into(),
-                tool: "file_read".into(),
-                args_sha256: "0".into(),
-                args_redacted: "{}".into(),
-                decision: "allow".into(),
-                rule_ids: String::new(),
-                outcome: "ok".into(),
                 detail: format!("call {seq}"),
-                duration_us: seq,
-                waiver_ids: String::new(),
-                task_ids: String::new(),
+                ..AuditEntry::sample(seq)
             };
             records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
         }

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 
-use super::audit::{AuditRecord, ChainHead};
+use super::audit::{AuditRecord, ChainHead, push_audit_values};
 use super::breaker::{self, Breaker, Outage};
 use super::tokens::{NewToken, TenantRecord, TokenRecord, TokenRole};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
@@ -517,29 +517,6 @@ fn override_from_row(row: &PgRow) -> Result<OverrideRecord, sqlx::Error> {
     })
 }
 
-/// `VALUES (...), (...)` of `records`, in the order of `audit_columns!`.
-fn push_records(query: &mut QueryBuilder<Postgres>, records: &[AuditRecord]) {
-    query.push_values(records, |mut row, r| {
-        row.push_bind(&r.tenant)
-            .push_bind(r.seq)
-            .push_bind(&r.ts)
-            .push_bind(&r.session_id)
-            .push_bind(&r.client_name)
-            .push_bind(&r.tool)
-            .push_bind(&r.args_sha256)
-            .push_bind(&r.args_redacted)
-            .push_bind(&r.decision)
-            .push_bind(&r.rule_ids)
-            .push_bind(&r.outcome)
-            .push_bind(&r.detail)
-            .push_bind(r.duration_us)
-            .push_bind(&r.waiver_ids)
-            .push_bind(&r.task_ids)
-            .push_bind(&r.prev_hash)
-            .push_bind(&r.hash);
-    });
-}
-
 fn record_from_row(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
     Ok(AuditRecord {
         tenant: row.try_get("tenant")?,
@@ -657,7 +634,7 @@ impl Store for PgStore {
             audit_columns!(),
             ") "
         ));
-        push_records(&mut insert, std::slice::from_ref(&record));
+        push_audit_values(&mut insert, std::slice::from_ref(&record));
         insert.push(
             " RETURNING tenant, seq, hash) UPDATE audit_heads h SET seq = added.seq,              hash = added.hash FROM added WHERE h.tenant = added.tenant",
         );
@@ -707,7 +684,7 @@ impl Store for PgStore {
                 audit_columns!(),
                 ") "
             ));
-            push_records(&mut query, batch);
+            push_audit_values(&mut query, batch);
             query.push(" ON CONFLICT (tenant, seq) DO NOTHING");
             query.build().persistent(false).execute(&mut *tx).await?;
             // A head row (made by `audit_append`) follows indexed records, so

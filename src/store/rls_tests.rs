@@ -41,21 +41,7 @@ const TABLES: &[(&str, &str)] = &[
 /// Give tenant `t` at least one row in every table, through the store.
 async fn populate(app: &PgStore, t: &str) {
     let store = app.for_tenant(t);
-    let entry = AuditEntry {
-        session_id: "s".into(),
-        client_name: "c".into(),
-        tool: "file_read".into(),
-        args_sha256: "0".into(),
-        args_redacted: "{}".into(),
-        decision: "allow".into(),
-        rule_ids: String::new(),
-        outcome: "ok".into(),
-        detail: String::new(),
-        duration_us: 1,
-        waiver_ids: String::new(),
-        task_ids: String::new(),
-        ts: "2026-01-01T00:00:00Z".into(),
-    };
+    let entry = AuditEntry::sample(0);
     let record = AuditRecord::from_entry(t, 1, GENESIS_HASH, &entry);
     store.audit_index(&[record]).await.unwrap();
     store.budget_add(t, "spec", "a.rs", 3).await.unwrap();

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::audit::{AuditRecord, ChainHead};
+use super::audit::{AuditRecord, ChainHead, push_audit_values};
 use super::tokens::TokenRole;
 use super::tokens::{NewToken, TenantRecord, TokenRecord};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
@@ -238,25 +238,7 @@ impl Store for SqliteStore {
             let (chunk, tail) = rest.split_at(rows);
             let mut query =
                 QueryBuilder::new(format!("INSERT OR IGNORE INTO audit_records ({COLUMNS}) "));
-            query.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.tenant)
-                    .push_bind(r.seq)
-                    .push_bind(&r.ts)
-                    .push_bind(&r.session_id)
-                    .push_bind(&r.client_name)
-                    .push_bind(&r.tool)
-                    .push_bind(&r.args_sha256)
-                    .push_bind(&r.args_redacted)
-                    .push_bind(&r.decision)
-                    .push_bind(&r.rule_ids)
-                    .push_bind(&r.outcome)
-                    .push_bind(&r.detail)
-                    .push_bind(r.duration_us)
-                    .push_bind(&r.waiver_ids)
-                    .push_bind(&r.task_ids)
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
+            push_audit_values(&mut query, chunk);
             query.build().execute(&mut *tx).await?;
             rest = tail;
         }
