@@ -189,15 +189,18 @@ async fn serve_stdio(setup: &super::Setup, busy_poll: Duration) -> anyhow::Resul
     let in_flight = server.in_flight();
     crate::server::stdio::grow_pipes();
     let (reader, writer) = rmcp::transport::io::stdio_pipes();
-    let reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> =
+    let (reader, gate): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, _) =
         match crate::server::stdio::PollingStdin::open(busy_poll) {
-            Some(polling) => Box::new(polling),
-            None => Box::new(reader),
+            Some(polling) => {
+                let gate = polling.gate();
+                (Box::new(polling), Some(gate))
+            }
+            None => (Box::new(reader), None),
         };
     let crate::server::stdio::StdioSession {
         service,
         output_done,
-    } = crate::server::stdio::serve(server, reader, writer).await?;
+    } = crate::server::stdio::serve(server, reader, writer, gate).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = service.waiting() => {

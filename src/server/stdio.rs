@@ -60,10 +60,29 @@ pub fn grow_pipes() {
 /// call (a sequential 4 KiB `file_read` measured 37–40 µs when client and
 /// server shared a vCPU, 75–110 µs when they did not). Polling costs at
 /// most `busy_poll` of CPU per quiet spell, and yields the CPU at every
-/// turn, so a client on the same CPU still runs.
+/// turn, so a client on the same CPU still runs. It polls only while its
+/// [`BusyPollGate`] is open: the reader of requests opens it after a read it
+/// answered itself with nothing else of its own running, since polling holds
+/// the runtime thread, and a task queued behind it (a write just spawned)
+/// would wait out the poll.
 pub struct PollingStdin {
     pipe: tokio::net::unix::pipe::Receiver,
     busy_poll: Duration,
+    gate: BusyPollGate,
+}
+
+/// Whether [`PollingStdin`] may poll now (see there).
+#[derive(Clone, Default)]
+pub struct BusyPollGate(Arc<std::sync::atomic::AtomicBool>);
+
+impl BusyPollGate {
+    fn set(&self, open: bool) {
+        self.0.store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl PollingStdin {
@@ -80,7 +99,16 @@ impl PollingStdin {
             return None;
         }
         let pipe = tokio::net::unix::pipe::Receiver::from_file(file).ok()?;
-        Some(Self { pipe, busy_poll })
+        Some(Self {
+            pipe,
+            busy_poll,
+            gate: BusyPollGate::default(),
+        })
+    }
+
+    /// The gate the reader of requests opens and closes.
+    pub fn gate(&self) -> BusyPollGate {
+        self.gate.clone()
     }
 }
 
@@ -91,7 +119,7 @@ impl AsyncRead for PollingStdin {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if !this.busy_poll.is_zero() {
+        if !this.busy_poll.is_zero() && this.gate.is_open() {
             // Read the descriptor itself: the runtime's readiness flag only
             // changes when it is woken, which is what this avoids.
             let deadline = std::time::Instant::now() + this.busy_poll;
@@ -128,7 +156,13 @@ pub struct StdioSession {
 
 /// Serve `server` on `input`/`output` (the process's stdio pipes in
 /// production). Returns once the `initialize` handshake is done.
-pub async fn serve<R, W>(server: ArbiterServer, input: R, output: W) -> anyhow::Result<StdioSession>
+/// `gate`: the [`PollingStdin`]'s, when `input` is one.
+pub async fn serve<R, W>(
+    server: ArbiterServer,
+    input: R,
+    output: W,
+    gate: Option<BusyPollGate>,
+) -> anyhow::Result<StdioSession>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -144,6 +178,7 @@ where
         output,
         server.clone(),
         session.clone(),
+        gate.unwrap_or_default(),
     ));
     let service = server
         .serve(Bounded::new(AsyncRwTransport::new_server(
@@ -201,6 +236,7 @@ async fn read_requests<R, W>(
     output: Output<W>,
     server: ArbiterServer,
     session: Arc<OnceLock<DirectSession>>,
+    gate: BusyPollGate,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -212,11 +248,16 @@ async fn read_requests<R, W>(
     // waiting, their records are committed together (one journal write) and
     // then their replies go out together (one write, one wake-up of the client).
     let mut batch = ReadBatch::default();
+    let mut answered_read = false;
     loop {
         if !batch.is_empty() && memchr::memchr(b'\n', input.buffer()).is_none() {
             batch.send(&server, &output).await;
         }
         line.clear();
+        // Poll for the next request only after a read answered here with no
+        // write of ours still running (see `PollingStdin`).
+        gate.set(answered_read && writers.available_permits() == MAX_UNANSWERED);
+        answered_read = false;
         let whole = match read_line(&mut input, &mut line, &mut to_rmcp).await {
             Ok(Some(whole)) => whole,
             Ok(None) => break,
@@ -250,6 +291,7 @@ async fn read_requests<R, W>(
                     replies,
                 ))
                 .await;
+            answered_read = true;
             if batch.replies.len() >= REPLY_BATCH_BYTES {
                 batch.send(&server, &output).await;
             }
