@@ -25,10 +25,10 @@ pub struct ServeArgs {
     /// Clients need a bearer token (`arbiter token create`).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
-    /// Over stdio, how long to keep polling stdin for the next request (in
-    /// microseconds) before waiting to be woken: a client that sends requests
-    /// back to back gets its answers sooner, for at most this much CPU per
-    /// quiet spell. 0 turns it off.
+    /// Over stdio, how long after answering a `file_read` to keep polling
+    /// stdin for the next request (in microseconds) before waiting to be
+    /// woken: a client that sends reads back to back gets its answers sooner,
+    /// for at most this much CPU per quiet spell. 0 turns it off.
     #[arg(long, value_name = "MICROSECONDS", default_value_t = 100)]
     stdin_busy_poll_us: u64,
     /// Requests each token may make (`N/s`, `N/min`, `N/h`, or `off`), unless
