@@ -7,6 +7,7 @@
 //! callers ask `policy` first.
 
 pub mod atomic;
+pub mod blocking;
 pub mod cgroup;
 pub mod file_locks;
 pub mod jobs;
@@ -19,6 +20,7 @@ pub mod walk;
 pub mod workspace;
 
 pub use atomic::{WriteReport, write_atomically};
+pub use blocking::run_blocking;
 pub use file_locks::FileLocks;
 pub use workspace::{
     ConfineError, EntryKind, EntryMeta, EntryTarget, ExistingFile, OpenedFile, WorkspaceRoot,

@@ -132,7 +132,7 @@ fn tree_failed(path: &str, e: TreeError) -> ToolError {
     }
 }
 
-fn task_failed(e: tokio::task::JoinError) -> ToolError {
+fn task_failed(e: String) -> ToolError {
     failed("FILE-003", format!("the task failed: {e}"), "retry")
 }
 
@@ -219,7 +219,7 @@ impl Toolbox {
             .gate_changes(decision, &files)
             .await
             .inspect_err(note_error)?;
-        let entries_removed = tokio::task::spawn_blocking(move || tree::remove_entry(&target))
+        let entries_removed = crate::exec::run_blocking(move || tree::remove_entry(&target))
             .await
             .map_err(task_failed)?
             .map_err(|e| {
@@ -349,7 +349,7 @@ impl Toolbox {
             .gate_changes(decision, &changes)
             .await
             .inspect_err(note_error)?;
-        let report = tokio::task::spawn_blocking(move || tree::move_entry(&src, &dst, overwrite))
+        let report = crate::exec::run_blocking(move || tree::move_entry(&src, &dst, overwrite))
             .await
             .map_err(task_failed)?
             .map_err(|e| match e.raw_os_error() {

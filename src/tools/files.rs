@@ -176,18 +176,17 @@ impl Toolbox {
         } else {
             contents.clone()
         };
-        let report = tokio::task::spawn_blocking(move || {
-            exec::write_atomically(&target, contents.as_bytes())
-        })
-        .await
-        .map_err(|e| {
-            reject(ToolError::failed(
-                "FILE-003",
-                format!("the write task failed: {e}"),
-                "retry",
-            ))
-        })?
-        .map_err(|e| reject(write_failed(&path, &e)))?;
+        let report =
+            exec::run_blocking(move || exec::write_atomically(&target, contents.as_bytes()))
+                .await
+                .map_err(|e| {
+                    reject(ToolError::failed(
+                        "FILE-003",
+                        format!("the write task failed: {e}"),
+                        "retry",
+                    ))
+                })?
+                .map_err(|e| reject(write_failed(&path, &e)))?;
         self.charge(charge).await;
         self.record_task_change("file_write", &path, &before, &written)
             .await;
@@ -250,7 +249,7 @@ impl Toolbox {
         } else {
             text.clone()
         };
-        tokio::task::spawn_blocking(move || exec::write_atomically(&target, text.as_bytes()))
+        exec::run_blocking(move || exec::write_atomically(&target, text.as_bytes()))
             .await
             .map_err(|e| {
                 reject(ToolError::failed(
@@ -372,10 +371,18 @@ fn read_numbered_lines(
     if start.len() < capacity
         && let Ok(text) = std::str::from_utf8(start)
     {
-        for line in text.split_inclusive('\n') {
-            if !lines.next() || !lines.push(trim_str_line_end(line)) {
+        // memchr's search, not `split_inclusive('\n')`: the std searcher was
+        // ~3% of a pipelined read's CPU.
+        let mut from = 0;
+        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|end| end + 1);
+        for to in ends.chain((!text.is_empty()).then_some(text.len())) {
+            if to == from {
+                break; // the end of a file that ends with a line end
+            }
+            if !lines.next() || !lines.push(trim_str_line_end(&text[from..to])) {
                 break;
             }
+            from = to;
         }
         return Ok(lines.finish(rel_path, meta.size));
     }
