@@ -74,10 +74,13 @@ async fn tampering_with_one_record_makes_verify_fail_naming_it() {
     assert_eq!(run_cli(&s.ws(), &["audit", "verify"]).0, 0);
     let db = s.ws().join(".arbiter/arbiter.db");
     let store = arbiter::store::SqliteStore::open(&db).await.unwrap();
-    sqlx::query("UPDATE audit_records SET outcome = 'refused' WHERE seq = 3")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    // Each record is kept as its JSON (see migrations/sqlite/0015).
+    sqlx::query(
+        "UPDATE audit_records SET record = json_set(record, '$.outcome', 'refused') WHERE seq = 3",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
     let (code, out, _) = run_cli(&s.ws(), &["audit", "verify"]);
     assert_eq!(code, 1, "{out}");
     assert!(
@@ -85,10 +88,12 @@ async fn tampering_with_one_record_makes_verify_fail_naming_it() {
         "{out}"
     );
     // Restore the value, then remove a record instead: the gap is found too.
-    sqlx::query("UPDATE audit_records SET outcome = 'ok' WHERE seq = 3")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE audit_records SET record = json_set(record, '$.outcome', 'ok') WHERE seq = 3",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
     assert_eq!(run_cli(&s.ws(), &["audit", "verify"]).0, 0);
     sqlx::query("DELETE FROM audit_records WHERE seq = 2")
         .execute(store.pool())

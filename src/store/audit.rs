@@ -77,6 +77,41 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// A journal line to be indexed as it is: the record's JSON text and the
+/// fields the index needs from it, read without building the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexLine<'a> {
+    pub tenant: std::borrow::Cow<'a, str>,
+    pub seq: i64,
+    /// Comma-separated task ids (`task_ids`), empty for most records.
+    pub task_ids: std::borrow::Cow<'a, str>,
+    /// The whole record, as JSON.
+    pub json: &'a str,
+}
+
+impl<'a> IndexLine<'a> {
+    /// Read `line` (one record's JSON). The whole line is checked to be JSON
+    /// (other fields are skipped, not built), so a torn or garbled line is
+    /// refused here rather than stored.
+    pub fn parse(line: &'a str) -> Result<Self, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Key<'a> {
+            #[serde(borrow)]
+            tenant: std::borrow::Cow<'a, str>,
+            seq: i64,
+            #[serde(default, borrow)]
+            task_ids: std::borrow::Cow<'a, str>,
+        }
+        let key: Key<'a> = serde_json::from_str(line)?;
+        Ok(Self {
+            tenant: key.tenant,
+            seq: key.seq,
+            task_ids: key.task_ids,
+            json: line,
+        })
+    }
+}
+
 /// The newest record of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -191,8 +226,9 @@ impl AuditRecord {
     }
 }
 
-/// `VALUES (...), (...)` of `records` for an INSERT into `audit_records`,
-/// columns in table order (both stores' `COLUMNS`).
+/// `VALUES (...), (...)` of `records` for an INSERT into PostgreSQL's
+/// `audit_records`, columns in table order (its `COLUMNS`). SQLite keeps each
+/// record as JSON instead (`IndexLine`).
 pub(crate) fn push_audit_values<DB>(query: &mut sqlx::QueryBuilder<DB>, records: &[AuditRecord])
 where
     DB: sqlx::Database,

@@ -845,24 +845,52 @@ async fn an_agents_load_follows_every_move_of_its_tasks() {
 
 #[tokio::test]
 async fn indexed_records_of_any_batch_size_are_kept_once_in_order() {
-    use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH};
+    use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH, IndexLine};
     for db in TestDb::all().await {
         let store = db.store().await;
         let mut records: Vec<AuditRecord> = Vec::new();
-        for seq in 1..=50 {
+        for seq in 1..=200 {
             let prev = records
                 .last()
                 .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
             let entry = AuditEntry {
-                detail: format!("call {seq}"),
+                detail: format!("call {seq}: \"quoted\", tab\t, é, \u{1}"),
+                task_ids: if seq % 7 == 0 {
+                    "T-3".into()
+                } else {
+                    String::new()
+                },
                 ..AuditEntry::sample(seq)
             };
             records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
         }
-        // 45 (32 + 8 + 1 x 5 rows), then 40..=50 again: the overlap is ignored.
-        store.audit_index(&records[..45]).await.unwrap();
-        store.audit_index(&records[39..]).await.unwrap();
-        let kept = store.audit_page("default", 0, 100).await.unwrap();
+        // 173 (128 + 32 + 8 + 1 x 5 rows), then 160..=200 again: the overlap
+        // is ignored.
+        store.audit_index(&records[..173]).await.unwrap();
+        store.audit_index(&records[159..180]).await.unwrap();
+        // The rest as journal lines (what the indexer hands over).
+        let json: Vec<String> = records[170..]
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        let lines: Vec<IndexLine<'_>> = json
+            .iter()
+            .map(|line| IndexLine::parse(line).unwrap())
+            .collect();
+        assert_eq!(lines[0].seq, 171);
+        assert_eq!(lines[4].task_ids, "T-3", "seq 175");
+        store.audit_index_lines(&lines).await.unwrap();
+        let kept = store.audit_page("default", 0, 300).await.unwrap();
         assert_eq!(kept, records, "{}", db.name());
+        let tail = store.audit_tail("default", 3).await.unwrap();
+        assert_eq!(tail, records[197..], "{}", db.name());
+        let head = store.audit_head("default").await.unwrap().unwrap();
+        assert_eq!(
+            (head.seq, head.hash.as_str()),
+            (200, records[199].hash.as_str())
+        );
+        let linked = store.audit_for_task("default", 3).await.unwrap();
+        let under_task: Vec<_> = records.iter().filter(|r| r.seq % 7 == 0).cloned().collect();
+        assert_eq!(linked, under_task, "{}", db.name());
     }
 }

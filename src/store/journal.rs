@@ -32,7 +32,7 @@ use std::time::Duration;
 use rustix::fs::FlockOperation;
 use tokio::sync::{Mutex, Notify};
 
-use super::audit::{AuditEntry, AuditError, AuditRecord, ChainHead, GENESIS_HASH};
+use super::audit::{AuditEntry, AuditError, AuditRecord, ChainHead, GENESIS_HASH, IndexLine};
 use super::{LazyStore, Store, StoreError};
 
 /// Journal size past which its indexed lines are cut.
@@ -618,24 +618,30 @@ impl IndexCursor {
         let mut pos = 0;
         let mut highest = indexed;
         let mut last_start = 0;
-        while let Some(nl) = bytes[pos..].iter().position(|&b| b == b'\n') {
+        // Lines are indexed as they are (the store keeps each record's JSON),
+        // only their key read: building every record was most of the
+        // indexer's cost.
+        while let Some(nl) = memchr::memchr(b'\n', &bytes[pos..]) {
             let line = &bytes[pos..pos + nl];
             last_start = pos;
             pos += nl + 1;
-            match serde_json::from_slice::<AuditRecord>(line) {
-                Ok(record) if record.seq > highest && record.tenant == tenant => {
-                    highest = record.seq;
-                    batch.push(record);
+            let parsed = std::str::from_utf8(line)
+                .map_err(|e| e.to_string())
+                .and_then(|line| IndexLine::parse(line).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(line) if line.seq > highest && line.tenant == tenant => {
+                    highest = line.seq;
+                    batch.push(line);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping an unreadable audit journal line"),
             }
             if batch.len() >= INDEX_BATCH {
-                store.audit_index(&batch).await?;
+                store.audit_index_lines(&batch).await?;
                 batch.clear();
             }
         }
-        store.audit_index(&batch).await?;
+        store.audit_index_lines(&batch).await?;
         self.offset += pos as u64;
         if pos > 0 {
             self.anchor = bytes[last_start..pos].to_vec();

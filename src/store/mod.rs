@@ -25,7 +25,7 @@ pub use crate::policy::budget::Usage as BudgetUsage;
 
 use async_trait::async_trait;
 
-pub use audit::{AuditEntry, AuditRecord, ChainHead, VerifyReport};
+pub use audit::{AuditEntry, AuditRecord, ChainHead, IndexLine, VerifyReport};
 pub use journal::AuditChain;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -116,6 +116,23 @@ pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     /// Index records committed to the journal. Records already present (same
     /// tenant and seq, indexed by another process) are left as they are.
     async fn audit_index(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+    /// [`Self::audit_index`] for journal lines, each a record's JSON. A store
+    /// that keeps records as JSON stores the lines as they are; the others
+    /// decode them first (this default).
+    async fn audit_index_lines(&self, lines: &[IndexLine<'_>]) -> Result<(), StoreError> {
+        let records = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<AuditRecord>(line.json).map_err(|e| {
+                    StoreError::Database(format!(
+                        "audit record {} of `{}` does not decode: {e}",
+                        line.seq, line.tenant
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.audit_index(&records).await
+    }
     /// Append one record to a tenant's chain and commit it, as the commit
     /// point itself: for stores shared by several hosts (PostgreSQL), where
     /// no journal file can serialize the appenders. A store that commits

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
-use super::audit::{AuditRecord, ChainHead, push_audit_values};
+use super::audit::{AuditRecord, ChainHead, IndexLine};
 use super::tokens::TokenRole;
 use super::tokens::{NewToken, TenantRecord, TokenRecord};
 use super::{BudgetUsage, NewOverride, OverrideDecision, Store, StoreError};
@@ -74,9 +74,6 @@ pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 pub struct SqliteStore {
     pool: SqlitePool,
 }
-
-const COLUMNS: &str = "tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-                       decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash";
 
 impl SqliteStore {
     /// Open (creating if needed) the database file and apply migrations.
@@ -177,36 +174,35 @@ impl SqliteStore {
     }
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
-    Ok(AuditRecord {
-        tenant: row.try_get("tenant")?,
-        seq: row.try_get("seq")?,
-        ts: row.try_get("ts")?,
-        session_id: row.try_get("session_id")?,
-        client_name: row.try_get("client_name")?,
-        tool: row.try_get("tool")?,
-        args_sha256: row.try_get("args_sha256")?,
-        args_redacted: row.try_get("args_redacted")?,
-        decision: row.try_get("decision")?,
-        rule_ids: row.try_get("rule_ids")?,
-        outcome: row.try_get("outcome")?,
-        detail: row.try_get("detail")?,
-        duration_us: row.try_get("duration_us")?,
-        waiver_ids: row.try_get("waiver_ids")?,
-        task_ids: row.try_get("task_ids")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
+/// A record from its row (`tenant, seq, record`): its JSON decoded. A row
+/// whose JSON does not decode, or whose key disagrees with it, is named.
+fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    let tenant: String = row.try_get("tenant")?;
+    let seq: i64 = row.try_get("seq")?;
+    let json: &str = row.try_get("record")?;
+    let record: AuditRecord = serde_json::from_str(json).map_err(|e| {
+        StoreError::Database(format!(
+            "audit record {seq} of `{tenant}` does not decode: {e}"
+        ))
+    })?;
+    if record.tenant != tenant || record.seq != seq {
+        return Err(StoreError::Database(format!(
+            "audit record {seq} of `{tenant}` holds record {} of `{}`",
+            record.seq, record.tenant
+        )));
+    }
+    Ok(record)
 }
 
 /// Rows per INSERT when the audit index is written (see `audit_index`).
-const INDEX_SHAPES: [usize; 3] = [32, 8, 1];
+const INDEX_SHAPES: [usize; 4] = [128, 32, 8, 1];
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn audit_head(&self, tenant: &str) -> Result<Option<ChainHead>, StoreError> {
         let row = sqlx::query(
-            "SELECT seq, hash FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, json_extract(record, '$.hash') AS hash FROM audit_records \
+             WHERE tenant = ? ORDER BY seq DESC LIMIT 1",
         )
         .bind(tenant)
         .fetch_optional(&self.pool)
@@ -221,15 +217,35 @@ impl Store for SqliteStore {
     }
 
     async fn audit_index(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
+        let json = records
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let lines: Vec<IndexLine<'_>> = records
+            .iter()
+            .zip(&json)
+            .map(|(r, json)| IndexLine {
+                tenant: r.tenant.as_str().into(),
+                seq: r.seq,
+                task_ids: r.task_ids.as_str().into(),
+                json,
+            })
+            .collect();
+        self.audit_index_lines(&lines).await
+    }
+
+    async fn audit_index_lines(&self, lines: &[IndexLine<'_>]) -> Result<(), StoreError> {
+        if lines.is_empty() {
             return Ok(());
         }
         // Multi-row INSERTs of a few fixed shapes: each shape is parsed once and
         // kept in the connection's statement cache (a statement for every batch
         // size was parsed anew each time, or, cached, grew the server by ~250
-        // bytes a call). One transaction, one commit.
+        // bytes a call). One transaction, one commit. Each record is stored as
+        // its JSON text (migration 0015).
         let mut tx = self.pool.begin().await?;
-        let mut rest = records;
+        let mut rest = lines;
         while !rest.is_empty() {
             let rows = INDEX_SHAPES
                 .into_iter()
@@ -237,27 +253,33 @@ impl Store for SqliteStore {
                 .unwrap_or(1);
             let (chunk, tail) = rest.split_at(rows);
             let mut query =
-                QueryBuilder::new(format!("INSERT OR IGNORE INTO audit_records ({COLUMNS}) "));
-            push_audit_values(&mut query, chunk);
+                QueryBuilder::new("INSERT OR IGNORE INTO audit_records (tenant, seq, record) ");
+            query.push_values(chunk, |mut row, line| {
+                row.push_bind(line.tenant.to_string())
+                    .push_bind(line.seq)
+                    .push_bind(line.json.to_string());
+            });
             query.build().execute(&mut *tx).await?;
             rest = tail;
         }
         tx.commit().await?;
         // Each record made under a task is linked to it, for the task's provenance.
-        let links: Vec<(&AuditRecord, i64)> = records
+        let links: Vec<(&IndexLine<'_>, i64)> = lines
             .iter()
-            .flat_map(|r| {
-                r.task_ids
+            .flat_map(|line| {
+                line.task_ids
                     .split(',')
                     .filter_map(crate::tasks::parse_id)
-                    .map(move |id| (r, id))
+                    .map(move |id| (line, id))
             })
             .collect();
         if !links.is_empty() {
             let mut query =
                 QueryBuilder::new("INSERT OR IGNORE INTO audit_task_links (task_id, tenant, seq) ");
-            query.push_values(links, |mut row, (r, id)| {
-                row.push_bind(id).push_bind(&r.tenant).push_bind(r.seq);
+            query.push_values(links, |mut row, (line, id)| {
+                row.push_bind(id)
+                    .push_bind(line.tenant.to_string())
+                    .push_bind(line.seq);
             });
             query.build().persistent(false).execute(&self.pool).await?;
         }
@@ -270,9 +292,7 @@ impl Store for SqliteStore {
         task_id: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.tenant, a.seq, a.ts, a.session_id, a.client_name, a.tool, a.args_sha256, \
-             a.args_redacted, a.decision, a.rule_ids, a.outcome, a.detail, a.duration_us, \
-             a.waiver_ids, a.task_ids, a.prev_hash, a.hash \
+            "SELECT a.tenant, a.seq, a.record \
              FROM audit_task_links l JOIN audit_records a ON a.tenant = l.tenant AND a.seq = l.seq \
              WHERE l.task_id = ? AND l.tenant = ? ORDER BY a.seq",
         )
@@ -290,9 +310,7 @@ impl Store for SqliteStore {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash \
-             FROM audit_records WHERE tenant = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
+            "SELECT tenant, seq, record FROM audit_records WHERE tenant = ? AND seq > ? ORDER BY seq ASC LIMIT ?",
         )
         .bind(tenant)
         .bind(after)
@@ -304,9 +322,7 @@ impl Store for SqliteStore {
 
     async fn audit_tail(&self, tenant: &str, n: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant, seq, ts, session_id, client_name, tool, args_sha256, args_redacted, \
-             decision, rule_ids, outcome, detail, duration_us, waiver_ids, task_ids, prev_hash, hash \
-             FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT tenant, seq, record FROM audit_records WHERE tenant = ? ORDER BY seq DESC LIMIT ?",
         )
         .bind(tenant)
         .bind(n)
@@ -646,4 +662,114 @@ fn lock_exclusive(path: &Path) -> Result<std::fs::File, StoreError> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| io(e.into()))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::store::audit::{AuditEntry, GENESIS_HASH};
+
+    /// A database from before migration 0015 (a column per field) keeps
+    /// every record, and each still verifies, once migrated.
+    #[tokio::test]
+    async fn records_kept_in_columns_survive_the_move_to_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        MIGRATOR
+            .run_direct(Some(14), &mut conn, false)
+            .await
+            .unwrap();
+        let mut records: Vec<AuditRecord> = Vec::new();
+        for seq in 1..=3 {
+            let prev = records
+                .last()
+                .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
+            let entry = AuditEntry {
+                detail: format!("line\n\"{seq}\""),
+                waiver_ids: if seq == 2 {
+                    "W-1".into()
+                } else {
+                    String::new()
+                },
+                task_ids: if seq == 3 {
+                    "T-9".into()
+                } else {
+                    String::new()
+                },
+                ..AuditEntry::sample(seq)
+            };
+            records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
+        }
+        for r in &records {
+            sqlx::query(
+                "INSERT INTO audit_records (tenant, seq, ts, session_id, client_name, tool, \
+                 args_sha256, args_redacted, decision, rule_ids, outcome, detail, duration_us, \
+                 waiver_ids, task_ids, prev_hash, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.tenant)
+            .bind(r.seq)
+            .bind(&r.ts)
+            .bind(&r.session_id)
+            .bind(&r.client_name)
+            .bind(&r.tool)
+            .bind(&r.args_sha256)
+            .bind(&r.args_redacted)
+            .bind(&r.decision)
+            .bind(&r.rule_ids)
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(r.duration_us)
+            .bind(&r.waiver_ids)
+            .bind(&r.task_ids)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let kept = store.audit_page("default", 0, 10).await.unwrap();
+        assert_eq!(kept, records);
+        for r in &kept {
+            assert_eq!(r.compute_hash(), r.hash, "seq {}", r.seq);
+        }
+        // The fields can still be queried by name.
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT detail, waiver_ids, task_ids FROM audit_record_fields ORDER BY seq",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let expected: Vec<_> = records
+            .iter()
+            .map(|r| (r.detail.clone(), r.waiver_ids.clone(), r.task_ids.clone()))
+            .collect();
+        assert_eq!(rows, expected);
+    }
+
+    /// A row whose JSON was damaged is named, not passed over.
+    #[tokio::test]
+    async fn a_record_that_does_not_decode_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("a.db")).await.unwrap();
+        let record = AuditRecord::from_entry("default", 1, GENESIS_HASH, &AuditEntry::sample(1));
+        store.audit_index(&[record]).await.unwrap();
+        sqlx::query("UPDATE audit_records SET record = '{\"tenant\": 1}' WHERE seq = 1")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let e = store.audit_page("default", 0, 10).await.unwrap_err();
+        assert!(e.to_string().contains("audit record 1 of `default`"), "{e}");
+    }
 }
