@@ -28,11 +28,7 @@ use rmcp::model::RequestId;
 const RMCP_PIPE_BYTES: usize = 64 * 1024;
 
 /// Replies held back for one write at most (see `read_requests`).
-const REPLY_BATCH_BYTES: usize = 128 * 1024;
-
-/// Batches of replies handed to tasks of their own and not yet sent, at most
-/// (see [`BatchSenders`]): a client that stops reading stops the reader.
-const BATCHES_IN_FLIGHT: usize = 2;
+const REPLY_BATCH_BYTES: usize = 256 * 1024;
 
 /// What the stdio pipes are grown to, when they are pipes: a 4 KiB read's
 /// reply is ~10 KiB, so the usual 64 KiB pipe holds six, and a client reading
@@ -253,22 +249,14 @@ async fn read_requests<R, W>(
     // then their replies go out together (one write, one wake-up of the client).
     let mut batch = ReadBatch::default();
     let mut answered_read = false;
-    let mut senders = BatchSenders::default();
     loop {
         if !batch.is_empty() && memchr::memchr(b'\n', input.buffer()).is_none() {
-            // Nothing more to answer for now: send the batch here (no hop
-            // to another thread for a client that waits for each reply),
-            // unless earlier batches are still on their way (it follows them).
-            if senders.busy() {
-                senders.hand_over(&mut batch, &server, &output).await;
-            } else {
-                batch.send(&server, &output).await;
-            }
+            batch.send(&server, &output).await;
         }
         line.clear();
         // Poll for the next request only after a read answered here with no
-        // write or batch of ours still running (see `PollingStdin`).
-        gate.set(answered_read && writers.available_permits() == MAX_UNANSWERED && !senders.busy());
+        // write of ours still running (see `PollingStdin`).
+        gate.set(answered_read && writers.available_permits() == MAX_UNANSWERED);
         answered_read = false;
         let whole = match read_line(&mut input, &mut line, &mut to_rmcp).await {
             Ok(Some(whole)) => whole,
@@ -305,11 +293,7 @@ async fn read_requests<R, W>(
                 .await;
             answered_read = true;
             if batch.replies.len() >= REPLY_BATCH_BYTES {
-                // More requests are waiting (a pipelining client): another
-                // worker commits and writes this batch while this task
-                // answers them. Writing ~10 KiB a reply into the pipe was
-                // a fifth of this task's time.
-                senders.hand_over(&mut batch, &server, &output).await;
+                batch.send(&server, &output).await;
             }
         } else {
             let Ok(permit) = writers.clone().acquire_owned().await else {
@@ -323,81 +307,9 @@ async fn read_requests<R, W>(
             });
         }
     }
-    senders.hand_over(&mut batch, &server, &output).await;
-    senders.finish().await;
+    batch.send(&server, &output).await;
     // Whatever is left goes to rmcp, then its input ends.
     let _ = to_rmcp.shutdown().await;
-}
-
-/// Batches sent by tasks of their own, one after another in the order they
-/// were handed over (each waits for the one before), at most
-/// [`BATCHES_IN_FLIGHT`] at once. A spawned task, not one long-lived writer
-/// woken through a channel: a task woken from this worker would wait in its
-/// LIFO slot, which other workers cannot take, until the reader paused.
-#[derive(Default)]
-struct BatchSenders {
-    /// The last batch's task: the next one waits for it.
-    last: Option<tokio::task::JoinHandle<()>>,
-    permits: Option<Arc<Semaphore>>,
-    /// Emptied batches, kept for their buffers.
-    spares: Arc<std::sync::Mutex<Vec<ReadBatch>>>,
-}
-
-impl BatchSenders {
-    /// Whether batches handed over are still being sent.
-    fn busy(&self) -> bool {
-        self.last.as_ref().is_some_and(|task| !task.is_finished())
-    }
-
-    /// Hand `batch` over to be committed and sent after the ones before it,
-    /// leaving an empty batch (a spare one's buffers when there is one).
-    async fn hand_over<W>(
-        &mut self,
-        batch: &mut ReadBatch,
-        server: &ArbiterServer,
-        output: &Output<W>,
-    ) where
-        W: AsyncWrite + Unpin + Send + 'static,
-    {
-        if batch.is_empty() {
-            return;
-        }
-        let permits = self
-            .permits
-            .get_or_insert_with(|| Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)));
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let spare = self
-            .spares
-            .lock()
-            .map(|mut spares| spares.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mut full = std::mem::replace(batch, spare);
-        let before = self.last.take();
-        let (server, output, spares) = (server.clone(), output.clone(), self.spares.clone());
-        self.last = Some(tokio::spawn(async move {
-            if let Some(before) = before {
-                let _ = before.await;
-            }
-            full.send(&server, &output).await;
-            drop(permit);
-            if let Ok(mut spares) = spares.lock()
-                && spares.len() < BATCHES_IN_FLIGHT
-            {
-                spares.push(full);
-            }
-        }));
-    }
-
-    /// Wait until every batch handed over is sent.
-    async fn finish(&mut self) {
-        if let Some(last) = self.last.take() {
-            let _ = last.await;
-        }
-    }
 }
 
 /// Reads answered on the reading task whose replies wait for one another.
