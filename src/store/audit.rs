@@ -227,8 +227,8 @@ impl AuditRecord {
 }
 
 /// `VALUES (...), (...)` of `records` for an INSERT into PostgreSQL's
-/// `audit_records`, columns in table order (its `COLUMNS`). SQLite keeps each
-/// record as JSON instead (`IndexLine`).
+/// `audit_records`, columns in table order (its `COLUMNS`; SQLite's too
+/// before migration 0015, which keeps each record as JSON: `IndexLine`).
 pub(crate) fn push_audit_values<DB>(query: &mut sqlx::QueryBuilder<DB>, records: &[AuditRecord])
 where
     DB: sqlx::Database,

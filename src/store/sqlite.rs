@@ -708,34 +708,13 @@ mod tests {
             };
             records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
         }
-        for r in &records {
-            sqlx::query(
-                "INSERT INTO audit_records (tenant, seq, ts, session_id, client_name, tool, \
-                 args_sha256, args_redacted, decision, rule_ids, outcome, detail, duration_us, \
-                 waiver_ids, task_ids, prev_hash, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.tenant)
-            .bind(r.seq)
-            .bind(&r.ts)
-            .bind(&r.session_id)
-            .bind(&r.client_name)
-            .bind(&r.tool)
-            .bind(&r.args_sha256)
-            .bind(&r.args_redacted)
-            .bind(&r.decision)
-            .bind(&r.rule_ids)
-            .bind(&r.outcome)
-            .bind(&r.detail)
-            .bind(r.duration_us)
-            .bind(&r.waiver_ids)
-            .bind(&r.task_ids)
-            .bind(&r.prev_hash)
-            .bind(&r.hash)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        let mut insert = QueryBuilder::new(
+            "INSERT INTO audit_records (tenant, seq, ts, session_id, client_name, tool, \
+             args_sha256, args_redacted, decision, rule_ids, outcome, detail, duration_us, \
+             waiver_ids, task_ids, prev_hash, hash) ",
+        );
+        crate::store::audit::push_audit_values(&mut insert, &records);
+        insert.build().execute(&mut conn).await.unwrap();
         conn.close().await.unwrap();
 
         let store = SqliteStore::open(&path).await.unwrap();

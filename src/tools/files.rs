@@ -176,17 +176,7 @@ impl Toolbox {
         } else {
             contents.clone()
         };
-        let report =
-            exec::run_blocking(move || exec::write_atomically(&target, contents.as_bytes()))
-                .await
-                .map_err(|e| {
-                    reject(ToolError::failed(
-                        "FILE-003",
-                        format!("the write task failed: {e}"),
-                        "retry",
-                    ))
-                })?
-                .map_err(|e| reject(write_failed(&path, &e)))?;
+        let report = write_durably(target, contents, &path).await?;
         self.charge(charge).await;
         self.record_task_change("file_write", &path, &before, &written)
             .await;
@@ -249,16 +239,7 @@ impl Toolbox {
         } else {
             text.clone()
         };
-        exec::run_blocking(move || exec::write_atomically(&target, text.as_bytes()))
-            .await
-            .map_err(|e| {
-                reject(ToolError::failed(
-                    "FILE-003",
-                    format!("the write task failed: {e}"),
-                    "retry",
-                ))
-            })?
-            .map_err(|e| reject(write_failed(&path, &e)))?;
+        write_durably(target, text, &path).await?;
         self.charge(charge).await;
         self.record_task_change("file_search_replace", &path, &original, &written)
             .await;
@@ -325,6 +306,25 @@ fn edit_failed(path: &str, e: EditError) -> ToolError {
             ToolError::failed("EDIT-004", e.to_string(), "send a different new_string")
         }
     }
+}
+
+/// Replace `target`'s file with `text` atomically and durably (the fsyncs
+/// run on this worker: `exec::run_blocking`).
+async fn write_durably(
+    target: exec::WriteTarget,
+    text: String,
+    path: &str,
+) -> Result<exec::WriteReport, ToolError> {
+    exec::run_blocking(move || exec::write_atomically(&target, text.as_bytes()))
+        .await
+        .map_err(|e| {
+            reject(ToolError::failed(
+                "FILE-003",
+                format!("the write task failed: {e}"),
+                "retry",
+            ))
+        })?
+        .map_err(|e| reject(write_failed(path, &e)))
 }
 
 fn not_text(path: &str, why: &str) -> ToolError {
