@@ -166,7 +166,38 @@ impl AuditEntry {
     }
 }
 
+#[cfg(test)]
 impl AuditRecord {
+    /// Records 1..=n of a `default` chain, the `seq`th made by `entry(seq)`.
+    pub(crate) fn sample_chain(n: i64, entry: impl Fn(i64) -> AuditEntry) -> Vec<Self> {
+        let mut records: Vec<Self> = Vec::new();
+        for seq in 1..=n {
+            let prev = records.last().map_or(GENESIS_HASH, |r| r.hash.as_str());
+            let record = Self::from_entry("default", seq, prev, &entry(seq));
+            records.push(record);
+        }
+        records
+    }
+}
+
+impl AuditRecord {
+    /// The record stored as `json` under the key (`tenant`, `seq`); an error
+    /// naming that key when the JSON does not decode or holds another record.
+    pub fn decode(json: &str, tenant: &str, seq: i64) -> Result<Self, super::StoreError> {
+        let record: Self = serde_json::from_str(json).map_err(|e| {
+            super::StoreError::Database(format!(
+                "audit record {seq} of `{tenant}` does not decode: {e}"
+            ))
+        })?;
+        if record.tenant != tenant || record.seq != seq {
+            return Err(super::StoreError::Database(format!(
+                "audit record {seq} of `{tenant}` holds record {} of `{}`",
+                record.seq, record.tenant
+            )));
+        }
+        Ok(record)
+    }
+
     pub fn from_entry(tenant: &str, seq: i64, prev_hash: &str, e: &AuditEntry) -> Self {
         Self::from_owned_entry(tenant, seq, prev_hash, e.clone())
     }

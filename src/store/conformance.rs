@@ -845,25 +845,18 @@ async fn an_agents_load_follows_every_move_of_its_tasks() {
 
 #[tokio::test]
 async fn indexed_records_of_any_batch_size_are_kept_once_in_order() {
-    use crate::store::audit::{AuditEntry, AuditRecord, GENESIS_HASH, IndexLine};
+    use crate::store::audit::{AuditEntry, AuditRecord, IndexLine};
     for db in TestDb::all().await {
         let store = db.store().await;
-        let mut records: Vec<AuditRecord> = Vec::new();
-        for seq in 1..=200 {
-            let prev = records
-                .last()
-                .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
-            let entry = AuditEntry {
-                detail: format!("call {seq}: \"quoted\", tab\t, é, \u{1}"),
-                task_ids: if seq % 7 == 0 {
-                    "T-3".into()
-                } else {
-                    String::new()
-                },
-                ..AuditEntry::sample(seq)
-            };
-            records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
-        }
+        let records = AuditRecord::sample_chain(200, |seq| AuditEntry {
+            detail: format!("call {seq}: \"quoted\", tab\t, é, \u{1}"),
+            task_ids: if seq % 7 == 0 {
+                "T-3".into()
+            } else {
+                String::new()
+            },
+            ..AuditEntry::sample(seq)
+        });
         // 173 (128 + 32 + 8 + 1 x 5 rows), then 160..=200 again: the overlap
         // is ignored.
         store.audit_index(&records[..173]).await.unwrap();

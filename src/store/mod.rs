@@ -122,14 +122,7 @@ pub trait Store: TaskStore + Send + Sync + std::fmt::Debug {
     async fn audit_index_lines(&self, lines: &[IndexLine<'_>]) -> Result<(), StoreError> {
         let records = lines
             .iter()
-            .map(|line| {
-                serde_json::from_str::<AuditRecord>(line.json).map_err(|e| {
-                    StoreError::Database(format!(
-                        "audit record {} of `{}` does not decode: {e}",
-                        line.seq, line.tenant
-                    ))
-                })
-            })
+            .map(|line| AuditRecord::decode(line.json, &line.tenant, line.seq))
             .collect::<Result<Vec<_>, _>>()?;
         self.audit_index(&records).await
     }

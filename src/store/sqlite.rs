@@ -179,19 +179,7 @@ impl SqliteStore {
 fn record_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     let tenant: String = row.try_get("tenant")?;
     let seq: i64 = row.try_get("seq")?;
-    let json: &str = row.try_get("record")?;
-    let record: AuditRecord = serde_json::from_str(json).map_err(|e| {
-        StoreError::Database(format!(
-            "audit record {seq} of `{tenant}` does not decode: {e}"
-        ))
-    })?;
-    if record.tenant != tenant || record.seq != seq {
-        return Err(StoreError::Database(format!(
-            "audit record {seq} of `{tenant}` holds record {} of `{}`",
-            record.seq, record.tenant
-        )));
-    }
-    Ok(record)
+    AuditRecord::decode(row.try_get("record")?, &tenant, seq)
 }
 
 /// Rows per INSERT when the audit index is written (see `audit_index`).
@@ -687,27 +675,20 @@ mod tests {
             .run_direct(Some(14), &mut conn, false)
             .await
             .unwrap();
-        let mut records: Vec<AuditRecord> = Vec::new();
-        for seq in 1..=3 {
-            let prev = records
-                .last()
-                .map_or(GENESIS_HASH.to_string(), |r| r.hash.clone());
-            let entry = AuditEntry {
-                detail: format!("line\n\"{seq}\""),
-                waiver_ids: if seq == 2 {
-                    "W-1".into()
-                } else {
-                    String::new()
-                },
-                task_ids: if seq == 3 {
-                    "T-9".into()
-                } else {
-                    String::new()
-                },
-                ..AuditEntry::sample(seq)
-            };
-            records.push(AuditRecord::from_entry("default", seq, &prev, &entry));
-        }
+        let records = AuditRecord::sample_chain(3, |seq| AuditEntry {
+            detail: format!("line\n\"{seq}\""),
+            waiver_ids: if seq == 2 {
+                "W-1".into()
+            } else {
+                String::new()
+            },
+            task_ids: if seq == 3 {
+                "T-9".into()
+            } else {
+                String::new()
+            },
+            ..AuditEntry::sample(seq)
+        });
         let mut insert = QueryBuilder::new(
             "INSERT INTO audit_records (tenant, seq, ts, session_id, client_name, tool, \
              args_sha256, args_redacted, decision, rule_ids, outcome, detail, duration_us, \
