@@ -23,8 +23,26 @@ use rmcp::model::{
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{ArbiterServer, json_out};
+use super::ArbiterServer;
+use super::json_out::{self, JsonStringBody};
 use crate::store::audit::{AuditEntry, AuditError};
+use crate::tools::files::FileReadOutput;
+
+/// What a call answered in this lane returns.
+#[derive(Debug)]
+pub enum DirectReply {
+    /// A tool's result (or rmcp's response), encoded here.
+    Response(CallToolResponse),
+    /// A result already encoded as the `result` object of the reply: a
+    /// successful `file_read` ([`read_result`]).
+    Encoded(Vec<u8>),
+}
+
+impl From<CallToolResult> for DirectReply {
+    fn from(result: CallToolResult) -> Self {
+        Self::Response(result.into())
+    }
+}
 
 /// The tools answered directly. `ArbiterServer::direct_run` runs exactly
 /// these (a test holds the two together).
@@ -143,16 +161,74 @@ pub fn audit_failure_reply(id: RequestId, error: &AuditError) -> Vec<u8> {
     encode(id, Ok(super::audit_failure(error, false).into()))
 }
 
+/// A successful read's `result` object, as [`write_text_result`] writes the
+/// result `ArbiterServer::file_read` makes of `output` (text block, then
+/// structured content, keys in `serde_json::Map`'s order), from its lines
+/// `content` already escaped: the lines are not built, copied and escaped a
+/// second time (a test holds the two alike).
+pub fn read_result(output: &FileReadOutput, content: &JsonStringBody) -> Vec<u8> {
+    let lines = content.0.as_slice();
+    let mut out = Vec::with_capacity(2 * lines.len() + 256 + output.path.len());
+    out.extend_from_slice(br#"{"content":[{"type":"text","text":""#);
+    out.extend_from_slice(lines);
+    json_out::write_str_body(&mut out, &output.note(lines.is_empty()));
+    out.extend_from_slice(br#""}],"structuredContent":{"content":""#);
+    out.extend_from_slice(lines);
+    out.extend_from_slice(br#"","end_line":"#);
+    push_number(&mut out, output.end_line);
+    out.extend_from_slice(br#","invalid_utf8":"#);
+    push_bool(&mut out, output.invalid_utf8);
+    if let Some(next) = output.next_offset {
+        out.extend_from_slice(br#","next_offset":"#);
+        push_number(&mut out, next);
+    }
+    out.extend_from_slice(br#","path":"#);
+    json_out::write_str(&mut out, &output.path);
+    out.extend_from_slice(br#","size_bytes":"#);
+    push_number(&mut out, output.size_bytes);
+    out.extend_from_slice(br#","start_line":"#);
+    push_number(&mut out, output.start_line);
+    if let Some(total) = output.total_lines {
+        out.extend_from_slice(br#","total_lines":"#);
+        push_number(&mut out, total);
+    }
+    out.extend_from_slice(br#","truncated":"#);
+    push_bool(&mut out, output.truncated);
+    out.extend_from_slice(br#"},"isError":false}"#);
+    out
+}
+
+fn push_number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn push_bool(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
 /// The reply line rmcp would write for `response` in a session on a protocol
 /// older than 2026-07-28 (see rmcp's `handle_request`).
-fn encode(id: RequestId, response: Result<CallToolResponse, ErrorData>) -> Vec<u8> {
+fn encode(id: RequestId, response: Result<DirectReply, ErrorData>) -> Vec<u8> {
     let mut line = Vec::new();
     encode_into(&mut line, id, response);
     line
 }
 
 /// [`encode`], appending to `out`.
-fn encode_into(out: &mut Vec<u8>, id: RequestId, response: Result<CallToolResponse, ErrorData>) {
+fn encode_into(out: &mut Vec<u8>, id: RequestId, response: Result<DirectReply, ErrorData>) {
+    let response = match response {
+        Ok(DirectReply::Encoded(result)) => {
+            out.reserve(result.len() + 64);
+            out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+            push_id(out, &id);
+            out.extend_from_slice(br#","result":"#);
+            out.extend_from_slice(&result);
+            out.extend_from_slice(b"}\n");
+            return;
+        }
+        Ok(DirectReply::Response(response)) => Ok(response),
+        Err(e) => Err(e),
+    };
     if let Ok(CallToolResponse::Complete(result)) = &response
         && write_text_result(out, &id, result)
     {
@@ -196,10 +272,7 @@ fn write_text_result(out: &mut Vec<u8>, id: &RequestId, result: &CallToolResult)
     };
     out.reserve(128 + text.text.len() + structured_len * 11 / 10);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    match id {
-        RequestId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        RequestId::String(s) => json_out::write_str(out, s),
-    }
+    push_id(out, id);
     out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
     let text_at = out.len();
     json_out::write_str(out, &text.text);
@@ -218,6 +291,13 @@ fn write_text_result(out: &mut Vec<u8>, id: &RequestId, result: &CallToolResult)
     }
     out.extend_from_slice(b"}}\n");
     true
+}
+
+fn push_id(out: &mut Vec<u8>, id: &RequestId) {
+    match id {
+        RequestId::Number(n) => out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        RequestId::String(s) => json_out::write_str(out, s),
+    }
 }
 
 #[cfg(test)]
@@ -284,6 +364,55 @@ mod tests {
         assert_eq!(session.client_name, "c");
         assert!(DirectSession::for_peer(&peer("2025-06-18")).is_some());
         assert!(DirectSession::for_peer(&peer("2026-07-28")).is_none());
+    }
+
+    #[test]
+    fn a_read_encoded_as_it_is_numbered_is_the_tool_results_json() {
+        let output = |content: &str, truncated: bool, total: Option<u64>| FileReadOutput {
+            path: "dir/say \"hi\".txt".into(),
+            content: content.into(),
+            start_line: 3,
+            end_line: 4,
+            truncated,
+            next_offset: truncated.then_some(5),
+            total_lines: total,
+            size_bytes: 4096,
+            invalid_utf8: content.contains('\u{FFFD}'),
+        };
+        let lines = "     3\tsay \"hi\" \\ \u{1}\u{7f}é\u{2028}\n     4\t\u{FFFD}\r\n";
+        for read in [
+            output(lines, false, Some(4)),
+            output(lines, true, None),
+            output("", false, Some(0)),
+            output("", false, Some(2)),
+            output(&lines.repeat(50), false, Some(100)),
+        ] {
+            let mut body = JsonStringBody::default();
+            json_out::write_str_body(&mut body.0, &read.content);
+            let mut without_content = FileReadOutput {
+                content: String::new(),
+                path: read.path.clone(),
+                ..read
+            };
+            let direct = read_result(&without_content, &body);
+            without_content.content = read.content.clone();
+            let result = super::super::read_result(without_content);
+            let mut through_tool = Vec::new();
+            assert!(write_text_result(
+                &mut through_tool,
+                &RequestId::Number(1),
+                &result
+            ));
+            let prefix = br#"{"jsonrpc":"2.0","id":1,"result":"#;
+            let expected = &through_tool[prefix.len()..through_tool.len() - 2];
+            assert_eq!(
+                String::from_utf8(direct.clone()).unwrap(),
+                String::from_utf8(expected.to_vec()).unwrap()
+            );
+            // And as a whole reply line.
+            let line = encode(RequestId::Number(1), Ok(DirectReply::Encoded(direct)));
+            assert_eq!(line, through_tool);
+        }
     }
 
     #[test]

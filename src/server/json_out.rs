@@ -29,9 +29,16 @@ fn needs_escape(b: u8) -> bool {
 
 /// Append `s` as a JSON string, quotes included.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + bytes.len() / 16 + 2);
+    out.reserve(s.len() + s.len() / 16 + 2);
     out.push(b'"');
+    write_str_body(out, s);
+    out.push(b'"');
+}
+
+/// Append `s` escaped as the inside of a JSON string (no quotes): pieces of
+/// one string written apart, such as a read's numbered lines.
+pub fn write_str_body(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
     let mut run = 0; // start of the bytes not yet copied
     let mut at = 0;
     while at < bytes.len() {
@@ -56,7 +63,22 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
         at = run;
     }
     out.extend_from_slice(&bytes[run..]);
-    out.push(b'"');
+}
+
+/// The body of a JSON string (escaped, no quotes), written piece by piece:
+/// a read's numbered lines, escaped as they are numbered.
+#[derive(Debug, Default)]
+pub struct JsonStringBody(pub Vec<u8>);
+
+impl crate::tools::files::LineSink for JsonStringBody {
+    fn reserve_text(&mut self, bytes: usize) {
+        // Every line's tab and line end take two bytes each.
+        self.0.reserve(bytes + bytes / 8);
+    }
+
+    fn push_text(&mut self, text: &str) {
+        write_str_body(&mut self.0, text);
+    }
 }
 
 fn push_escape(out: &mut Vec<u8>, b: u8) {

@@ -69,6 +69,7 @@ use crate::tools::terminal::{
 use crate::tools::{
     Outcome, ToolError, Toolbox, check_arguments, parse_arguments, with_call_note, with_caller,
 };
+use direct::DirectReply;
 
 /// One MCP session's server. Sessions share the toolbox and the audit chain.
 #[derive(Clone)]
@@ -127,6 +128,19 @@ fn reply<T: Serialize>(
         Ok(out) => tool_success(render(&out), &out),
         Err(e) => tool_failure(&e),
     }
+}
+
+/// A read's result: its rendering, and the output as structured content.
+fn read_result(mut out: FileReadOutput) -> CallToolResult {
+    let text = out.render();
+    // The content moves into the structured copy instead of being copied a
+    // second time (a read's largest string).
+    let content = std::mem::take(&mut out.content);
+    let mut result = tool_success(text, &out);
+    if let Some(Value::Object(fields)) = &mut result.structured_content {
+        fields.insert("content".into(), Value::String(content));
+    }
+    result
 }
 
 fn tool_failure(error: &ToolError) -> CallToolResult {
@@ -227,17 +241,7 @@ impl ArbiterServer {
     )]
     async fn file_read(&self, Parameters(input): Parameters<FileReadInput>) -> CallToolResult {
         match self.inner.toolbox.file_read(input).await {
-            Ok(mut out) => {
-                let text = out.render();
-                // The content moves into the structured copy instead of being
-                // copied a second time (a read's largest string).
-                let content = std::mem::take(&mut out.content);
-                let mut result = tool_success(text, &out);
-                if let Some(Value::Object(fields)) = &mut result.structured_content {
-                    fields.insert("content".into(), Value::String(content));
-                }
-                result
-            }
+            Ok(out) => read_result(out),
             Err(e) => tool_failure(&e),
         }
     }
@@ -838,7 +842,7 @@ impl ArbiterServer {
         args: Map<String, Value>,
         peer_name: String,
         deferred: Option<&mut Vec<AuditEntry>>,
-    ) -> Option<Result<CallToolResponse, ErrorData>> {
+    ) -> Option<Result<DirectReply, ErrorData>> {
         let started = Instant::now();
         let args = Value::Object(args);
         let checked = self.direct_run(tool, &args)?;
@@ -857,20 +861,22 @@ impl ArbiterServer {
         &'a self,
         tool: &str,
         args: &Value,
-    ) -> Option<Result<ToolRun<'a>, CheckError>> {
-        fn run<'a, T, F>(args: &Value, call: impl FnOnce(T) -> F) -> Result<ToolRun<'a>, CheckError>
+    ) -> Option<Result<ToolRun<'a, DirectReply>, CheckError>> {
+        fn run<'a, T, F, R>(
+            args: &Value,
+            call: impl FnOnce(T) -> F,
+        ) -> Result<ToolRun<'a, DirectReply>, CheckError>
         where
             T: serde::de::DeserializeOwned,
-            F: Future<Output = CallToolResult> + Send + 'a,
+            F: Future<Output = R> + Send + 'a,
+            R: Into<DirectReply>,
         {
             let input = parse_arguments::<T>(args).map_err(CheckError::Invalid)?;
             let call = call(input);
-            Ok(Box::pin(
-                async move { Ok(CallToolResponse::from(call.await)) },
-            ))
+            Ok(Box::pin(async move { Ok(call.await.into()) }))
         }
         Some(match tool {
-            "file_read" => run(args, |i| self.file_read(Parameters(i))),
+            "file_read" => run(args, |i| self.file_read_direct(i)),
             "file_write" => run(args, |i| self.file_write(Parameters(i))),
             "file_search_replace" => run(args, |i| self.file_search_replace(Parameters(i))),
             "list_dir" => run(args, |i| self.list_dir(Parameters(i))),
@@ -882,19 +888,34 @@ impl ArbiterServer {
         })
     }
 
+    /// `file_read` for the direct lane: a success is encoded as the numbered
+    /// lines are escaped (`direct::read_result`), the same JSON as
+    /// [`Self::file_read`]'s result.
+    async fn file_read_direct(&self, input: FileReadInput) -> DirectReply {
+        match self
+            .inner
+            .toolbox
+            .file_read_into(input, json_out::JsonStringBody::default())
+            .await
+        {
+            Ok((out, content)) => DirectReply::Encoded(direct::read_result(&out, &content)),
+            Err(e) => tool_failure(&e).into(),
+        }
+    }
+
     /// The one way a checked call is run and put on record: refused before it
     /// runs when it would change something that could not be recorded; run
     /// with its caller and a fresh call note; its record committed before
     /// the reply is returned.
-    async fn audited(
+    async fn audited<R: ToolReply>(
         &self,
         started: Instant,
         tool: &str,
         args: &Map<String, Value>,
         peer_name: String,
-        checked: Result<ToolRun<'_>, CheckError>,
+        checked: Result<ToolRun<'_, R>, CheckError>,
         deferred: Option<&mut Vec<AuditEntry>>,
-    ) -> Result<CallToolResponse, ErrorData> {
+    ) -> Result<R, ErrorData> {
         let ts = now_rfc3339();
         // A token's identity outranks the name a client gives itself.
         let (tenant, client_name) = match &self.inner.identity {
@@ -959,9 +980,7 @@ impl ArbiterServer {
             (Ok(_), Some(note)) if note.outcome.is_some() => {
                 (note.outcome.unwrap_or(Outcome::Failed), note.detail.clone())
             }
-            (Ok(CallToolResponse::Complete(r)), _) if r.is_error == Some(true) => {
-                (Outcome::Failed, String::new())
-            }
+            (Ok(r), _) if r.is_error() => (Outcome::Failed, String::new()),
             (Ok(_), note) => (
                 Outcome::Ok,
                 note.as_ref().map(|n| n.detail.clone()).unwrap_or_default(),
@@ -1046,8 +1065,30 @@ pub(crate) fn audit_failure(
 }
 
 /// A tool call ready to run.
-type ToolRun<'a> =
-    std::pin::Pin<Box<dyn Future<Output = Result<CallToolResponse, ErrorData>> + Send + 'a>>;
+type ToolRun<'a, R = CallToolResponse> =
+    std::pin::Pin<Box<dyn Future<Output = Result<R, ErrorData>> + Send + 'a>>;
+
+/// A tool's answer as [`ArbiterServer::audited`] passes it on: rmcp's
+/// response, or the direct lane's [`DirectReply`].
+trait ToolReply: From<CallToolResult> {
+    /// A result flagged `isError`.
+    fn is_error(&self) -> bool;
+}
+
+impl ToolReply for CallToolResponse {
+    fn is_error(&self) -> bool {
+        matches!(self, CallToolResponse::Complete(r) if r.is_error == Some(true))
+    }
+}
+
+impl ToolReply for DirectReply {
+    fn is_error(&self) -> bool {
+        match self {
+            DirectReply::Response(response) => response.is_error(),
+            DirectReply::Encoded(_) => false,
+        }
+    }
+}
 
 /// Why a `tools/call` was not run.
 enum CheckError {

@@ -204,12 +204,39 @@ impl AuditRecord {
 
     /// [`Self::from_entry`], taking the entry's strings instead of copying them.
     pub fn from_owned_entry(tenant: &str, seq: i64, prev_hash: &str, e: AuditEntry) -> Self {
+        let mut record = Self::unhashed(tenant, seq, prev_hash, e);
+        record.hash = record.compute_hash();
+        record
+    }
+
+    /// The record of `e`, hashed, with its journal line (its JSON and `\n`)
+    /// appended to `line`: the canonical JSON the hash covers is the line up
+    /// to its `hash` field, so the fields are serialized once, not twice.
+    pub fn from_owned_entry_with_line(
+        tenant: &str,
+        seq: i64,
+        prev_hash: &str,
+        e: AuditEntry,
+        line: &mut Vec<u8>,
+    ) -> Self {
+        let mut record = Self::unhashed(tenant, seq, prev_hash, e);
+        let start = line.len();
+        serde_json::to_writer(&mut *line, &record.hashed_fields()).expect("plain fields serialize");
+        record.hash = hex::encode(Sha256::digest(&line[start..]));
+        line.pop(); // the closing brace: `hash` comes last
+        line.extend_from_slice(br#","hash":""#);
+        line.extend_from_slice(record.hash.as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        record
+    }
+
+    fn unhashed(tenant: &str, seq: i64, prev_hash: &str, e: AuditEntry) -> Self {
         let detail = if e.detail.len() <= MAX_DETAIL_BYTES {
             e.detail
         } else {
             cap(&e.detail, MAX_DETAIL_BYTES)
         };
-        let mut record = AuditRecord {
+        AuditRecord {
             tenant: tenant.to_string(),
             seq,
             ts: e.ts,
@@ -227,14 +254,17 @@ impl AuditRecord {
             task_ids: e.task_ids,
             prev_hash: prev_hash.to_string(),
             hash: String::new(),
-        };
-        record.hash = record.compute_hash();
-        record
+        }
     }
 
     /// SHA-256 over the canonical JSON of every field but `hash`.
     pub fn compute_hash(&self) -> String {
-        let fields = HashedFields {
+        let bytes = serde_json::to_vec(&self.hashed_fields()).expect("plain fields serialize");
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    fn hashed_fields(&self) -> HashedFields<'_> {
+        HashedFields {
             tenant: &self.tenant,
             seq: self.seq,
             ts: &self.ts,
@@ -251,9 +281,7 @@ impl AuditRecord {
             waiver_ids: &self.waiver_ids,
             task_ids: &self.task_ids,
             prev_hash: &self.prev_hash,
-        };
-        let bytes = serde_json::to_vec(&fields).expect("plain fields serialize");
-        hex::encode(Sha256::digest(&bytes))
+        }
     }
 }
 
@@ -602,6 +630,37 @@ mod tests {
         let mut attributed = r.clone();
         attributed.task_ids = "T-1".into();
         assert_ne!(attributed.compute_hash(), r.hash);
+    }
+
+    #[test]
+    fn a_journal_line_written_with_the_hash_is_the_records_json() {
+        for (waivers, tasks, detail) in [
+            ("", "", ""),
+            ("W-1", "", "refused: \"x\"\\ \u{1} é"),
+            ("", "T-1,T-2", "\n"),
+            ("W-1,W-2", "T-3", "x"),
+        ] {
+            let entry = AuditEntry {
+                waiver_ids: waivers.into(),
+                task_ids: tasks.into(),
+                detail: detail.into(),
+                ..AuditEntry::sample(7)
+            };
+            let mut line = b"before\n".to_vec();
+            let record = AuditRecord::from_owned_entry_with_line(
+                "team \"a\"",
+                9,
+                GENESIS_HASH,
+                entry.clone(),
+                &mut line,
+            );
+            let expected = AuditRecord::from_entry("team \"a\"", 9, GENESIS_HASH, &entry);
+            assert_eq!(record, expected);
+            assert_eq!(record.hash, record.compute_hash());
+            let mut json = serde_json::to_string(&expected).unwrap();
+            json.push('\n');
+            assert_eq!(String::from_utf8(line).unwrap(), format!("before\n{json}"));
+        }
     }
 
     #[test]

@@ -337,10 +337,14 @@ async fn append_to_journal(
     let mut last_line = 0;
     let mut receipts = Vec::with_capacity(entries.len());
     for entry in entries {
-        let record = AuditRecord::from_owned_entry(&inner.tenant, head.seq + 1, &head.hash, entry);
         last_line = lines.len();
-        serde_json::to_writer(&mut lines, &record).map_err(|e| AuditError(e.to_string()))?;
-        lines.push(b'\n');
+        let record = AuditRecord::from_owned_entry_with_line(
+            &inner.tenant,
+            head.seq + 1,
+            &head.hash,
+            entry,
+            &mut lines,
+        );
         head = ChainHead {
             seq: record.seq,
             hash: record.hash.clone(),

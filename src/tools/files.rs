@@ -102,27 +102,68 @@ impl FileReadOutput {
     /// The text an agent reads: numbered lines plus a note on where to continue.
     pub fn render(&self) -> String {
         let mut text = self.content.clone();
+        text.push_str(&self.note(self.content.is_empty()));
+        text
+    }
+
+    /// What [`Self::render`] adds after the lines (`shown_nothing`: no line
+    /// was shown): where to continue, or why nothing was shown; usually nothing.
+    pub fn note(&self, shown_nothing: bool) -> String {
         if let Some(next) = self.next_offset.filter(|_| self.truncated) {
-            text.push_str(&format!(
+            format!(
                 "\n[truncated: showing lines {}-{}; call file_read with offset={next} to continue]",
                 self.start_line, self.end_line
-            ));
-        } else if self.content.is_empty() {
+            )
+        } else if shown_nothing {
             match self.total_lines {
-                Some(0) => text.push_str("[empty file]"),
-                Some(n) => text.push_str(&format!(
+                Some(0) => "[empty file]".to_string(),
+                Some(n) => format!(
                     "[offset {} is past the end: the file has {n} lines]",
                     self.start_line
-                )),
-                None => {}
+                ),
+                None => String::new(),
             }
+        } else {
+            String::new()
         }
-        text
+    }
+}
+
+/// Where a read's numbered lines are written: a `String`, or (the direct
+/// lane, `server::json_out::JsonStringBody`) the body of a JSON string, so
+/// that a reply's text is escaped as it is numbered instead of built, copied
+/// and escaped afterwards.
+pub trait LineSink {
+    /// Make room for about `bytes` of text.
+    fn reserve_text(&mut self, bytes: usize);
+    /// Append `text`.
+    fn push_text(&mut self, text: &str);
+}
+
+impl LineSink for String {
+    fn reserve_text(&mut self, bytes: usize) {
+        self.reserve(bytes);
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.push_str(text);
     }
 }
 
 impl Toolbox {
     pub async fn file_read(&self, input: FileReadInput) -> Result<FileReadOutput, ToolError> {
+        let (mut output, content) = self.file_read_into(input, String::new()).await?;
+        output.content = content;
+        Ok(output)
+    }
+
+    /// [`Self::file_read`] with the numbered lines written to `sink`; the
+    /// output's `content` is left empty.
+    pub async fn file_read_into<S: LineSink>(
+        &self,
+        input: FileReadInput,
+        sink: S,
+    ) -> Result<(FileReadOutput, S), ToolError> {
         let opened = self
             .root
             .open_for_read(&input.target_file)
@@ -137,7 +178,7 @@ impl Toolbox {
             .limit
             .unwrap_or(self.limits.read_max_lines)
             .clamp(1, self.limits.read_max_lines);
-        read_numbered_lines(opened, offset, limit, self.limits.read_max_bytes).map_err(reject)
+        read_numbered_lines(opened, offset, limit, self.limits.read_max_bytes, sink).map_err(reject)
     }
 
     pub async fn file_write(&self, input: FileWriteInput) -> Result<FileWriteOutput, ToolError> {
@@ -335,12 +376,13 @@ fn not_text(path: &str, why: &str) -> ToolError {
     )
 }
 
-fn read_numbered_lines(
+fn read_numbered_lines<S: LineSink>(
     opened: OpenedFile,
     offset: u64,
     limit: u64,
     max_bytes: usize,
-) -> Result<FileReadOutput, ToolError> {
+    sink: S,
+) -> Result<(FileReadOutput, S), ToolError> {
     let OpenedFile {
         file,
         rel_path,
@@ -365,7 +407,10 @@ fn read_numbered_lines(
     if memchr::memchr(0, &start[..start.len().min(BINARY_SNIFF_BYTES)]).is_some() {
         return Err(not_text(&rel_path, "looks binary (it contains NUL bytes)"));
     }
-    let mut lines = Numbering::new(offset, limit, meta.size, max_bytes);
+    let mut lines = Numbering::new(offset, limit, max_bytes, sink);
+    lines
+        .sink
+        .reserve_text((meta.size as usize).min(max_bytes) + 1024);
     // A short read of a regular file is its end: the whole file is in the
     // buffer, and valid UTF-8 (checked once) is numbered without copying.
     if start.len() < capacity
@@ -414,8 +459,10 @@ fn read_numbered_lines(
 
 /// Lines gathered for a `file_read` reply, numbered from 1, from `offset`,
 /// at most `limit` of them and `max_bytes` in all.
-struct Numbering {
-    content: String,
+struct Numbering<S> {
+    sink: S,
+    /// Bytes of numbered lines written to `sink` (before any escaping).
+    shown_bytes: usize,
     offset: u64,
     limit: u64,
     max_bytes: usize,
@@ -426,10 +473,11 @@ struct Numbering {
     invalid_utf8: bool,
 }
 
-impl Numbering {
-    fn new(offset: u64, limit: u64, size: u64, max_bytes: usize) -> Self {
+impl<S: LineSink> Numbering<S> {
+    fn new(offset: u64, limit: u64, max_bytes: usize, sink: S) -> Self {
         Self {
-            content: String::with_capacity((size as usize).min(max_bytes) + 1024),
+            sink,
+            shown_bytes: 0,
             offset,
             limit,
             max_bytes,
@@ -462,28 +510,31 @@ impl Numbering {
         if self.skipping() {
             return true;
         }
-        // "{number:>6}\t{text}\n", without the formatting machinery (hot path).
         let entry_len = text.len() + 8 + 20;
-        if self.content.len() + entry_len > self.max_bytes {
-            if self.content.is_empty() {
+        if self.shown_bytes + entry_len > self.max_bytes {
+            if self.shown_bytes == 0 {
                 // A single huge line: show what fits, and move past it.
-                push_numbered(&mut self.content, self.number, text);
-                self.content = edit_cap(&self.content, self.max_bytes);
+                let mut line = String::new();
+                push_numbered(&mut line, self.number, text);
+                let line = edit_cap(&line, self.max_bytes);
+                self.sink.push_text(&line);
+                self.shown_bytes = line.len();
                 self.end_line = self.number;
             }
             self.cut_short = true;
             return false;
         }
-        push_numbered(&mut self.content, self.number, text);
+        self.shown_bytes += push_numbered(&mut self.sink, self.number, text);
         self.end_line = self.number;
         true
     }
 
-    fn finish(self, path: String, size_bytes: u64) -> FileReadOutput {
+    /// The output (its `content` empty) and the lines.
+    fn finish(self, path: String, size_bytes: u64) -> (FileReadOutput, S) {
         let truncated = self.cut_short;
-        FileReadOutput {
+        let output = FileReadOutput {
             path,
-            content: self.content,
+            content: String::new(),
             start_line: self.offset,
             end_line: self.end_line,
             truncated,
@@ -491,30 +542,33 @@ impl Numbering {
             total_lines: (!truncated).then_some(self.number),
             size_bytes,
             invalid_utf8: self.invalid_utf8,
-        }
+        };
+        (output, self.sink)
     }
 }
 
-/// Append `"{number:>6}\t{text}\n"`.
-fn push_numbered(out: &mut String, number: u64, text: &str) {
-    let mut digits = [0u8; 20];
+/// Append `"{number:>6}\t{text}\n"` (without the formatting machinery: hot
+/// path); returns the bytes appended.
+fn push_numbered(out: &mut impl LineSink, number: u64, text: &str) -> usize {
+    // Six places, right-aligned, then the tab: what `cat -n` writes.
+    let mut prefix = *b"                    \t";
     let mut n = number;
-    let mut start = digits.len();
+    let mut start = prefix.len() - 1;
     loop {
         start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
+        prefix[start] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    let width = digits.len() - start;
-    out.push_str(&"      "[width.min(6)..]);
-    // Digits are ASCII.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
-    out.push('\t');
-    out.push_str(text);
-    out.push('\n');
+    let start = start.min(prefix.len() - 7);
+    // Spaces, digits and a tab are ASCII.
+    let prefix = std::str::from_utf8(&prefix[start..]).unwrap_or_default();
+    out.push_text(prefix);
+    out.push_text(text);
+    out.push_text("\n");
+    prefix.len() + text.len() + 1
 }
 
 fn edit_cap(s: &str, max: usize) -> String {
@@ -567,6 +621,19 @@ pub(crate) fn read_whole_text(opened: OpenedFile, max_bytes: u64) -> Result<Stri
 mod tests {
     use super::*;
     use crate::exec::WorkspaceRoot;
+
+    /// The lines of `opened` as `file_read` numbers them, in `content`.
+    fn read_numbered_lines(
+        opened: OpenedFile,
+        offset: u64,
+        limit: u64,
+        max_bytes: usize,
+    ) -> Result<FileReadOutput, ToolError> {
+        let (mut output, content) =
+            super::read_numbered_lines(opened, offset, limit, max_bytes, String::new())?;
+        output.content = content;
+        Ok(output)
+    }
 
     fn read(text: &str, offset: u64, limit: u64, max_bytes: usize) -> FileReadOutput {
         let dir = tempfile::tempdir().unwrap();
@@ -685,6 +752,55 @@ mod tests {
                 );
                 let shown_invalid = out.content.contains('\u{FFFD}');
                 assert_eq!(out.invalid_utf8, shown_invalid, "{label:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_numbered_into_a_json_string_are_the_escaped_text() {
+        use crate::server::json_out::{JsonStringBody, write_str_body};
+        let long = format!("{}\nnext\n", "\"x\\\t".repeat(2000));
+        let capped: String = (1..=100).map(|i| format!("{i:0>50}\n")).collect();
+        let texts: [&[u8]; 7] = [
+            b"say \"hi\"\\ \t\x01\x1f\x7f\r\nb\nc",
+            "é\n€\u{2028}\nsmile \u{1F600}\n".as_bytes(),
+            b"bad \xff utf-8\nok\n",
+            b"\n\n\r\n\r",
+            b"",
+            long.as_bytes(),
+            capped.as_bytes(),
+        ];
+        for text in texts {
+            for (offset, limit, max_bytes) in [(1, 2000, 1 << 20), (2, 2, 1 << 20), (1, 2000, 1000)]
+            {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::write(dir.path().join("f"), text).unwrap();
+                let root = WorkspaceRoot::open(dir.path()).unwrap();
+                let open = || root.open_for_read("f").unwrap();
+                let plain = read_numbered_lines(open(), offset, limit, max_bytes).unwrap();
+                let (output, body) = super::read_numbered_lines(
+                    open(),
+                    offset,
+                    limit,
+                    max_bytes,
+                    JsonStringBody::default(),
+                )
+                .unwrap();
+                let mut escaped = Vec::new();
+                write_str_body(&mut escaped, &plain.content);
+                let label = String::from_utf8_lossy(&text[..text.len().min(20)]);
+                assert_eq!(
+                    String::from_utf8(body.0).unwrap(),
+                    String::from_utf8(escaped).unwrap(),
+                    "{label:?} {offset} {limit} {max_bytes}"
+                );
+                assert!(output.content.is_empty());
+                assert_eq!(
+                    (output.end_line, output.next_offset, output.total_lines),
+                    (plain.end_line, plain.next_offset, plain.total_lines),
+                    "{label:?}"
+                );
+                assert_eq!(output.invalid_utf8, plain.invalid_utf8, "{label:?}");
             }
         }
     }

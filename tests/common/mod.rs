@@ -521,6 +521,13 @@ pub fn lane_test_files(s: &Scratch) {
     s.write("dir/inner.txt", "needle here\n");
     s.write("w.txt", "old\n");
     std::fs::write(s.ws().join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+    // What a reply must escape: quotes, backslashes, controls, non-ASCII, bad UTF-8.
+    std::fs::write(
+        s.ws().join("odd.txt"),
+        b"say \"hi\" \\ \t\x01\x1b[0m\r\n\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80 \xff\nlast",
+    )
+    .unwrap();
+    s.write("empty.txt", "");
 }
 
 /// Calls of every directly answered tool, successes, refusals and malformed
@@ -535,6 +542,10 @@ pub fn lane_test_calls() -> Vec<(&'static str, Value)> {
             json!({"target_file": "a.txt", "offset": 2, "limit": 1}),
         ),
         ("file_read", json!({"target_file": "crlf.txt"})),
+        ("file_read", json!({"target_file": "odd.txt"})),
+        ("file_read", json!({"target_file": "odd.txt", "limit": 1})),
+        ("file_read", json!({"target_file": "empty.txt"})),
+        ("file_read", json!({"target_file": "a.txt", "offset": 9})),
         ("file_read", json!({"target_file": "missing.txt"})),
         ("file_read", json!({"target_file": "bin.dat"})),
         ("file_read", json!({"target_file": "../outside.txt"})),
