@@ -174,36 +174,39 @@ pub fn read_result(output: &FileReadOutput, content: &JsonStringBody) -> Vec<u8>
     json_out::write_str_body(&mut out, &output.note(lines.is_empty()));
     out.extend_from_slice(br#""}],"structuredContent":{"content":""#);
     out.extend_from_slice(lines);
-    out.extend_from_slice(br#"","end_line":"#);
-    push_number(&mut out, output.end_line);
-    out.extend_from_slice(br#","invalid_utf8":"#);
-    push_bool(&mut out, output.invalid_utf8);
-    if let Some(next) = output.next_offset {
-        out.extend_from_slice(br#","next_offset":"#);
-        push_number(&mut out, next);
-    }
+    out.extend_from_slice(b"\"");
+    number_field(&mut out, "end_line", Some(output.end_line));
+    bool_field(&mut out, "invalid_utf8", output.invalid_utf8);
+    number_field(&mut out, "next_offset", output.next_offset);
     out.extend_from_slice(br#","path":"#);
     json_out::write_str(&mut out, &output.path);
-    out.extend_from_slice(br#","size_bytes":"#);
-    push_number(&mut out, output.size_bytes);
-    out.extend_from_slice(br#","start_line":"#);
-    push_number(&mut out, output.start_line);
-    if let Some(total) = output.total_lines {
-        out.extend_from_slice(br#","total_lines":"#);
-        push_number(&mut out, total);
-    }
-    out.extend_from_slice(br#","truncated":"#);
-    push_bool(&mut out, output.truncated);
+    number_field(&mut out, "size_bytes", Some(output.size_bytes));
+    number_field(&mut out, "start_line", Some(output.start_line));
+    number_field(&mut out, "total_lines", output.total_lines);
+    bool_field(&mut out, "truncated", output.truncated);
     out.extend_from_slice(br#"},"isError":false}"#);
     out
 }
 
-fn push_number(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+/// `,"key":n`, or nothing for `None` (serde's `skip_serializing_if`).
+fn number_field(out: &mut Vec<u8>, key: &str, n: Option<u64>) {
+    if let Some(n) = n {
+        push_key(out, key);
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
 }
 
-fn push_bool(out: &mut Vec<u8>, b: bool) {
+/// `,"key":true` or `,"key":false`.
+fn bool_field(out: &mut Vec<u8>, key: &str, b: bool) {
+    push_key(out, key);
     out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+/// `,"key":` for a key that needs no escaping.
+fn push_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// The reply line rmcp would write for `response` in a session on a protocol
