@@ -33,9 +33,9 @@ use crate::tools::files::FileReadOutput;
 pub enum DirectReply {
     /// A tool's result (or rmcp's response), encoded here.
     Response(CallToolResponse),
-    /// A result already encoded as the `result` object of the reply: a
-    /// successful `file_read` ([`read_result`]).
-    Encoded(Vec<u8>),
+    /// A successful `file_read`: its output (with `content` empty) and its
+    /// lines already escaped, written into the reply by [`write_read_result`].
+    Read(FileReadOutput, JsonStringBody),
 }
 
 impl From<CallToolResult> for DirectReply {
@@ -161,31 +161,30 @@ pub fn audit_failure_reply(id: RequestId, error: &AuditError) -> Vec<u8> {
     encode(id, Ok(super::audit_failure(error, false).into()))
 }
 
-/// A successful read's `result` object, as [`write_text_result`] writes the
+/// Append a successful read's `result` object, as [`write_text_result`] writes the
 /// result `ArbiterServer::file_read` makes of `output` (text block, then
 /// structured content, keys in `serde_json::Map`'s order), from its lines
 /// `content` already escaped: the lines are not built, copied and escaped a
 /// second time (a test holds the two alike).
-pub fn read_result(output: &FileReadOutput, content: &JsonStringBody) -> Vec<u8> {
+pub fn write_read_result(out: &mut Vec<u8>, output: &FileReadOutput, content: &JsonStringBody) {
     let lines = content.0.as_slice();
-    let mut out = Vec::with_capacity(2 * lines.len() + 256 + output.path.len());
+    out.reserve(2 * lines.len() + 256 + output.path.len());
     out.extend_from_slice(br#"{"content":[{"type":"text","text":""#);
     out.extend_from_slice(lines);
-    json_out::write_str_body(&mut out, &output.note(lines.is_empty()));
+    json_out::write_str_body(out, &output.note(lines.is_empty()));
     out.extend_from_slice(br#""}],"structuredContent":{"content":""#);
     out.extend_from_slice(lines);
     out.extend_from_slice(b"\"");
-    number_field(&mut out, "end_line", Some(output.end_line));
-    bool_field(&mut out, "invalid_utf8", output.invalid_utf8);
-    number_field(&mut out, "next_offset", output.next_offset);
+    number_field(out, "end_line", Some(output.end_line));
+    bool_field(out, "invalid_utf8", output.invalid_utf8);
+    number_field(out, "next_offset", output.next_offset);
     out.extend_from_slice(br#","path":"#);
-    json_out::write_str(&mut out, &output.path);
-    number_field(&mut out, "size_bytes", Some(output.size_bytes));
-    number_field(&mut out, "start_line", Some(output.start_line));
-    number_field(&mut out, "total_lines", output.total_lines);
-    bool_field(&mut out, "truncated", output.truncated);
+    json_out::write_str(out, &output.path);
+    number_field(out, "size_bytes", Some(output.size_bytes));
+    number_field(out, "start_line", Some(output.start_line));
+    number_field(out, "total_lines", output.total_lines);
+    bool_field(out, "truncated", output.truncated);
     out.extend_from_slice(br#"},"isError":false}"#);
-    out
 }
 
 /// `,"key":n`, or nothing for `None` (serde's `skip_serializing_if`).
@@ -220,12 +219,11 @@ fn encode(id: RequestId, response: Result<DirectReply, ErrorData>) -> Vec<u8> {
 /// [`encode`], appending to `out`.
 fn encode_into(out: &mut Vec<u8>, id: RequestId, response: Result<DirectReply, ErrorData>) {
     let response = match response {
-        Ok(DirectReply::Encoded(result)) => {
-            out.reserve(result.len() + 64);
+        Ok(DirectReply::Read(output, content)) => {
             out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
             push_id(out, &id);
             out.extend_from_slice(br#","result":"#);
-            out.extend_from_slice(&result);
+            write_read_result(out, &output, &content);
             out.extend_from_slice(b"}\n");
             return;
         }
@@ -397,7 +395,18 @@ mod tests {
                 path: read.path.clone(),
                 ..read
             };
-            let direct = read_result(&without_content, &body);
+            let mut direct = Vec::new();
+            write_read_result(&mut direct, &without_content, &body);
+            let line = encode(
+                RequestId::Number(1),
+                Ok(DirectReply::Read(
+                    FileReadOutput {
+                        path: without_content.path.clone(),
+                        ..without_content
+                    },
+                    body,
+                )),
+            );
             without_content.content = read.content.clone();
             let result = super::super::read_result(without_content);
             let mut through_tool = Vec::new();
@@ -413,7 +422,6 @@ mod tests {
                 String::from_utf8(expected.to_vec()).unwrap()
             );
             // And as a whole reply line.
-            let line = encode(RequestId::Number(1), Ok(DirectReply::Encoded(direct)));
             assert_eq!(line, through_tool);
         }
     }

@@ -888,9 +888,9 @@ impl ArbiterServer {
         })
     }
 
-    /// `file_read` for the direct lane: a success is encoded as the numbered
-    /// lines are escaped (`direct::read_result`), the same JSON as
-    /// [`Self::file_read`]'s result.
+    /// `file_read` for the direct lane: a success's lines are escaped as
+    /// they are numbered, and written into the reply as the same JSON as
+    /// [`Self::file_read`]'s result (`direct::write_read_result`).
     async fn file_read_direct(&self, input: FileReadInput) -> DirectReply {
         match self
             .inner
@@ -898,7 +898,7 @@ impl ArbiterServer {
             .file_read_into(input, json_out::JsonStringBody::default())
             .await
         {
-            Ok((out, content)) => DirectReply::Encoded(direct::read_result(&out, &content)),
+            Ok((out, content)) => DirectReply::Read(out, content),
             Err(e) => tool_failure(&e).into(),
         }
     }
@@ -1085,7 +1085,7 @@ impl ToolReply for DirectReply {
     fn is_error(&self) -> bool {
         match self {
             DirectReply::Response(response) => response.is_error(),
-            DirectReply::Encoded(_) => false,
+            DirectReply::Read(..) => false,
         }
     }
 }

@@ -138,6 +138,14 @@ pub trait LineSink {
     fn reserve_text(&mut self, bytes: usize);
     /// Append `text`.
     fn push_text(&mut self, text: &str);
+
+    /// Append one numbered line: `prefix` (its number and a tab), `text`
+    /// and a line end.
+    fn push_line(&mut self, prefix: &str, text: &str) {
+        self.push_text(prefix);
+        self.push_text(text);
+        self.push_text("\n");
+    }
 }
 
 impl LineSink for String {
@@ -565,9 +573,7 @@ fn push_numbered(out: &mut impl LineSink, number: u64, text: &str) -> usize {
     let start = start.min(prefix.len() - 7);
     // Spaces, digits and a tab are ASCII.
     let prefix = std::str::from_utf8(&prefix[start..]).unwrap_or_default();
-    out.push_text(prefix);
-    out.push_text(text);
-    out.push_text("\n");
+    out.push_line(prefix, text);
     prefix.len() + text.len() + 1
 }
 
