@@ -275,13 +275,11 @@ fn write_text_result(out: &mut Vec<u8>, id: &RequestId, result: &CallToolResult)
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     push_id(out, id);
     out.extend_from_slice(br#","result":{"content":[{"type":"text","text":"#);
-    let text_at = out.len();
     json_out::write_str(out, &text.text);
-    let written = (text.text.as_str(), text_at..out.len());
     out.extend_from_slice(b"}]");
     if let Some(structured) = &result.structured_content {
         out.extend_from_slice(br#","structuredContent":"#);
-        json_out::write_value_reusing(out, structured, Some(&written));
+        json_out::write_value(out, structured);
     }
     if let Some(is_error) = result.is_error {
         out.extend_from_slice(if is_error {
@@ -444,7 +442,7 @@ mod tests {
                 "     1\tsay \"hi\"\n     2\t\u{1}é\n",
             )]);
         result.structured_content = Some(serde_json::json!({"content": "x\ty", "n": 2, "t": null}));
-        // A read's structured content repeats its text: copied, not escaped again.
+        // A read's structured content repeats its text.
         let long = "     1\tsay \"hi\"\n     2\t\u{1}é\n".repeat(10);
         let mut read = rmcp::model::CallToolResult::success(vec![rmcp::model::ContentBlock::text(
             long.clone(),
