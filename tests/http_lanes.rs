@@ -81,7 +81,10 @@ async fn both_lanes_answer_and_record_alike_over_http() {
             "{tool} {args}: rmcp's lane (left) and the direct one (right) differ"
         );
     }
-    assert_eq!(server.log_count(ANSWERED_DIRECTLY), calls.len());
+    assert_eq!(
+        server.log_count_awaiting(ANSWERED_DIRECTLY, calls.len()),
+        calls.len()
+    );
 
     // The records of each pair agree, name the token's agent, and the chain verifies.
     let records = audit_records(&s.ws());
@@ -126,7 +129,7 @@ async fn the_lane_answers_only_for_the_tokens_live_sessions() {
             || !body.contains("secret"),
         "{body}"
     );
-    assert_eq!(server.log_count(ANSWERED_DIRECTLY), 1);
+    assert_eq!(server.log_count_awaiting(ANSWERED_DIRECTLY, 1), 1);
 
     // Once the session is ended, it is gone from the lane too.
     let status = reqwest::Client::new()
@@ -140,7 +143,7 @@ async fn the_lane_answers_only_for_the_tokens_live_sessions() {
     assert!(status.is_success(), "{status}");
     let (status, _, _, body) = mcp_post(&url, Some(&a), Some(&session), &[], &read).await;
     assert_eq!(status, 404, "{body}");
-    assert_eq!(server.log_count(ANSWERED_DIRECTLY), 1);
+    assert_eq!(server.log_count_awaiting(ANSWERED_DIRECTLY, 1), 1);
 }
 
 #[tokio::test]

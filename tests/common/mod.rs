@@ -355,6 +355,20 @@ impl HttpServer {
         log.iter().filter(|l| l.contains(needle)).count()
     }
 
+    /// [`Self::log_count`] once it reaches `expected` or 5 s have passed: a
+    /// line the server wrote before its reply may still be on its way
+    /// through the stderr pipe to the thread that collects the log.
+    pub fn log_count_awaiting(&self, needle: &str, expected: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let count = self.log_count(needle);
+            if count >= expected || std::time::Instant::now() > deadline {
+                return count;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn start_command(mut command: std::process::Command, ws: &Path, extra: &[&str]) -> Self {
         let mut child = command
             .args(["serve", "--http", "127.0.0.1:0", "--workspace"])
