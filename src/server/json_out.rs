@@ -139,6 +139,105 @@ impl crate::tools::files::LineSink for JsonStringBody {
         write_str_body(&mut self.0, text);
         self.0.extend_from_slice(b"\\n");
     }
+
+    /// One scan of the whole text for the bytes to escape: a line end found
+    /// there is written as `\n` and the next line's number (a scan per line
+    /// cost more than the escaping itself for short lines).
+    fn push_lines(&mut self, first: u64, text: &str) -> usize {
+        let bytes = text.as_bytes();
+        if bytes.is_empty() {
+            return 0;
+        }
+        let mut numbers = LineNumbers::new(first);
+        let mut shown = numbers.write(&mut self.0);
+        let mut run = 0; // start of the bytes not yet copied
+        while let Some(at) = next_escape(bytes, run) {
+            let line_end = match bytes[at] {
+                b'\n' => Some(at + 1),
+                b'\r' if at + 1 == bytes.len() => Some(at + 1),
+                b'\r' if bytes[at + 1] == b'\n' => Some(at + 2),
+                _ => None,
+            };
+            self.0.extend_from_slice(&bytes[run..at]);
+            shown += at - run + 1;
+            match line_end {
+                Some(next) => {
+                    self.0.extend_from_slice(b"\\n");
+                    if next == bytes.len() {
+                        return shown;
+                    }
+                    numbers.advance();
+                    shown += numbers.write(&mut self.0);
+                    run = next;
+                }
+                None => {
+                    push_escape(&mut self.0, bytes[at]);
+                    run = at + 1;
+                }
+            }
+        }
+        self.0.extend_from_slice(&bytes[run..]);
+        self.0.extend_from_slice(b"\\n");
+        shown + bytes.len() - run + 1
+    }
+}
+
+/// Line numbers as `cat -n` writes them (six places, right-aligned) and an
+/// escaped tab, counted up in place: dividing each number into digits cost
+/// more than the rest of numbering a short line.
+struct LineNumbers {
+    /// The six places, then `\t` escaped; valid while `number` fits in six.
+    prefix: [u8; 8],
+    number: u64,
+}
+
+impl LineNumbers {
+    const WIDE: u64 = 1_000_000;
+
+    fn new(first: u64) -> Self {
+        let mut prefix = *b"      \\t";
+        if first < Self::WIDE {
+            let line = crate::tools::files::LinePrefix::new(first);
+            prefix[..6].copy_from_slice(&line.as_str().as_bytes()[..6]);
+        }
+        Self {
+            prefix,
+            number: first,
+        }
+    }
+
+    /// Write the current number and its tab; returns the bytes before escaping.
+    fn write(&self, out: &mut Vec<u8>) -> usize {
+        if self.number < Self::WIDE {
+            out.extend_from_slice(&self.prefix);
+            return 7;
+        }
+        let line = crate::tools::files::LinePrefix::new(self.number);
+        let digits = line.as_str().trim_end_matches('\t');
+        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(b"\\t");
+        digits.len() + 1
+    }
+
+    fn advance(&mut self) {
+        self.number += 1;
+        if self.number >= Self::WIDE {
+            return; // written by `write`'s slow path from now on
+        }
+        for place in self.prefix[..6].iter_mut().rev() {
+            match *place {
+                b'9' => *place = b'0',
+                b' ' => {
+                    *place = b'1';
+                    return;
+                }
+                digit => {
+                    *place = digit + 1;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn push_escape(out: &mut Vec<u8>, b: u8) {
@@ -307,6 +406,39 @@ mod tests {
         #[test]
         fn ascii_with_controls_matches_serde_json(s in "[\\x00-\\x7f]{0,64}") {
             prop_assert_eq!(ours(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        /// The one-scan numbering of a whole text is the line-by-line
+        /// numbering (`String`'s), escaped: line ends of every kind, quotes,
+        /// controls and non-ASCII, from any first number.
+        #[test]
+        fn whole_texts_numbered_in_one_scan_are_the_escaped_lines(
+            text in "([a-z \"\\\\\t\x01é€]{0,20}(\n|\r\n|\r)?){0,12}",
+            first in prop_oneof![1u64..30, 999_990u64..1_000_010],
+        ) {
+            use crate::tools::files::LineSink;
+            let mut plain = String::new();
+            let plain_bytes = plain.push_lines(first, &text);
+            let mut body = JsonStringBody::default();
+            let body_bytes = body.push_lines(first, &text);
+            let mut escaped = Vec::new();
+            write_str_body(&mut escaped, &plain);
+            prop_assert_eq!(String::from_utf8(body.0).unwrap(), String::from_utf8(escaped).unwrap());
+            prop_assert_eq!(body_bytes, plain_bytes);
+        }
+    }
+
+    #[test]
+    fn line_numbers_counted_up_are_cat_ns() {
+        for first in [1, 8, 99, 99_995, 999_990] {
+            let mut numbers = LineNumbers::new(first);
+            for n in first..first + 20 {
+                let mut out = Vec::new();
+                let shown = numbers.write(&mut out);
+                assert_eq!(String::from_utf8(out).unwrap(), format!("{n:>6}\\t"));
+                assert_eq!(shown, format!("{n:>6}\t").len());
+                numbers.advance();
+            }
         }
     }
 

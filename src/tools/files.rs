@@ -146,6 +146,27 @@ pub trait LineSink {
         self.push_text(text);
         self.push_text("\n");
     }
+
+    /// Append every line of `text` numbered, the first as `first`, each
+    /// without its line end (`\n`, `\r\n`, or a `\r` ending the text);
+    /// returns the bytes of numbered text appended, before any escaping.
+    fn push_lines(&mut self, first: u64, text: &str) -> usize
+    where
+        Self: Sized,
+    {
+        let mut shown = 0;
+        let mut from = 0;
+        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|end| end + 1);
+        let ends = ends.chain((!text.is_empty()).then_some(text.len()));
+        for (number, to) in (first..).zip(ends) {
+            if to == from {
+                break;
+            }
+            shown += push_numbered(self, number, trim_str_line_end(&text[from..to]));
+            from = to;
+        }
+        shown
+    }
 }
 
 impl LineSink for String {
@@ -424,6 +445,11 @@ fn read_numbered_lines<S: LineSink>(
     if start.len() < capacity
         && let Ok(text) = std::str::from_utf8(start)
     {
+        let total = count_lines(text);
+        if lines.shows_whole(text.len(), total) {
+            lines.push_whole(text, total);
+            return Ok(lines.finish(rel_path, meta.size));
+        }
         // memchr's search, not `split_inclusive('\n')`: the std searcher was
         // ~3% of a pipelined read's CPU.
         let mut from = 0;
@@ -512,6 +538,29 @@ impl<S: LineSink> Numbering<S> {
         self.number < self.offset
     }
 
+    /// Whether a text of `len` bytes and `lines` lines is shown whole: read
+    /// from its start, within the line limit, and within the byte limit
+    /// even if every line were numbered with the widest number [`Self::push`]
+    /// allows for (so no line would be cut or held back there).
+    fn shows_whole(&self, len: usize, lines: u64) -> bool {
+        self.offset == 1
+            && self.number == 0
+            && lines <= self.limit
+            && lines < 1_000_000
+            && (lines as usize)
+                .saturating_mul(8)
+                .saturating_add(len)
+                .saturating_add(28)
+                <= self.max_bytes
+    }
+
+    /// Show all `lines` lines of `text` at once (see [`Self::shows_whole`]).
+    fn push_whole(&mut self, text: &str, lines: u64) {
+        self.shown_bytes = self.sink.push_lines(1, text);
+        self.number = lines;
+        self.end_line = lines;
+    }
+
     /// Add the line [`Self::next`] counted (without its line end), if it is
     /// one to show; false when it does not fit (the reply is full).
     fn push(&mut self, text: &str) -> bool {
@@ -558,23 +607,48 @@ impl<S: LineSink> Numbering<S> {
 /// Append `"{number:>6}\t{text}\n"` (without the formatting machinery: hot
 /// path); returns the bytes appended.
 fn push_numbered(out: &mut impl LineSink, number: u64, text: &str) -> usize {
-    // Six places, right-aligned, then the tab: what `cat -n` writes.
-    let mut prefix = *b"                    \t";
-    let mut n = number;
-    let mut start = prefix.len() - 1;
-    loop {
-        start -= 1;
-        prefix[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    let prefix = LinePrefix::new(number);
+    out.push_line(prefix.as_str(), text);
+    prefix.as_str().len() + text.len() + 1
+}
+
+/// A line's number as `cat -n` writes it: six places, right-aligned, then a tab.
+pub(crate) struct LinePrefix {
+    bytes: [u8; 21],
+    start: usize,
+}
+
+impl LinePrefix {
+    pub(crate) fn new(number: u64) -> Self {
+        let mut bytes = *b"                    \t";
+        let mut n = number;
+        let mut start = bytes.len() - 1;
+        loop {
+            start -= 1;
+            bytes[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Self {
+            bytes,
+            start: start.min(bytes.len() - 7),
         }
     }
-    let start = start.min(prefix.len() - 7);
-    // Spaces, digits and a tab are ASCII.
-    let prefix = std::str::from_utf8(&prefix[start..]).unwrap_or_default();
-    out.push_line(prefix, text);
-    prefix.len() + text.len() + 1
+
+    /// Spaces and digits, then the tab.
+    pub(crate) fn as_str(&self) -> &str {
+        // Spaces, digits and a tab are ASCII.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or_default()
+    }
+}
+
+/// Lines in `text`: one per `\n`, and one more for text after the last.
+fn count_lines(text: &str) -> u64 {
+    let ends = memchr::memchr_iter(b'\n', text.as_bytes()).count();
+    let unterminated = !text.is_empty() && !text.ends_with('\n');
+    ends as u64 + u64::from(unterminated)
 }
 
 fn edit_cap(s: &str, max: usize) -> String {
