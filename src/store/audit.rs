@@ -430,7 +430,12 @@ fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
 /// and edit strings are reduced to their size, values under secret-looking keys
 /// are removed, long strings are cut, and the whole copy is capped.
 pub fn redact_arguments(args: &Map<String, Value>) -> String {
-    let text = redact_map(args).to_string();
+    // Written straight out, not built as a redacted `Value` first (that was
+    // a clone of every argument on every call).
+    let mut out = Vec::with_capacity(64);
+    write_redacted_map(&mut out, args);
+    // serde_json writes UTF-8.
+    let text = String::from_utf8(out).unwrap_or_default();
     if text.len() <= MAX_REDACTED_BYTES {
         text
     } else {
@@ -438,15 +443,50 @@ pub fn redact_arguments(args: &Map<String, Value>) -> String {
     }
 }
 
-fn redact_map(map: &Map<String, Value>) -> Value {
-    Value::Object(
-        map.iter()
-            .map(|(k, v)| (k.clone(), redact_value(Some(k), v)))
-            .collect(),
-    )
+/// What [`redact_arguments`] writes of `map`: compact JSON, keys in the map's order.
+fn write_redacted_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        write_redacted(out, Some(k), v);
+    }
+    out.push(b'}');
 }
 
-fn redact_value(key: Option<&str>, value: &Value) -> Value {
+fn write_redacted(out: &mut Vec<u8>, key: Option<&str>, value: &Value) {
+    match redaction(key, value) {
+        Some(Redacted::Text(text)) => {
+            let _ = serde_json::to_writer(&mut *out, &text);
+        }
+        Some(Redacted::Map(map)) => write_redacted_map(out, map),
+        Some(Redacted::Items(items)) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_redacted(out, None, item);
+            }
+            out.push(b']');
+        }
+        None => {
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+    }
+}
+
+/// How a value is written in a redacted copy; `None` when it is kept as it is.
+enum Redacted<'a> {
+    Text(String),
+    Map(&'a Map<String, Value>),
+    Items(&'a [Value]),
+}
+
+fn redaction<'a>(key: Option<&str>, value: &'a Value) -> Option<Redacted<'a>> {
     const CONTENT_KEYS: &[&str] = &["contents", "content", "old_string", "new_string"];
     const SECRET_MARKERS: &[&str] = &[
         "token",
@@ -462,21 +502,23 @@ fn redact_value(key: Option<&str>, value: &Value) -> Value {
             .iter()
             .any(|m| contains_ignoring_ascii_case(k, m))
         {
-            return Value::String("<redacted>".to_string());
+            return Some(Redacted::Text("<redacted>".to_string()));
         }
         if let Value::String(s) = value
             && CONTENT_KEYS.iter().any(|c| k.eq_ignore_ascii_case(c))
         {
-            return Value::String(format!("<{} bytes>", s.len()));
+            return Some(Redacted::Text(format!("<{} bytes>", s.len())));
         }
     }
     match value {
-        Value::Object(map) => redact_map(map),
-        Value::Array(items) => Value::Array(items.iter().map(|v| redact_value(None, v)).collect()),
-        Value::String(s) if s.len() > MAX_KEPT_STRING => {
-            Value::String(format!("{}…<{} bytes>", cap(s, 64), s.len()))
-        }
-        other => other.clone(),
+        Value::Object(map) => Some(Redacted::Map(map)),
+        Value::Array(items) => Some(Redacted::Items(items)),
+        Value::String(s) if s.len() > MAX_KEPT_STRING => Some(Redacted::Text(format!(
+            "{}…<{} bytes>",
+            cap(s, 64),
+            s.len()
+        ))),
+        _ => None,
     }
 }
 
@@ -503,7 +545,68 @@ pub fn cap(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// The redacted copy as first written (a redacted `Value`, then its text).
+    fn redacted_as_first_written(key: Option<&str>, value: &Value) -> Value {
+        match (redaction(key, value), value) {
+            (Some(Redacted::Text(text)), _) => Value::String(text),
+            (Some(Redacted::Map(map)), _) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), redacted_as_first_written(Some(k), v)))
+                    .collect(),
+            ),
+            (Some(Redacted::Items(items)), _) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| redacted_as_first_written(None, v))
+                    .collect(),
+            ),
+            (None, other) => other.clone(),
+        }
+    }
+
+    fn argument_values() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\"\\\\é\\x00-\\x1f]{0,300}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    "(token|Content|contents|old_string|new_string|apiKey|path|x|é)",
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Written straight out, the redacted copy is the text of the redacted value.
+        #[test]
+        fn redacted_arguments_written_out_are_the_redacted_values_text(value in argument_values()) {
+            let Value::Object(args) = json!({ "a": value.clone(), "content": "x", "b": [value] }) else {
+                unreachable!()
+            };
+            let expected = redacted_as_first_written(None, &Value::Object(args.clone())).to_string();
+            let written = redact_arguments(&args);
+            if expected.len() <= MAX_REDACTED_BYTES {
+                prop_assert_eq!(written, expected);
+            } else {
+                let truncated = written.starts_with(r#"{"_truncated":"#);
+                prop_assert!(truncated, "not a truncated copy: {}", written);
+            }
+        }
+    }
 
     /// The canonical form as first written (through `Value` and `String`):
     /// records already on chains were hashed with it.
