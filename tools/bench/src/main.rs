@@ -22,8 +22,9 @@
 //!    42,700 to 62,000 calls/s for the same build, so there are
 //!    `--pipelined-rounds` rounds: the first where it always was (before the
 //!    memory reading, so that figure still follows the same calls), the rest
-//!    after the memory reading. The figure is their median; the slowest round
-//!    is shown too.
+//!    once both servers have been read, alternating between them round by
+//!    round so that a slow spell of the machine falls on both. The figure is
+//!    the median round; the slowest is shown too.
 //! 4. **Memory**: VmRSS (from /proc/PID/status) right after the handshake and
 //!    after `--memory-calls` calls in the same process, plus the peak (VmHWM).
 //!    Growth between the two hints at leaks or unbounded caches.
@@ -134,9 +135,28 @@ fn run(args: Args) -> Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("arbiter-bench-")
         .tempdir()?;
-    let arbiter_figures = run_server(&arbiter, &plan, scratch.path())?;
-    let reference_figures = match &reference {
-        Some(server) => Some(run_server(server, &plan, scratch.path())?),
+    let mut arbiter_run = ServerRun::start(&arbiter, &plan, scratch.path())?;
+    let mut reference_run = match &reference {
+        Some(server) => Some(ServerRun::start(server, &plan, scratch.path())?),
+        None => None,
+    };
+    // The later pipelined rounds alternate between the servers, so that a
+    // slow spell of the machine (seconds long, at times) falls on both.
+    if plan.pipelined_rounds > 1 {
+        eprintln!(
+            "pipelined throughput, rounds 2 to {}, alternating ...",
+            plan.pipelined_rounds
+        );
+    }
+    for _ in 1..plan.pipelined_rounds {
+        arbiter_run.pipelined_round()?;
+        if let Some(run) = &mut reference_run {
+            run.pipelined_round()?;
+        }
+    }
+    let arbiter_figures = arbiter_run.finish()?;
+    let reference_figures = match reference_run {
+        Some(run) => Some(run.finish()?),
         None => None,
     };
 
@@ -272,20 +292,75 @@ struct Figures {
     calls_at_rss: usize,
 }
 
-/// Runs all measurements against one server. Its stderr goes to a log file
-/// whose tail is attached to any error.
-fn run_server(server: &Server, plan: &Plan, scratch: &Path) -> Result<Figures> {
-    let log = scratch.join(format!("{}.stderr", server.label));
-    run_server_logged(server, plan, scratch, &log).with_context(|| {
-        format!(
-            "{} failed; last lines of its stderr:\n{}",
-            server.label,
-            log_tail(&log, 20)
-        )
-    })
+/// One server being measured: everything up to the memory reading is done
+/// by [`ServerRun::start`], the later pipelined rounds one at a time.
+struct ServerRun {
+    label: &'static str,
+    /// The server's stderr, whose tail is attached to any error.
+    log: PathBuf,
+    client: Client,
+    read_call: String,
+    pipelined: usize,
+    figures: Figures,
+    /// Kept until the end: the server's workspace.
+    _workspace: tempfile::TempDir,
 }
 
-fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -> Result<Figures> {
+impl ServerRun {
+    fn start(server: &Server, plan: &Plan, scratch: &Path) -> Result<Self> {
+        let log = scratch.join(format!("{}.stderr", server.label));
+        let (client, read_call, figures, workspace) =
+            measure_up_to_memory(server, plan, scratch, &log)
+                .with_context(|| failed(server.label, &log))?;
+        Ok(Self {
+            label: server.label,
+            log,
+            client,
+            read_call,
+            pipelined: plan.pipelined,
+            figures,
+            _workspace: workspace,
+        })
+    }
+
+    fn pipelined_round(&mut self) -> Result<()> {
+        let calls_per_sec = measure_pipelined(&mut self.client, &self.read_call, self.pipelined)
+            .with_context(|| failed(self.label, &self.log))?;
+        self.figures.pipelined_rounds.push(calls_per_sec);
+        eprintln!("{}: {calls_per_sec:.0} calls/s", self.label);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Figures> {
+        let Self {
+            label,
+            log,
+            client,
+            mut figures,
+            ..
+        } = self;
+        client.shutdown().with_context(|| failed(label, &log))?;
+        figures.pipelined_rounds.sort_by(f64::total_cmp);
+        Ok(figures)
+    }
+}
+
+fn failed(label: &str, log: &Path) -> String {
+    format!(
+        "{label} failed; last lines of its stderr:\n{}",
+        log_tail(log, 20)
+    )
+}
+
+/// Cold starts, then in one process: latency, the first pipelined round and
+/// the memory reading. Returns that process's client, its read call, the
+/// figures so far and its workspace.
+fn measure_up_to_memory(
+    server: &Server,
+    plan: &Plan,
+    scratch: &Path,
+    log: &Path,
+) -> Result<(Client, String, Figures, tempfile::TempDir)> {
     eprintln!("{}: cold start x{} ...", server.label, plan.starts);
     let start = measure_cold_start(server, plan, scratch, log)?;
 
@@ -318,7 +393,7 @@ fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -
         "{}: pipelined throughput, round 1 of {} ({} reads) ...",
         server.label, plan.pipelined_rounds, plan.pipelined
     );
-    let mut rounds = vec![measure_pipelined(&mut client, &calls.read, plan.pipelined)?];
+    let rounds = vec![measure_pipelined(&mut client, &calls.read, plan.pipelined)?];
 
     eprintln!(
         "{}: memory after {} calls ...",
@@ -331,19 +406,7 @@ fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -
     let rss_kib = client.proc_status_kib("VmRSS")?;
     let rss_peak_kib = client.proc_status_kib("VmHWM")?;
 
-    if plan.pipelined_rounds > 1 {
-        eprintln!(
-            "{}: pipelined throughput, rounds 2 to {} ...",
-            server.label, plan.pipelined_rounds
-        );
-    }
-    while rounds.len() < plan.pipelined_rounds {
-        rounds.push(measure_pipelined(&mut client, &calls.read, plan.pipelined)?);
-    }
-    rounds.sort_by(f64::total_cmp);
-    client.shutdown()?;
-
-    Ok(Figures {
+    let figures = Figures {
         server_info,
         start,
         read,
@@ -354,7 +417,8 @@ fn run_server_logged(server: &Server, plan: &Plan, scratch: &Path, log: &Path) -
         rss_kib,
         rss_peak_kib,
         calls_at_rss,
-    })
+    };
+    Ok((client, calls.read, figures, workspace_dir))
 }
 
 /// Spawn-to-`initialize`-reply time of `plan.starts` fresh processes, each in
