@@ -414,6 +414,16 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
 fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    write_object(out, entries, |out, _, v| write_canonical(out, v));
+}
+
+/// `{"key":value,...}` of `entries` (keys escaped by serde_json), each value
+/// written by `write_value(out, key, value)`.
+fn write_object<'a>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    mut write_value: impl FnMut(&mut Vec<u8>, &'a str, &'a Value),
+) {
     out.push(b'{');
     for (i, (k, v)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -421,7 +431,7 @@ fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
         }
         let _ = serde_json::to_writer(&mut *out, k);
         out.push(b':');
-        write_canonical(out, v);
+        write_value(out, k, v);
     }
     out.push(b'}');
 }
@@ -445,16 +455,7 @@ pub fn redact_arguments(args: &Map<String, Value>) -> String {
 
 /// What [`redact_arguments`] writes of `map`: compact JSON, keys in the map's order.
 fn write_redacted_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
-    out.push(b'{');
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut *out, k);
-        out.push(b':');
-        write_redacted(out, Some(k), v);
-    }
-    out.push(b'}');
+    write_object(out, map, |out, k, v| write_redacted(out, Some(k), v));
 }
 
 fn write_redacted(out: &mut Vec<u8>, key: Option<&str>, value: &Value) {
