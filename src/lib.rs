@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod exec;
+pub mod memory;
 pub mod overrides;
 pub mod policy;
 pub mod server;

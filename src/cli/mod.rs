@@ -166,7 +166,7 @@ pub fn main() -> ExitCode {
     // overlap (measured: sequential file_read p50 ~70 µs against ~120 µs on
     // one thread, on this 2-core kind of machine). Blocking work (fsync) goes
     // to the blocking pool.
-    limit_malloc_arenas();
+    crate::memory::limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -211,16 +211,6 @@ pub fn main() -> ExitCode {
             eprintln!("arbiter: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// glibc gives every thread its own malloc arena; with a handful of threads
-/// that leaves freed memory stranded. Two arenas keep resident memory low at
-/// no measurable cost here.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator tunable; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -690,7 +690,12 @@ async fn index_continuously(strong: Arc<Inner>) {
         };
         match indexed {
             Ok(seq) => {
-                strong.indexed_through.fetch_max(seq, Ordering::AcqRel);
+                let before = strong.indexed_through.fetch_max(seq, Ordering::AcqRel);
+                // A pass follows a burst of calls, whose buffers are free by
+                // now: give their pages back rather than keep them resident.
+                if seq > before {
+                    crate::memory::release_freed_heap();
+                }
                 if failing {
                     tracing::info!(through = seq, "audit journal indexed again");
                     failing = false;

@@ -143,8 +143,10 @@ impl SqliteStore {
         options: SqliteConnectOptions,
         step: Option<super::MigrationStep<'_>>,
     ) -> Result<(Self, usize), StoreError> {
-        // A small page cache: the hot use is appending, which touches few pages.
-        let options = options.pragma("cache_size", "-1024");
+        // A small page cache (128 KiB): the hot use is appending, which
+        // touches few pages. 1 MiB filled up within 10,000 calls and stayed
+        // resident, at no measurable gain in the indexer's time.
+        let options = options.pragma("cache_size", "-128");
         // One connection: the audit writer is the only hot user, and SQLite
         // serializes writers anyway. Reads (tail, verify) are rare.
         // No ping before each use: a file cannot drop the connection, and

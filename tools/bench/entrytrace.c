@@ -1,8 +1,12 @@
 // LD_PRELOAD function-entry tracer for a binary whose function entries were
 // patched to int3 (0xCC) by `hot_symbols.py patch`. On each first entry the SIGTRAP
-// handler logs the entry's file offset (hex) to $ENTRYTRACE_OUT, puts back the
-// original byte (read from the unpatched $ENTRYTRACE_ORIG) and resumes there.
+// handler logs `PID OFFSET` (the entry's file offset, hex) to $ENTRYTRACE_OUT, puts
+// back the original byte (read from the unpatched $ENTRYTRACE_ORIG) and resumes there.
+// When the server lets go of its start-up pages (its first madvise(MADV_DONTNEED),
+// src/memory.rs), the tracer logs `PID mark` and patches every entry again, so the
+// functions logged after the mark are those the running server uses.
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,7 +16,22 @@
 #include <ucontext.h>
 #include <unistd.h>
 static unsigned long lo, hi, off;
-static int outfd = -1, origfd = -1;
+static int outfd = -1, origfd = -1, marked = 0;
+
+// "PID " then `v` in hex, then a newline; or "PID mark".
+static void log_line(unsigned long v, int mark) {
+    char buf[64]; int n = 0; char tmp[20]; int k = 0; unsigned long p = (unsigned long)getpid();
+    do { tmp[k++] = "0123456789"[p % 10]; p /= 10; } while (p);
+    while (k) buf[n++] = tmp[--k];
+    buf[n++] = ' ';
+    if (mark) { memcpy(buf + n, "mark", 4); n += 4; }
+    else {
+        do { tmp[k++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+        while (k) buf[n++] = tmp[--k];
+    }
+    buf[n++] = '\n';
+    ssize_t r = write(outfd, buf, n); (void)r;
+}
 static void handler(int sig, siginfo_t *si, void *vctx) {
     ucontext_t *uc = vctx;
     unsigned long ip = uc->uc_mcontext.gregs[REG_RIP] - 1;
@@ -24,11 +43,7 @@ static void handler(int sig, siginfo_t *si, void *vctx) {
     mprotect((void *)(ip & ~4095UL), 4096, PROT_READ | PROT_WRITE | PROT_EXEC);
     if (*(volatile unsigned char *)ip == 0xCC) {
         *(volatile unsigned char *)ip = b;
-        char buf[32]; int n = 0; char tmp[20]; int k = 0; unsigned long v = fo;
-        do { tmp[k++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
-        while (k) buf[n++] = tmp[--k];
-        buf[n++] = '\n';
-        ssize_t r = write(outfd, buf, n); (void)r;
+        log_line(fo, 0);
     }
     uc->uc_mcontext.gregs[REG_RIP] = ip;
 }
@@ -53,4 +68,27 @@ __attribute__((constructor)) static void setup(void) {
     struct sigaction sa; memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = handler; sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigaction(SIGTRAP, &sa, 0);
+}
+
+// The server's drop of its start-up pages: mark the trace and arm every entry
+// again (the running file has an int3 at each; other bytes are the same).
+int madvise(void *addr, size_t len, int advice) {
+    static int (*real)(void *, size_t, int);
+    if (!real) real = (int (*)(void *, size_t, int))dlsym(RTLD_NEXT, "madvise");
+    if (advice == MADV_DONTNEED && lo && !__atomic_exchange_n(&marked, 1, __ATOMIC_SEQ_CST)) {
+        int exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        if (exe >= 0) {
+            mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE | PROT_EXEC);
+            log_line(0, 1);
+            for (unsigned long a = lo; a < hi; a += 65536) {
+                unsigned char chunk[65536];
+                size_t n = hi - a < sizeof chunk ? hi - a : sizeof chunk;
+                if (pread(exe, chunk, n, a - lo + off) != (ssize_t)n) break;
+                for (size_t i = 0; i < n; i++)
+                    if (chunk[i] == 0xCC) *(volatile unsigned char *)(a + i) = 0xCC;
+            }
+            close(exe);
+        }
+    }
+    return real(addr, len, advice);
 }

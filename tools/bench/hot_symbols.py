@@ -6,8 +6,10 @@
       (the input sections of lld's link map MAP); entrytrace.c then logs each
       function the first time it runs.
   hot_symbols.py order BINARY MAP TRACE...
-      Print the functions whose entries the TRACE files list (file offsets, hex),
-      in address order, as an lld --symbol-ordering-file, without ThinLTO's
+      Print the functions whose entries the TRACE files list (`PID OFFSET` lines,
+      file offsets in hex; `PID mark` where that server dropped its start-up
+      pages), as an lld --symbol-ordering-file: those entered after a mark
+      first, then the rest, each part in address order; without ThinLTO's
       `.llvm.<hash>` suffixes (they change with any edit to their codegen unit).
   hot_symbols.py resolve LIST LINKER-ARGS...
       Print LIST with each name matched against the symbols the object files
@@ -69,18 +71,27 @@ def patch(binary, link_map, out):
 
 
 def order(binary, link_map, traces):
+    """The traced functions, those the running server entered (after its
+    process's `mark`) first: after its start the server drops the code pages
+    only the start used (src/memory.rs), and what comes back is then one run."""
     foff, vaddr, _ = code_segment(binary)
     funcs = functions(link_map)
-    hit = set()
+    running, startup, marked = set(), set(), set()
     for t in traces:
         for line in open(t):
-            v = int(line, 16) - foff + vaddr
+            pid, _, entry = line.strip().partition(" ")
+            if entry == "mark":
+                marked.add(pid)
+                continue
+            v = int(entry, 16) - foff + vaddr
             if v in funcs:
-                hit.add(v)
-    for v in sorted(hit):
+                (running if pid in marked else startup).add(v)
+    startup -= running
+    for v in sorted(running) + sorted(startup):
         print(PROMOTED.sub("", funcs[v][1]))
-    total = sum(funcs[v][0] for v in hit)
-    print(f"{len(hit)} functions entered, {total / 1048576:.2f} MiB of code", file=sys.stderr)
+    for name, hit in (("running", running), ("start-up only", startup)):
+        total = sum(funcs[v][0] for v in hit)
+        print(f"{name}: {len(hit)} functions, {total / 1048576:.2f} MiB of code", file=sys.stderr)
 
 
 def resolve(listing, linker_args):

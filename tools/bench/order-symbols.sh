@@ -19,7 +19,8 @@ cargo build --release -p arbiter-bench
 cp "$target/release/arbiter" "$work/arbiter"
 
 # 2. A copy with an int3 at every function entry, run through the LD_PRELOAD
-#    tracer, which logs each function the first time it runs.
+#    tracer, which logs each function the first time it runs, and again after the
+#    server drops its start-up pages (src/memory.rs): those come first in the list.
 cc -O2 -shared -fPIC -o "$work/entrytrace.so" tools/bench/entrytrace.c
 python3 tools/bench/hot_symbols.py patch "$work/arbiter" "$work/arbiter.map" "$work/arbiter.patched"
 cat > "$work/traced" <<WRAP
