@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use crate::store::{LazyStore, TokenRecord};
 
@@ -67,7 +66,7 @@ pub fn generate_token() -> Result<NewSecret, getrandom::Error> {
 
 /// Hex SHA-256 of a token, as the store keeps it.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    crate::store::audit::sha256_hex(token.as_bytes())
 }
 
 /// Why a request was not let in.

@@ -222,7 +222,7 @@ impl AuditRecord {
         let mut record = Self::unhashed(tenant, seq, prev_hash, e);
         let start = line.len();
         serde_json::to_writer(&mut *line, &record.hashed_fields()).expect("plain fields serialize");
-        record.hash = hex::encode(Sha256::digest(&line[start..]));
+        record.hash = sha256_hex(&line[start..]);
         line.pop(); // the closing brace: `hash` comes last
         line.extend_from_slice(br#","hash":""#);
         line.extend_from_slice(record.hash.as_bytes());
@@ -260,7 +260,7 @@ impl AuditRecord {
     /// SHA-256 over the canonical JSON of every field but `hash`.
     pub fn compute_hash(&self) -> String {
         let bytes = serde_json::to_vec(&self.hashed_fields()).expect("plain fields serialize");
-        hex::encode(Sha256::digest(&bytes))
+        sha256_hex(&bytes)
     }
 
     fn hashed_fields(&self) -> HashedFields<'_> {
@@ -387,7 +387,16 @@ pub async fn verify_chain(
 pub fn arguments_sha256(args: &Map<String, Value>) -> String {
     let mut out = Vec::with_capacity(128);
     write_canonical_map(&mut out, args);
-    hex::encode(Sha256::digest(&out))
+    sha256_hex(&out)
+}
+
+/// SHA-256 in lowercase hex. Encoded into a buffer at once: `hex::encode`
+/// collects an iterator of chars, ~1.5% of the server's CPU under a burst
+/// of reads (two hashes a call).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(bytes), &mut out).expect("64 hex digits for 32 bytes");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compact JSON with every object's keys sorted (what the hash is taken of).
@@ -764,6 +773,17 @@ mod tests {
             let mut json = serde_json::to_string(&expected).unwrap();
             json.push('\n');
             assert_eq!(String::from_utf8(line).unwrap(), format!("before\n{json}"));
+        }
+    }
+
+    #[test]
+    fn sha256_hex_is_the_lowercase_hex_of_the_digest() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        for input in [&b"abc"[..], &[0xffu8; 100][..], b"{\"a\":1}"] {
+            assert_eq!(sha256_hex(input), hex::encode(Sha256::digest(input)));
         }
     }
 
