@@ -952,15 +952,70 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), written[9]);
     }
 
+    /// Polls the store until it holds a record past `seq` (appending all the
+    /// while to `busy`); the time that took.
+    async fn time_until_indexed(
+        store: &LazyStore,
+        seq: i64,
+        busy: Option<&AuditChain>,
+    ) -> Duration {
+        let start = std::time::Instant::now();
+        let store = store.get().await.unwrap();
+        while store
+            .audit_head("default")
+            .await
+            .unwrap()
+            .is_none_or(|head| head.seq <= seq)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "not indexed in 5 s"
+            );
+            if let Some(chain) = busy {
+                chain.append(entry("busy")).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        start.elapsed()
+    }
+
     #[tokio::test]
-    async fn a_journal_of_several_steps_is_indexed_to_its_end_even_past_a_line_longer_than_a_step()
-    {
+    async fn the_indexer_waits_for_a_pause_in_appends_but_no_longer_than_its_longest_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir.path().join("db.sqlite"));
+        let chain = AuditChain::open(
+            "default".into(),
+            &dir.path().join("audit.journal"),
+            Arc::clone(&store),
+        )
+        .unwrap();
+        // One append, then a pause: indexed soon.
+        let first = chain.append(entry("first")).await.unwrap();
+        let took = time_until_indexed(&store, 0, None).await;
+        assert!(took < INDEX_DELAY / 2, "indexed after {took:?}");
+        // An append every ~5 ms: never the pause the indexer waits for.
+        let took = time_until_indexed(&store, first.seq, Some(&chain)).await;
+        assert!(
+            took >= INDEX_DELAY / 2,
+            "indexed during the burst after {took:?}"
+        );
+    }
+
+    /// A journal file opened for appending, and a SQLite store, in a new directory.
+    async fn journal_and_store() -> (tempfile::TempDir, PathBuf, SqliteStore, File) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let store = SqliteStore::open(&dir.path().join("db.sqlite"))
             .await
             .unwrap();
         let file = open_journal(&path).unwrap();
+        (dir, path, store, file)
+    }
+
+    #[tokio::test]
+    async fn a_journal_of_several_steps_is_indexed_to_its_end_even_past_a_line_longer_than_a_step()
+    {
+        let (_dir, path, store, file) = journal_and_store().await;
         let (first, head) = lines(&genesis(), 3000);
         let long = AuditRecord::from_entry(
             "default",
@@ -991,12 +1046,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_indexer_reads_a_journal_cut_and_grown_past_its_offset_from_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.journal");
-        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
-            .await
-            .unwrap();
-        let file = open_journal(&path).unwrap();
+        let (_dir, path, store, file) = journal_and_store().await;
         let (written, head) = lines(&genesis(), 10);
         (&file).write_all(&written.concat()).unwrap();
         let mut cursor = IndexCursor::default();
