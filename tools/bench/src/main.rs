@@ -442,8 +442,15 @@ fn measure_cold_start(
             plan.timeout,
         )?;
         client.initialize()?;
-        samples.push(client.last_reply_at.duration_since(spawned_at));
+        let took = client.last_reply_at.duration_since(spawned_at);
+        samples.push(took);
         client.shutdown()?;
+        eprintln!(
+            "{}: cold start {}: {:.1} ms",
+            server.label,
+            samples.len(),
+            took.as_secs_f64() * 1e3
+        );
     }
     Ok(samples)
 }
