@@ -29,7 +29,8 @@ pub fn release_freed_heap() {
 /// the file's pages): the start-up ran code that a running server never runs
 /// again (argument parsing, the policy's compiler, migrations, schemas), and
 /// it stays resident otherwise. Pages the server does use fault back in from
-/// the page cache the next time they run. Mappings with any written page
+/// the page cache the next time they run. (The kernel drops such clean pages
+/// by itself under memory pressure; this only does it early.) Mappings with any written page
 /// (relocated data: dropping it would bring back the unrelocated file
 /// contents) are left alone, as are writable ones.
 pub fn drop_clean_file_pages() -> usize {
