@@ -30,9 +30,10 @@ pub fn release_freed_heap() {
 /// again (argument parsing, the policy's compiler, migrations, schemas), and
 /// it stays resident otherwise. Pages the server does use fault back in from
 /// the page cache the next time they run. (The kernel drops such clean pages
-/// by itself under memory pressure; this only does it early.) Mappings with any written page
-/// (relocated data: dropping it would bring back the unrelocated file
-/// contents) are left alone, as are writable ones.
+/// by itself under memory pressure; this only does it early.) Mappings with
+/// any written page (relocated data: dropping it would bring back the
+/// unrelocated file contents) are left alone, as are writable ones. Returns
+/// the KiB dropped (also logged at debug level).
 pub fn drop_clean_file_pages() -> usize {
     #[cfg(target_os = "linux")]
     {
@@ -58,6 +59,7 @@ pub fn drop_clean_file_pages() -> usize {
                 dropped += mapping.rss_kib;
             }
         }
+        tracing::debug!(dropped_kib = dropped, "clean file pages dropped");
         dropped
     }
     #[cfg(not(target_os = "linux"))]
@@ -81,7 +83,6 @@ impl FileMapping<'_> {
             && self.perms.as_bytes().get(1) == Some(&b'-')
             && self.perms.ends_with('p')
             && self.anonymous_kib == 0
-            && self.path.starts_with('/')
     }
 }
 

@@ -203,8 +203,7 @@ async fn serve_stdio(setup: &super::Setup, busy_poll: Duration) -> anyhow::Resul
     } = crate::server::stdio::serve(server, reader, writer, gate).await?;
     // The start (policy compiler, migrations, schemas, the handshake) is
     // done: its code need not stay resident.
-    let dropped_kib = crate::memory::drop_clean_file_pages();
-    tracing::debug!(dropped_kib, "start-up pages dropped");
+    crate::memory::drop_clean_file_pages();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = service.waiting() => {

@@ -268,8 +268,7 @@ pub async fn serve(
     );
     // The start (policy compiler, migrations, schemas, the router) is done:
     // its code need not stay resident, as over stdio.
-    let dropped_kib = crate::memory::drop_clean_file_pages();
-    tracing::debug!(dropped_kib, "start-up pages dropped");
+    crate::memory::drop_clean_file_pages();
     // Cancelled first at shutdown: no new connections, and open ones close
     // once their request is answered (streams stay until `stop`).
     let accepting = CancellationToken::new();

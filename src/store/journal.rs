@@ -640,7 +640,6 @@ impl IndexCursor {
             // A long backlog is indexed in steps; calls go first between them.
             tokio::task::yield_now().await;
         }
-        self.indexed = Some(highest);
         Ok(highest)
     }
 
