@@ -129,6 +129,68 @@ fn a_pipelined_burst_is_answered_once_each_in_either_lane() {
     assert_eq!(audit_records(&s.ws()).len() as u64, calls);
 }
 
+/// A burst of reads is answered in batches, sent by a thread of their own
+/// while the next batch is answered (`BatchSender` in `src/server/stdio.rs`);
+/// the records still join the chain in the order the calls came.
+#[test]
+fn the_records_of_a_burst_of_reads_follow_the_order_of_its_calls() {
+    let s = Scratch::new();
+    let files = 7;
+    for f in 0..files {
+        // ~8 KiB each: a 256 KiB batch is ~30 replies, so the burst makes
+        // several batches.
+        s.write(&format!("f{f}.txt"), &format!("file {f}\n").repeat(1000));
+    }
+    let mut server = RawServer::start(&s.ws());
+    let calls = 600u64;
+    let file_of = |id: u64| format!("f{}.txt", (id * 3) % files);
+    let lines: Vec<String> = (1..=calls)
+        .map(|id| call_line(id, "file_read", &json!({"target_file": file_of(id)}), false) + "\n")
+        .collect();
+    let mut stdin = server.take_stdin();
+    // Pieces of 60 calls and of 2, 20 ms apart: a small batch (sent right
+    // on the reading task when nothing waits) comes while a large one may
+    // still be being sent, and must not overtake it. (With a sender slowed
+    // by 5 ms a batch and allowed to be overtaken, this test fails.)
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut rest = &lines[..];
+        for piece in [60, 2].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (now, later) = rest.split_at(piece.min(rest.len()));
+            stdin.write_all(now.concat().as_bytes()).unwrap();
+            stdin.flush().unwrap();
+            rest = later;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stdin
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..calls {
+        let answer = server.recv();
+        let id = answer["id"].as_u64().unwrap();
+        let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+        let f = (id * 3) % files;
+        assert!(text.contains(&format!("\tfile {f}\n")), "{id}: {text:.80}");
+        assert!(seen.insert(id), "twice: {id}");
+    }
+    drop(writer.join().unwrap());
+    assert!(server.hang_up().success());
+    let read: Vec<String> = audit_records(&s.ws())
+        .iter()
+        .map(|r| {
+            let args: Value = serde_json::from_str(r["args_redacted"].as_str().unwrap()).unwrap();
+            args["target_file"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let asked: Vec<String> = (1..=calls).map(file_of).collect();
+    assert_eq!(read, asked, "the chain's order is not the calls' order");
+    let (code, out, err) = run_cli(&s.ws(), &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[test]
 fn reads_whose_records_cannot_be_committed_are_answered_as_failed_in_both_lanes() {
     let s = Scratch::new();
@@ -145,16 +207,17 @@ fn reads_whose_records_cannot_be_committed_are_answered_as_failed_in_both_lanes(
         .unwrap()
         .write_all(b"not a record\n")
         .unwrap();
-    // A burst (records committed together) and single calls, in both lanes.
+    // A burst (records committed together, by the sending thread when the
+    // batch is large enough) and single calls, in both lanes.
     let args = json!({"target_file": "r.txt"});
-    let burst: Vec<String> = (10..13)
+    let burst: Vec<String> = (10..18)
         .map(|id| call_line(id, "file_read", &args, false))
         .collect();
     server.send_line(&burst.join("\n"));
     server.send_line(&call_line(20, "file_read", &args, false));
     server.send_line(&call_line(21, "file_read", &args, true));
     let mut failed = std::collections::BTreeMap::new();
-    for _ in 0..5 {
+    for _ in 0..10 {
         let answer = server.recv();
         assert_eq!(answer["result"]["isError"], true, "{answer}");
         let text = answer["result"]["content"][0]["text"]
@@ -173,7 +236,7 @@ fn reads_whose_records_cannot_be_committed_are_answered_as_failed_in_both_lanes(
     }
     assert_eq!(
         failed.keys().copied().collect::<Vec<_>>(),
-        [10, 11, 12, 20, 21]
+        [10, 11, 12, 13, 14, 15, 16, 17, 20, 21]
     );
     assert_eq!(failed[&20], failed[&21], "both lanes say the same");
 }

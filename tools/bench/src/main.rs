@@ -45,7 +45,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use arbiter_bench::stdio::Client;
-use arbiter_bench::{arbiter_binary, elide, log_tail, percentile_us, reply_text, target_dir};
+use arbiter_bench::{
+    arbiter_binary, elide, log_tail, percentile_us, proc_cpu_seconds, reply_text, target_dir,
+};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -149,9 +151,10 @@ fn run(args: Args) -> Result<()> {
         );
     }
     for _ in 1..plan.pipelined_rounds {
-        arbiter_run.pipelined_round()?;
+        let reference_pid = reference_run.as_ref().map(ServerRun::pid);
+        arbiter_run.pipelined_round(reference_pid)?;
         if let Some(run) = &mut reference_run {
-            run.pipelined_round()?;
+            run.pipelined_round(Some(arbiter_run.pid()))?;
         }
     }
     let arbiter_figures = arbiter_run.finish()?;
@@ -323,11 +326,36 @@ impl ServerRun {
         })
     }
 
-    fn pipelined_round(&mut self) -> Result<()> {
+    fn pid(&self) -> u32 {
+        self.client.pid()
+    }
+
+    /// One round, once `bystander` (the other server) is idle. Its CPU time
+    /// during the round is shown: it should be none.
+    ///
+    /// Why wait: after its own round the reference server goes on working
+    /// (node's garbage collector: 20 to 70 ms of CPU in the ~80 ms of one
+    /// arbiter round, measured), and on a two-vCPU machine that is taken
+    /// from the round being measured. Arbiter's audit indexer does the same
+    /// after its rounds, during the reference's.
+    fn pipelined_round(&mut self, bystander: Option<u32>) -> Result<()> {
+        let cpu = |pid: Option<u32>| pid.and_then(|pid| proc_cpu_seconds(&pid.to_string()).ok());
+        if let Some(pid) = bystander {
+            wait_until_idle(pid);
+        }
+        let before = cpu(bystander);
         let calls_per_sec = measure_pipelined(&mut self.client, &self.read_call, self.pipelined)
             .with_context(|| failed(self.label, &self.log))?;
+        let meanwhile = before.zip(cpu(bystander)).map(|(a, b)| b - a);
         self.figures.pipelined_rounds.push(calls_per_sec);
-        eprintln!("{}: {calls_per_sec:.0} calls/s", self.label);
+        match meanwhile {
+            Some(seconds) => eprintln!(
+                "{}: {calls_per_sec:.0} calls/s (the other server used {:.0} ms of CPU meanwhile)",
+                self.label,
+                seconds * 1000.0
+            ),
+            None => eprintln!("{}: {calls_per_sec:.0} calls/s", self.label),
+        }
         Ok(())
     }
 
@@ -343,6 +371,36 @@ impl ServerRun {
         figures.pipelined_rounds.sort_by(f64::total_cmp);
         Ok(figures)
     }
+}
+
+/// Wait until process `pid` has used under 1 ms of CPU in 100 ms, for at
+/// most 5 s (a server that never settles is measured against anyway; the
+/// round's line shows how much CPU it took).
+fn wait_until_idle(pid: u32) {
+    const WINDOW: Duration = Duration::from_millis(100);
+    const MOST: Duration = Duration::from_secs(5);
+    let began = std::time::Instant::now();
+    let mut last = proc_cpu_ns(pid);
+    while began.elapsed() < MOST {
+        thread::sleep(WINDOW);
+        let now = proc_cpu_ns(pid);
+        if now.saturating_sub(last) < 1_000_000 {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// CPU time every thread of `pid` has run, in nanoseconds
+/// (/proc/PID/task/*/schedstat, finer than /proc/PID/stat's 10 ms ticks).
+fn proc_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn failed(label: &str, log: &Path) -> String {
