@@ -9,7 +9,6 @@
 //! writer; the replies to a burst of reads go out in batches, each after its
 //! records are committed, from a thread of their own ([`BatchSender`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -363,16 +362,20 @@ const HANDOFF_REPLIES: usize = 4;
 /// and a fifth of its time went to sending. A lone reply is still sent
 /// right there: the hop to another thread would wake it, which on a
 /// virtual machine whose idle vCPUs halt costs more than the send itself.
-/// Batches go out in the order they were answered (one at a time, and a
-/// batch never overtakes one handed off before it), so the records join
-/// the chain in the order of their calls.
+///
+/// One batch at a time is with the thread: the next is handed off (or sent
+/// here) only once it has come back sent. So batches go out in the order
+/// they were answered, their records join the chain in the order of their
+/// calls, and there are two reply buffers, not more.
 struct BatchSender<W> {
-    /// To the thread; one batch waits while it sends another.
+    /// To the thread.
     queue: tokio::sync::mpsc::Sender<ReadBatch>,
-    /// Emptied batches coming back, their buffers kept.
-    spare: std::sync::mpsc::Receiver<ReadBatch>,
-    /// Batches handed off and not yet sent.
-    pending: Arc<AtomicUsize>,
+    /// From the thread: each batch once sent, emptied, its buffers kept.
+    sent: tokio::sync::mpsc::Receiver<ReadBatch>,
+    /// A batch is with the thread.
+    in_flight: bool,
+    /// The buffers of the last batch that came back.
+    spare: ReadBatch,
     thread: tokio::task::JoinHandle<()>,
     server: ArbiterServer,
     output: Output<W>,
@@ -381,23 +384,24 @@ struct BatchSender<W> {
 impl<W: AsyncWrite + Unpin + Send + 'static> BatchSender<W> {
     fn start(server: ArbiterServer, output: Output<W>) -> Self {
         let (queue, mut handed_off) = tokio::sync::mpsc::channel::<ReadBatch>(1);
-        let (give_back, spare) = std::sync::mpsc::channel();
-        let pending = Arc::new(AtomicUsize::new(0));
+        let (give_back, sent) = tokio::sync::mpsc::channel(1);
         let runtime = tokio::runtime::Handle::current();
         let thread = tokio::task::spawn_blocking({
-            let (server, output, pending) = (server.clone(), output.clone(), pending.clone());
+            let (server, output) = (server.clone(), output.clone());
             move || {
                 while let Some(mut batch) = handed_off.blocking_recv() {
                     runtime.block_on(batch.send(&server, &output));
-                    pending.fetch_sub(1, Ordering::Release);
-                    let _ = give_back.send(batch);
+                    if give_back.blocking_send(batch).is_err() {
+                        return;
+                    }
                 }
             }
         });
         Self {
             queue,
-            spare,
-            pending,
+            sent,
+            in_flight: false,
+            spare: ReadBatch::default(),
             thread,
             server,
             output,
@@ -409,23 +413,34 @@ impl<W: AsyncWrite + Unpin + Send + 'static> BatchSender<W> {
         if batch.is_empty() {
             return;
         }
-        if batch.ids.len() < HANDOFF_REPLIES && self.pending.load(Ordering::Acquire) == 0 {
+        self.wait_for_the_thread().await;
+        if batch.ids.len() < HANDOFF_REPLIES {
             batch.send(&self.server, &self.output).await;
             return;
         }
-        let fresh = self.spare.try_recv().unwrap_or_default();
-        let full = std::mem::replace(batch, fresh);
-        self.pending.fetch_add(1, Ordering::Release);
-        if let Err(refused) = self.queue.send(full).await {
+        let full = std::mem::replace(batch, std::mem::take(&mut self.spare));
+        match self.queue.send(full).await {
+            Ok(()) => self.in_flight = true,
             // The thread is gone (it panicked): send here.
-            self.pending.fetch_sub(1, Ordering::Release);
-            let mut full = refused.0;
-            full.send(&self.server, &self.output).await;
+            Err(refused) => {
+                self.spare = refused.0;
+                self.spare.send(&self.server, &self.output).await;
+            }
+        }
+    }
+
+    /// Until the batch with the thread (if any) is sent.
+    async fn wait_for_the_thread(&mut self) {
+        if std::mem::take(&mut self.in_flight)
+            && let Some(sent) = self.sent.recv().await
+        {
+            self.spare = sent;
         }
     }
 
     /// Wait until everything handed off is sent.
-    async fn finish(self) {
+    async fn finish(mut self) {
+        self.wait_for_the_thread().await;
         drop(self.queue);
         let _ = self.thread.await;
     }
