@@ -28,8 +28,9 @@ use rmcp::model::RequestId;
 /// Capacity of each in-memory pipe between this transport and rmcp.
 const RMCP_PIPE_BYTES: usize = 64 * 1024;
 
-/// Replies held back for one write at most (see `read_requests`).
-const REPLY_BATCH_BYTES: usize = 256 * 1024;
+/// Replies held back for one write at most (see `read_requests`). Two such
+/// buffers exist in a burst ([`BatchSender`]); 256 KiB was no faster.
+const REPLY_BATCH_BYTES: usize = 128 * 1024;
 
 /// What the stdio pipes are grown to, when they are pipes: a 4 KiB read's
 /// reply is ~10 KiB, so the usual 64 KiB pipe holds six, and a client reading
@@ -416,6 +417,8 @@ impl<W: AsyncWrite + Unpin + Send + 'static> BatchSender<W> {
         self.wait_for_the_thread().await;
         if batch.ids.len() < HANDOFF_REPLIES {
             batch.send(&self.server, &self.output).await;
+            // Calls one at a time again: the burst's second buffer goes.
+            self.spare = ReadBatch::default();
             return;
         }
         let full = std::mem::replace(batch, std::mem::take(&mut self.spare));
