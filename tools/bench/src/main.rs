@@ -45,9 +45,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use arbiter_bench::stdio::Client;
-use arbiter_bench::{
-    arbiter_binary, elide, log_tail, percentile_us, proc_cpu_seconds, reply_text, target_dir,
-};
+use arbiter_bench::{arbiter_binary, elide, log_tail, percentile_us, reply_text, target_dir};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -339,23 +337,17 @@ impl ServerRun {
     /// from the round being measured. Arbiter's audit indexer does the same
     /// after its rounds, during the reference's.
     fn pipelined_round(&mut self, bystander: Option<u32>) -> Result<()> {
-        let cpu = |pid: Option<u32>| pid.and_then(|pid| proc_cpu_seconds(&pid.to_string()).ok());
-        if let Some(pid) = bystander {
-            wait_until_idle(pid);
-        }
-        let before = cpu(bystander);
+        let before = bystander.map(|pid| (pid, wait_until_idle(pid)));
         let calls_per_sec = measure_pipelined(&mut self.client, &self.read_call, self.pipelined)
             .with_context(|| failed(self.label, &self.log))?;
-        let meanwhile = before.zip(cpu(bystander)).map(|(a, b)| b - a);
         self.figures.pipelined_rounds.push(calls_per_sec);
-        match meanwhile {
-            Some(seconds) => eprintln!(
-                "{}: {calls_per_sec:.0} calls/s (the other server used {:.0} ms of CPU meanwhile)",
-                self.label,
-                seconds * 1000.0
-            ),
-            None => eprintln!("{}: {calls_per_sec:.0} calls/s", self.label),
-        }
+        let meanwhile = before
+            .map(|(pid, ns)| {
+                let ms = proc_cpu_ns(pid).saturating_sub(ns) as f64 / 1e6;
+                format!(" (the other server used {ms:.0} ms of CPU meanwhile)")
+            })
+            .unwrap_or_default();
+        eprintln!("{}: {calls_per_sec:.0} calls/s{meanwhile}", self.label);
         Ok(())
     }
 
@@ -375,8 +367,8 @@ impl ServerRun {
 
 /// Wait until process `pid` has used under 1 ms of CPU in 100 ms, for at
 /// most 5 s (a server that never settles is measured against anyway; the
-/// round's line shows how much CPU it took).
-fn wait_until_idle(pid: u32) {
+/// round's line shows how much CPU it took). Returns its CPU time then.
+fn wait_until_idle(pid: u32) -> u64 {
     const WINDOW: Duration = Duration::from_millis(100);
     const MOST: Duration = Duration::from_secs(5);
     let began = std::time::Instant::now();
@@ -385,10 +377,11 @@ fn wait_until_idle(pid: u32) {
         thread::sleep(WINDOW);
         let now = proc_cpu_ns(pid);
         if now.saturating_sub(last) < 1_000_000 {
-            return;
+            return now;
         }
         last = now;
     }
+    last
 }
 
 /// CPU time every thread of `pid` has run, in nanoseconds
